@@ -1,0 +1,38 @@
+//! The shared application state handed to every handler.
+
+use std::sync::Arc;
+
+use crate::auth::LoginLimiter;
+use crate::config::Config;
+use crate::inventory::Sealer;
+use crate::metrics::Metrics;
+use crate::mux::Mux;
+use crate::store::Store;
+
+/// Everything a request may need. Shared maps hold handles, never logic.
+pub struct App {
+    pub cfg: Config,
+    pub store: Store,
+    pub limiter: LoginLimiter,
+    pub sealer: Sealer,
+    pub metrics: Arc<Metrics>,
+    pub mux: Mux,
+}
+
+impl App {
+    /// Opens the data directory and builds the state.
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<App>> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let store = Store::open(&cfg.data_dir)?;
+        let sealer = Sealer::load_or_create(&cfg.data_dir)?;
+        let metrics = Arc::new(Metrics::default());
+        Ok(Arc::new_cyclic(|weak| App {
+            limiter: LoginLimiter::new(cfg.login_limit.clone()),
+            mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
+            cfg,
+            store,
+            sealer,
+            metrics,
+        }))
+    }
+}

@@ -1,0 +1,103 @@
+//! The audit log: one append-only redb table of who did what, written in the same
+//! transaction as the change it describes.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{self, StoreError, AUDIT};
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who acted (the username; for failed logins, the name that was tried).
+    pub actor: String,
+    /// What happened, e.g. `login`, `login_failed`, `session.create`, `channel.open`.
+    pub action: String,
+    /// What it happened to (an id or a name), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The client address, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Extra human-readable detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What to record; `seq` and `at` are filled in.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    pub fn new(actor: &str, action: &'static str) -> Self {
+        Entry {
+            actor: actor.to_string(),
+            action,
+            ..Default::default()
+        }
+    }
+    pub fn target(mut self, t: impl Into<String>) -> Self {
+        self.target = Some(t.into());
+        self
+    }
+    pub fn ip(mut self, ip: Option<String>) -> Self {
+        self.ip = ip;
+        self
+    }
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+/// Appends an event inside the caller's transaction.
+pub fn record(tx: &WriteTransaction, entry: Entry) -> Result<(), StoreError> {
+    let mut table = tx.open_table(AUDIT)?;
+    let seq = match table.last()? {
+        Some((k, _)) => k.value() + 1,
+        None => 1,
+    };
+    let event = AuditEvent {
+        seq,
+        at: store::now(),
+        actor: entry.actor,
+        action: entry.action.to_string(),
+        target: entry.target,
+        ip: entry.ip,
+        detail: entry.detail,
+    };
+    table.insert(seq, store::encode(&event)?.as_slice())?;
+    Ok(())
+}
+
+/// Newest-first page of events with `seq < before`, optionally only one actor's.
+pub fn list(
+    tx: &ReadTransaction,
+    actor: Option<&str>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let table = tx.open_table(AUDIT)?;
+    let upper = before.unwrap_or(u64::MAX);
+    let mut out = Vec::new();
+    for row in table.range(..upper)?.rev() {
+        let (_, v) = row?;
+        let event: AuditEvent = store::decode(v.value())?;
+        if actor.is_none_or(|a| a == event.actor) {
+            out.push(event);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

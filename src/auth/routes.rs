@@ -1,0 +1,253 @@
+//! `/api/auth/*` and `/api/users*`: thin handlers over the functions in `auth`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tower_sessions::Session;
+
+use super::{AdminUser, CurrentUser, LoginInfo, Role, UserError, LOGIN_KEY};
+use crate::app::App;
+use crate::audit;
+use crate::error::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::store::{self, StoreError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// `POST /api/auth/login`
+pub async fn login(
+    State(app): State<Arc<App>>,
+    session: Session,
+    parts: axum::extract::Request,
+) -> ApiResult<impl IntoResponse> {
+    let (parts, body) = parts.into_parts();
+    let ip = super::client_ip(&parts, &app.cfg.trusted_proxies).to_string();
+    let body: Bytes = axum::body::to_bytes(body, app.cfg.max_body_bytes)
+        .await
+        .map_err(|_| crate::http::too_large())?;
+    let (username, password) = if body.iter().all(u8::is_ascii_whitespace) {
+        basic_credentials(&parts.headers).ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_credentials",
+                "send JSON {\"username\",\"password\"} or an Authorization: Basic header",
+            )
+        })?
+    } else {
+        let b: LoginBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        (b.username, b.password)
+    };
+    if username.len() > 128 || password.len() > 1024 {
+        return Err(ApiError::bad_request(
+            "invalid_credentials_format",
+            "username or password too long",
+        ));
+    }
+    if let Err(wait) = app.limiter.check(&ip, &username) {
+        app.metrics.login_throttled();
+        return Err(ApiError::rate_limited(wait));
+    }
+    let name = username.clone();
+    let user = app
+        .store
+        .read(move |tx| -> Result<_, StoreError> { super::get_user(tx, &name) })
+        .await?;
+    let phc = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| super::decoy_hash().to_string());
+    let pw = password.clone();
+    let ok = tokio::task::spawn_blocking(move || super::verify_password(&pw, &phc))
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            app.limiter.fail(&ip, &username);
+            app.metrics.login_failed();
+            let (u, ip2) = (username.clone(), ip.clone());
+            app.store
+                .write(move |tx| -> Result<(), StoreError> {
+                    audit::record(tx, audit::Entry::new(&u, "login_failed").ip(Some(ip2)))
+                })
+                .await?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong username or password",
+            ));
+        }
+    };
+    // A fresh id at login defeats session fixation.
+    session.cycle_id().await.map_err(ApiError::internal)?;
+    let now = store::now();
+    let info = LoginInfo {
+        username: user.username.clone(),
+        login_id: store::new_id(),
+        login_at: now,
+        seen_at: now,
+    };
+    session
+        .insert(LOGIN_KEY, &info)
+        .await
+        .map_err(ApiError::internal)?;
+    app.metrics.login_ok();
+    let (u, ip2) = (user.username.clone(), ip);
+    app.store
+        .write(move |tx| -> Result<(), StoreError> {
+            audit::record(tx, audit::Entry::new(&u, "login").ip(Some(ip2)))
+        })
+        .await?;
+    Ok(Json(
+        json!({"username": user.username, "role": user.role.as_str()}),
+    ))
+}
+
+/// `GET /api/auth/status`
+pub async fn status(State(app): State<Arc<App>>, user: CurrentUser) -> ApiResult<impl IntoResponse> {
+    let idle_end = user.login.seen_at + app.cfg.session.idle_timeout_secs as i64;
+    let abs_end = user.login.login_at + app.cfg.session.absolute_timeout_secs as i64;
+    let expires = time::OffsetDateTime::from_unix_timestamp(idle_end.min(abs_end))
+        .map_err(ApiError::internal)?;
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "username": user.username,
+        "role": user.role.as_str(),
+        "expires_at": expires,
+    })))
+}
+
+/// `POST /api/auth/logout`: ends the login and every socket and channel of it.
+pub async fn logout(State(app): State<Arc<App>>, user: CurrentUser) -> ApiResult<StatusCode> {
+    user.session.flush().await.map_err(ApiError::internal)?;
+    app.mux.close_login(&user.login.login_id, "logged_out");
+    let (u, ip) = (user.username.clone(), user.ip.clone());
+    app.store
+        .write(move |tx| -> Result<(), StoreError> {
+            audit::record(tx, audit::Entry::new(&u, "logout").ip(Some(ip)))
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn user_json(u: &super::User) -> serde_json::Value {
+    json!({"username": u.username, "role": u.role.as_str(), "created_at": u.created_at})
+}
+
+/// `GET /api/users`
+pub async fn list_users(
+    State(app): State<Arc<App>>,
+    _admin: AdminUser,
+) -> ApiResult<impl IntoResponse> {
+    let users = app
+        .store
+        .read(|tx| -> Result<_, StoreError> { super::list_users(tx) })
+        .await?;
+    Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    password: String,
+    role: Role,
+}
+
+/// `POST /api/users`
+pub async fn create_user(
+    State(app): State<Arc<App>>,
+    AdminUser(admin): AdminUser,
+    ApiJson(body): ApiJson<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    if !super::valid_username(&body.username) {
+        return Err(UserError::BadUsername.into());
+    }
+    let pw = body.password;
+    let hash = tokio::task::spawn_blocking(move || super::hash_password(&pw))
+        .await
+        .map_err(ApiError::internal)??;
+    let actor = admin.username.clone();
+    let user = app
+        .store
+        .write(move |tx| super::create_user(tx, &body.username, hash, body.role, &actor))
+        .await?;
+    Ok((StatusCode::CREATED, Json(user_json(&user))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    password: Option<String>,
+    role: Option<Role>,
+}
+
+/// `PUT /api/users/{username}`
+pub async fn update_user(
+    State(app): State<Arc<App>>,
+    AdminUser(admin): AdminUser,
+    Path(username): Path<String>,
+    ApiJson(body): ApiJson<UserChange>,
+) -> ApiResult<impl IntoResponse> {
+    let hash = match body.password {
+        Some(pw) => Some(
+            tokio::task::spawn_blocking(move || super::hash_password(&pw))
+                .await
+                .map_err(ApiError::internal)??,
+        ),
+        None => None,
+    };
+    let password_changed = hash.is_some();
+    let actor = admin.username.clone();
+    let name = username.clone();
+    let user = app
+        .store
+        .write(move |tx| super::update_user(tx, &name, hash, body.role, &actor))
+        .await?;
+    if password_changed {
+        app.mux.close_user(&username, "password_changed");
+    }
+    Ok(Json(user_json(&user)))
+}
+
+/// `DELETE /api/users/{username}`
+pub async fn delete_user(
+    State(app): State<Arc<App>>,
+    AdminUser(admin): AdminUser,
+    Path(username): Path<String>,
+) -> ApiResult<StatusCode> {
+    let actor = admin.username.clone();
+    let name = username.clone();
+    app.store
+        .write(move |tx| super::delete_user(tx, &name, &actor))
+        .await?;
+    app.mux.close_user(&username, "user_deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,123 @@
+//! tower-sessions store backed by redb, so a gateway restart logs nobody out.
+
+use async_trait::async_trait;
+use redb::ReadableTable;
+use time::OffsetDateTime;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+
+use crate::store::{self, Store, StoreError, HTTP_SESSIONS};
+
+/// Login sessions in the `http_sessions` table.
+#[derive(Debug, Clone)]
+pub struct RedbSessionStore {
+    store: Store,
+}
+
+impl RedbSessionStore {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn backend(e: StoreError) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+/// The username a stored session record belongs to, if it is logged in.
+pub(super) fn record_username(bytes: &[u8]) -> Option<String> {
+    let record: Record = serde_json::from_slice(bytes).ok()?;
+    let login = record.data.get(super::LOGIN_KEY)?;
+    login.get("username")?.as_str().map(str::to_string)
+}
+
+#[async_trait]
+impl SessionStore for RedbSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let mut candidate = record.clone();
+        let saved = self
+            .store
+            .write(move |tx| -> Result<Record, StoreError> {
+                let mut table = tx.open_table(HTTP_SESSIONS)?;
+                // Ids are 128 random bits; a collision is astronomically unlikely but
+                // must never hand one user another's session.
+                while table.get(candidate.id.to_string().as_str())?.is_some() {
+                    candidate.id = Id::default();
+                }
+                let bytes = store::encode(&candidate)?;
+                table.insert(candidate.id.to_string().as_str(), bytes.as_slice())?;
+                Ok(candidate)
+            })
+            .await
+            .map_err(backend)?;
+        record.id = saved.id;
+        Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let record = record.clone();
+        self.store
+            .write(move |tx| -> Result<(), StoreError> {
+                let bytes = store::encode(&record)?;
+                tx.open_table(HTTP_SESSIONS)?
+                    .insert(record.id.to_string().as_str(), bytes.as_slice())?;
+                Ok(())
+            })
+            .await
+            .map_err(backend)
+    }
+
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let key = session_id.to_string();
+        let record = self
+            .store
+            .read(move |tx| -> Result<Option<Record>, StoreError> {
+                let table = tx.open_table(HTTP_SESSIONS)?;
+                match table.get(key.as_str())? {
+                    Some(v) => Ok(Some(store::decode(v.value())?)),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map_err(backend)?;
+        Ok(record.filter(|r| r.expiry_date > OffsetDateTime::now_utc()))
+    }
+
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        let key = session_id.to_string();
+        self.store
+            .write(move |tx| -> Result<(), StoreError> {
+                tx.open_table(HTTP_SESSIONS)?.remove(key.as_str())?;
+                Ok(())
+            })
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for RedbSessionStore {
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        self.store
+            .write(move |tx| -> Result<(), StoreError> {
+                let mut table = tx.open_table(HTTP_SESSIONS)?;
+                let now = OffsetDateTime::now_utc();
+                let mut doomed = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let expired = serde_json::from_slice::<Record>(v.value())
+                        .map(|r| r.expiry_date <= now)
+                        .unwrap_or(true);
+                    if expired {
+                        doomed.push(k.value().to_string());
+                    }
+                }
+                for id in doomed {
+                    table.remove(id.as_str())?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(backend)
+    }
+}

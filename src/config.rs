@@ -1,0 +1,318 @@
+//! Typed configuration: one struct with defaults, loaded from TOML and overridden by
+//! `OPSGATE_*` environment variables (`OPSGATE_MUX__WINDOW_BYTES=65536` sets `[mux] window_bytes`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors while reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole gateway configuration. Every key has a default; see `opsgate --help`
+/// and the README for the documented list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// Directory holding the redb database and the credential master key.
+    pub data_dir: PathBuf,
+    /// Path prefix everything is served under (e.g. `/opsgate` behind a proxy); empty for `/`.
+    pub base_path: String,
+    /// The public URL users reach the gateway at (e.g. `https://ops.example.com/opsgate`);
+    /// its origin is allowed for state-changing requests and the WebSocket.
+    pub public_url: Option<String>,
+    /// Extra origins allowed for state-changing requests and the WebSocket.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Allow plain HTTP on a non-loopback address.
+    pub insecure_listen: bool,
+    /// Largest accepted REST request body.
+    pub max_body_bytes: usize,
+    pub tls: TlsConfig,
+    pub session: SessionConfig,
+    pub login_limit: LoginLimitConfig,
+    pub mux: MuxConfig,
+    pub pty: PtyConfig,
+    pub ssh: SshConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            base_path: String::new(),
+            public_url: None,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            insecure_listen: false,
+            max_body_bytes: 1024 * 1024,
+            tls: TlsConfig::default(),
+            session: SessionConfig::default(),
+            login_limit: LoginLimitConfig::default(),
+            mux: MuxConfig::default(),
+            pty: PtyConfig::default(),
+            ssh: SshConfig::default(),
+        }
+    }
+}
+
+/// `[tls]`: serve HTTPS with these PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `[session]`: login session lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A login unused this long is logged out.
+    pub idle_timeout_secs: u64,
+    /// A login older than this is logged out, however active.
+    pub absolute_timeout_secs: u64,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 8 * 3600,
+            absolute_timeout_secs: 7 * 24 * 3600,
+            cookie_name: "opsgate_session".into(),
+        }
+    }
+}
+
+/// `[login_limit]`: failed-login throttling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginLimitConfig {
+    /// Failed logins from one client IP within the window before 429.
+    pub per_ip: u32,
+    /// Failed logins for one username (from anywhere) within the window before 429.
+    /// Higher than `per_ip` so one attacker cannot lock a user out from their own IP.
+    pub per_username: u32,
+    pub window_secs: u64,
+}
+
+impl Default for LoginLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_ip: 5,
+            per_username: 20,
+            window_secs: 300,
+        }
+    }
+}
+
+/// `[mux]`: the multiplexed WebSocket and its channels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MuxConfig {
+    /// Unacknowledged output per channel before the gateway stops reading its source.
+    pub window_bytes: usize,
+    /// Recent output kept per channel for resume; never smaller than the window.
+    pub ring_bytes: usize,
+    /// How long a detached channel lives waiting for `attach`.
+    pub grace_secs: u64,
+    /// Largest accepted WebSocket message.
+    pub max_frame_bytes: usize,
+    /// Sockets one login may hold at once.
+    pub max_sockets_per_login: usize,
+    /// Channels (attached or detached) one login may hold at once.
+    pub max_channels_per_login: usize,
+    /// WebSocket ping interval; a peer silent for two intervals is dropped.
+    pub heartbeat_secs: u64,
+    /// How long an `ssh` channel waits for the user's answer to a `hostkey` question.
+    pub hostkey_answer_secs: u64,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        Self {
+            window_bytes: 256 * 1024,
+            ring_bytes: 256 * 1024,
+            grace_secs: 300,
+            max_frame_bytes: 1024 * 1024,
+            max_sockets_per_login: 16,
+            max_channels_per_login: 256,
+            heartbeat_secs: 30,
+            hostkey_answer_secs: 120,
+        }
+    }
+}
+
+/// `[pty]`: local programs the browser may start, by name. The browser never sends argv.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PtyConfig {
+    pub programs: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for PtyConfig {
+    fn default() -> Self {
+        let mut programs = BTreeMap::new();
+        programs.insert("top".to_string(), vec!["top".to_string()]);
+        Self { programs }
+    }
+}
+
+/// `[ssh]`: outbound SSH client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshConfig {
+    pub connect_timeout_secs: u64,
+    pub keepalive_secs: u64,
+    pub term: String,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 10,
+            keepalive_secs: 15,
+            term: "xterm-256color".into(),
+        }
+    }
+}
+
+/// Environment variables consumed by the CLI itself rather than the override mechanism.
+const CLI_ENV: &[&str] = &[
+    "OPSGATE_LISTEN",
+    "OPSGATE_DATA_DIR",
+    "OPSGATE_CONFIG",
+    "OPSGATE_ADMIN_PASSWORD",
+    "OPSGATE_INSECURE_LISTEN",
+    "OPSGATE_LOG",
+];
+
+impl Config {
+    /// Reads `file` (if any), then applies `OPSGATE_*` overrides from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("OPSGATE_") else {
+                continue;
+            };
+            if CLI_ENV.contains(&name.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut root, &path, parse_env_value(&value))
+                .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+        }
+        let mut cfg: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        cfg.normalise()?;
+        Ok(cfg)
+    }
+
+    fn normalise(&mut self) -> Result<(), ConfigError> {
+        let base = self.base_path.trim().trim_end_matches('/');
+        if !base.is_empty() && !base.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "base_path must start with '/': {base:?}"
+            )));
+        }
+        self.base_path = base.to_string();
+        if self.mux.ring_bytes < self.mux.window_bytes {
+            // Resume is lossless only if every unacknowledged byte is still in the ring.
+            self.mux.ring_bytes = self.mux.window_bytes;
+        }
+        if self.mux.window_bytes == 0 || self.mux.max_frame_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "mux.window_bytes must be > 0 and mux.max_frame_bytes >= 1024".into(),
+            ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key must be given together".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the gateway serves HTTPS itself.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert.is_some()
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Accept TOML literals (numbers, booleans, arrays) and fall back to a plain string.
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut table = root;
+    for key in parents {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{key} is not a table"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_nested_keys_and_types() {
+        let env = vec![
+            ("OPSGATE_MUX__WINDOW_BYTES".to_string(), "65536".to_string()),
+            ("OPSGATE_BASE_PATH".to_string(), "/opsgate/".to_string()),
+            ("OPSGATE_LISTEN".to_string(), "ignored".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let cfg = Config::load(None, env).expect("config");
+        assert_eq!(cfg.mux.window_bytes, 65536);
+        assert_eq!(cfg.base_path, "/opsgate");
+        assert!(cfg.mux.ring_bytes >= cfg.mux.window_bytes);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let env = vec![("OPSGATE_NO_SUCH_KEY".to_string(), "1".to_string())];
+        assert!(Config::load(None, env).is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The HTTP edge: routes, the JSON error shape for every rejection, the origin check,
+//! security headers and the body limit.
+
+mod serve;
+
+pub use serve::serve;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::app::App;
+use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Role};
+use crate::error::{error_json, ApiError, ApiResult};
+use crate::inventory::routes as inv;
+use crate::store::{StoreError, HTTP_SESSIONS};
+
+/// `Json<T>` whose rejections use the JSON error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::bad_request("invalid_json", e.body_text()))
+            }
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::bad_request("invalid_body", e.body_text()))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send Content-Type: application/json",
+            )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// 413 in the JSON error shape.
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body exceeds the limit",
+    )
+}
+
+/// Builds the whole router, mounted under the configured base path.
+pub fn router(app: Arc<App>) -> Router {
+    let cfg = &app.cfg;
+    let cookie_path = if cfg.base_path.is_empty() {
+        "/".to_string()
+    } else {
+        cfg.base_path.clone()
+    };
+    let secure = cfg.tls_enabled()
+        || cfg
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+    let sessions = SessionManagerLayer::new(RedbSessionStore::new(app.store.clone()))
+        .with_name(cfg.session.cookie_name.clone())
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_secure(secure)
+        .with_path(cookie_path)
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(
+            cfg.session.idle_timeout_secs as i64,
+        )));
+
+    let api = Router::new()
+        .route("/api/auth/login", post(auth_routes::login))
+        .route("/api/auth/status", get(auth_routes::status))
+        .route("/api/auth/logout", post(auth_routes::logout))
+        .route(
+            "/api/users",
+            get(auth_routes::list_users).post(auth_routes::create_user),
+        )
+        .route(
+            "/api/users/{username}",
+            put(auth_routes::update_user).delete(auth_routes::delete_user),
+        )
+        .route(
+            "/api/sessions",
+            get(inv::list_sessions).post(inv::create_session),
+        )
+        .route("/api/sessions/export", get(inv::export_sessions))
+        .route("/api/sessions/import", post(inv::import_sessions))
+        .route(
+            "/api/sessions/{id}",
+            get(inv::get_session)
+                .put(inv::update_session)
+                .delete(inv::delete_session),
+        )
+        .route("/api/folders", post(inv::create_folder))
+        .route(
+            "/api/folders/{name}",
+            put(inv::rename_folder).delete(inv::delete_folder),
+        )
+        .route(
+            "/api/credentials",
+            get(inv::list_credentials).post(inv::create_credential),
+        )
+        .route(
+            "/api/credentials/{id}",
+            put(inv::update_credential).delete(inv::delete_credential),
+        )
+        .route("/api/known-hosts", get(inv::list_known_hosts))
+        .route(
+            "/api/known-hosts/{id}",
+            axum::routing::delete(inv::delete_known_host),
+        )
+        .route("/api/audit", get(list_audit))
+        .route("/ws", get(crate::mux::ws_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/", get(crate::web::index))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(sessions)
+        .layer(middleware::from_fn_with_state(app.clone(), origin_check))
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes));
+
+    let base = cfg.base_path.clone();
+    let routed = if base.is_empty() {
+        api
+    } else {
+        Router::new()
+            .nest(&base, api)
+            .fallback(|| async { ApiError::not_found("route") })
+    };
+    routed
+        .layer(middleware::from_fn_with_state(app.clone(), edge))
+        .with_state(app)
+}
+
+/// Outermost layer: security headers, JSON shape for every error (including axum's own
+/// rejections and 405s), and response counting.
+async fn edge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let https = auth::request_is_https_parts(&parts, &app.cfg);
+    let req = Request::from_parts(parts, body);
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    app.metrics.http_response(status.as_u16());
+    if status.is_client_error() || status.is_server_error() {
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if !is_json {
+            let code = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                StatusCode::UNAUTHORIZED => "unauthenticated",
+                StatusCode::FORBIDDEN => "forbidden",
+                s if s.is_server_error() => "internal",
+                _ => "bad_request",
+            };
+            let (mut parts, body) = resp.into_parts();
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            let mut message = String::from_utf8_lossy(&text).trim().to_string();
+            if message.is_empty() {
+                message = status.canonical_reason().unwrap_or("error").to_string();
+            }
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp = Response::from_parts(parts, axum::body::Body::from(error_json(code, &message)));
+        }
+    }
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    resp
+}
+
+/// Cross-site request forgery guard: a state-changing request must carry an allowed
+/// `Origin`, or, without one, the `X-Requested-With` header no cross-site form can send.
+async fn origin_check(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match parts.headers.get(header::ORIGIN) {
+        Some(origin) => {
+            let origin = origin.to_str().unwrap_or("");
+            if !auth::origin_allowed(&parts, &app.cfg, origin) {
+                return ApiError::forbidden(format!(
+                    "origin {origin:?} is not allowed to change anything here"
+                ))
+                .into_response();
+            }
+        }
+        None => {
+            if !parts.headers.contains_key("x-requested-with") {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "origin_required",
+                    "state-changing requests need an Origin or X-Requested-With header",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> ApiResult<impl IntoResponse> {
+    use redb::ReadableTableMetadata;
+    let n = app
+        .store
+        .read(|tx| -> Result<u64, StoreError> { Ok(tx.open_table(HTTP_SESSIONS)?.len()?) })
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(n as usize),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+    actor: Option<String>,
+}
+
+/// `GET /api/audit?before=&limit=[&actor=]`: admins see everyone, others themselves.
+async fn list_audit(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let actor = if user.role == Role::Admin {
+        q.actor
+    } else {
+        Some(user.username)
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = app
+        .store
+        .read(move |tx| crate::audit::list(tx, actor.as_deref(), q.before, limit))
+        .await?;
+    let next_before = events.last().map(|e| e.seq).filter(|_| events.len() == limit);
+    Ok(Json(
+        serde_json::json!({"events": events, "next_before": next_before}),
+    ))
+}

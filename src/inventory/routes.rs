@@ -1,0 +1,278 @@
+//! REST handlers for the inventory: thin wrappers over the functions of this module.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::credentials::{self, CredentialInput};
+use super::sessions::{self, SessionInput};
+use super::yaml::{self, ImportMode};
+use super::known_hosts;
+use crate::app::App;
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ApiResult};
+use crate::http::ApiJson;
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+}
+
+/// `GET /api/sessions[?q=]`
+pub async fn list_sessions(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Query(query): Query<SearchQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let folders = app
+        .store
+        .read(move |tx| sessions::list_folders(tx, &owner, query.q.as_deref()))
+        .await?;
+    Ok(Json(json!({ "folders": folders })))
+}
+
+/// `GET /api/sessions/{id}`
+pub async fn get_session(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let s = app
+        .store
+        .read(move |tx| sessions::get_session(tx, &owner, &id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("saved session"))?;
+    Ok(Json(s))
+}
+
+/// `POST /api/sessions`
+pub async fn create_session(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    ApiJson(input): ApiJson<SessionInput>,
+) -> ApiResult<impl IntoResponse> {
+    let v = input.validate()?;
+    let owner = user.username;
+    let s = app
+        .store
+        .write(move |tx| sessions::create_session(tx, &owner, v))
+        .await?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+/// `PUT /api/sessions/{id}`
+pub async fn update_session(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<SessionInput>,
+) -> ApiResult<impl IntoResponse> {
+    let v = input.validate()?;
+    let owner = user.username;
+    let s = app
+        .store
+        .write(move |tx| sessions::update_session(tx, &owner, &id, v))
+        .await?;
+    Ok(Json(s))
+}
+
+/// `DELETE /api/sessions/{id}`
+pub async fn delete_session(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let owner = user.username;
+    app.store
+        .write(move |tx| sessions::delete_session(tx, &owner, &id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderBody {
+    name: String,
+}
+
+/// `POST /api/folders`
+pub async fn create_folder(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<FolderBody>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let name = body.name.trim().to_string();
+    let n2 = name.clone();
+    app.store
+        .write(move |tx| sessions::create_folder(tx, &owner, &n2))
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": name }))))
+}
+
+/// `PUT /api/folders/{name}` (rename)
+pub async fn rename_folder(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<FolderBody>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let to = body.name.trim().to_string();
+    let t2 = to.clone();
+    app.store
+        .write(move |tx| sessions::rename_folder(tx, &owner, &name, &t2))
+        .await?;
+    Ok(Json(json!({ "name": to })))
+}
+
+/// `DELETE /api/folders/{name}` (409 unless empty)
+pub async fn delete_folder(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let owner = user.username;
+    app.store
+        .write(move |tx| sessions::delete_folder(tx, &owner, &name))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/sessions/export` (YAML)
+pub async fn export_sessions(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let folders = app
+        .store
+        .read(move |tx| sessions::list_folders(tx, &owner, None))
+        .await?;
+    let text = yaml::export(&folders)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/yaml; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"opsgate-sessions.yaml\"",
+            ),
+        ],
+        text,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ImportQuery {
+    mode: Option<ImportMode>,
+}
+
+/// `POST /api/sessions/import?mode=merge|replace` (YAML body; all or nothing)
+pub async fn import_sessions(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Query(q): Query<ImportQuery>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
+    let rows = yaml::parse(text)?;
+    let mode = q.mode.unwrap_or(ImportMode::Merge);
+    let owner = user.username;
+    let report = app
+        .store
+        .write(move |tx| yaml::apply(tx, &owner, rows, mode))
+        .await?;
+    Ok(Json(report))
+}
+
+/// `GET /api/credentials`
+pub async fn list_credentials(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let list = app
+        .store
+        .read(move |tx| credentials::list(tx, &owner))
+        .await?;
+    Ok(Json(list))
+}
+
+/// `POST /api/credentials`
+pub async fn create_credential(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    ApiJson(input): ApiJson<CredentialInput>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let a = app.clone();
+    let view = app
+        .store
+        .write(move |tx| credentials::create(tx, &a.sealer, &owner, input))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `PUT /api/credentials/{id}`
+pub async fn update_credential(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<CredentialInput>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let a = app.clone();
+    let view = app
+        .store
+        .write(move |tx| credentials::update(tx, &a.sealer, &owner, &id, input))
+        .await?;
+    Ok(Json(view))
+}
+
+/// `DELETE /api/credentials/{id}`
+pub async fn delete_credential(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let owner = user.username;
+    app.store
+        .write(move |tx| credentials::delete(tx, &owner, &id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/known-hosts`
+pub async fn list_known_hosts(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+) -> ApiResult<impl IntoResponse> {
+    let owner = user.username;
+    let list = app
+        .store
+        .read(move |tx| known_hosts::list(tx, &owner))
+        .await?;
+    Ok(Json(list))
+}
+
+/// `DELETE /api/known-hosts/{id}`
+pub async fn delete_known_host(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let owner = user.username;
+    app.store
+        .write(move |tx| known_hosts::delete(tx, &owner, &id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,134 @@
+//! Encryption at rest for credential secrets.
+//!
+//! A 32-byte master key lives in `data_dir/master.key` (mode 0600, made on first start).
+//! Each owner gets a key derived from it, and every sealed secret is bound (as AEAD
+//! associated data) to its owner and credential id, so a ciphertext copied to another
+//! user's record or another id fails to open.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+
+use super::InventoryError;
+
+const NONCE_LEN: usize = 24;
+
+/// Seals and opens credential secrets.
+pub struct Sealer {
+    master: [u8; 32],
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+impl Sealer {
+    /// Loads the master key from `data_dir`, creating it (0600) if absent.
+    pub fn load_or_create(data_dir: &Path) -> std::io::Result<Sealer> {
+        let path = data_dir.join("master.key");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let master: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} must hold exactly 32 bytes", path.display()),
+                    )
+                })?;
+                Ok(Sealer { master })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let master: [u8; 32] = rand::random();
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(&master)?;
+                f.sync_all()?;
+                Ok(Sealer { master })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cipher(&self, owner: &str) -> XChaCha20Poly1305 {
+        let mut h = Sha256::new();
+        h.update(b"opsgate/credential-key/v1\0");
+        h.update(self.master);
+        h.update(owner.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        XChaCha20Poly1305::new(&Key::from(key))
+    }
+
+    fn aad(owner: &str, id: &str) -> Vec<u8> {
+        format!("opsgate-credential-v1\0{owner}\0{id}").into_bytes()
+    }
+
+    /// Encrypts `plaintext` for (owner, id); returns base64(nonce || ciphertext).
+    pub fn seal(&self, owner: &str, id: &str, plaintext: &[u8]) -> Result<String, InventoryError> {
+        let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+        let nonce = XNonce::from(nonce_bytes);
+        let aad = Self::aad(owner, id);
+        let ct = self
+            .cipher(owner)
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|e| InventoryError::Crypto(e.to_string()))?;
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(base64::engine::general_purpose::STANDARD.encode(out))
+    }
+
+    /// Decrypts what [`Sealer::seal`] made for the same (owner, id).
+    pub fn open(&self, owner: &str, id: &str, sealed: &str) -> Result<Vec<u8>, InventoryError> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|e| InventoryError::Crypto(e.to_string()))?;
+        if raw.len() < NONCE_LEN {
+            return Err(InventoryError::Crypto("sealed secret too short".into()));
+        }
+        let (n, ct) = raw.split_at(NONCE_LEN);
+        let nonce_bytes: [u8; NONCE_LEN] = n
+            .try_into()
+            .map_err(|_| InventoryError::Crypto("bad nonce".into()))?;
+        let aad = Self::aad(owner, id);
+        self.cipher(owner)
+            .decrypt(&XNonce::from(nonce_bytes), Payload { msg: ct, aad: &aad })
+            .map_err(|_| InventoryError::Crypto("secret does not open for this owner and id".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secret_is_bound_to_owner_and_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Sealer::load_or_create(dir.path()).expect("key");
+        let sealed = s.seal("alice", "c1", b"hunter2").expect("seal");
+        assert_eq!(s.open("alice", "c1", &sealed).expect("open"), b"hunter2");
+        assert!(s.open("bob", "c1", &sealed).is_err());
+        assert!(s.open("alice", "c2", &sealed).is_err());
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .expect("meta")
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+        // Reloading gives the same key.
+        let s2 = Sealer::load_or_create(dir.path()).expect("key");
+        assert_eq!(s2.open("alice", "c1", &sealed).expect("open"), b"hunter2");
+    }
+}

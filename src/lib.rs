@@ -1,0 +1,18 @@
+//! opsgate: a WebSocket-first realtime gateway for network operators.
+//!
+//! Modules by capability; each has a small public surface. See the README's
+//! architecture section for how they fit.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod inventory;
+pub mod metrics;
+pub mod mux;
+pub mod store;
+pub mod tls;
+pub mod web;

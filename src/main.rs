@@ -1,0 +1,215 @@
+//! opsgate: a WebSocket-first realtime gateway for network operators.
+#![forbid(unsafe_code)]
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use opsgate::auth::{self, Role};
+use opsgate::config::Config;
+use opsgate::store::Store;
+
+const CONFIG_HELP: &str = "\
+CONFIGURATION (TOML file via --config; every key may also be set as OPSGATE_<SECTION>__<KEY>,
+e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
+  listen = \"127.0.0.1:8080\"        data_dir = \"./data\"
+  base_path = \"\"                     serve everything under this prefix (reverse proxies)
+  public_url = \"https://host/opsgate\" origin allowed for writes and the WebSocket
+  allowed_origins = []               extra allowed origins
+  trusted_proxies = []               proxies whose X-Forwarded-* headers are believed
+  insecure_listen = false            allow plain HTTP on a non-loopback address
+  max_body_bytes = 1048576
+  [tls] cert = \"certs/opsgate-dev.crt\", key = \"certs/opsgate-dev.key\"
+  [session] idle_timeout_secs = 28800, absolute_timeout_secs = 604800, cookie_name = \"opsgate_session\"
+  [login_limit] per_ip = 5, per_username = 20, window_secs = 300
+  [mux] window_bytes = 262144, ring_bytes = 262144, grace_secs = 300, max_frame_bytes = 1048576,
+        max_sockets_per_login = 16, max_channels_per_login = 256, heartbeat_secs = 30,
+        hostkey_answer_secs = 120
+  [pty.programs] top = [\"top\"]       name -> argv of programs a pty channel may start
+  [ssh] connect_timeout_secs = 10, keepalive_secs = 15, term = \"xterm-256color\"
+ENVIRONMENT: OPSGATE_ADMIN_PASSWORD sets the first admin's password; OPSGATE_LOG sets the
+log filter (e.g. info, opsgate=debug).";
+
+#[derive(Parser)]
+#[command(name = "opsgate", version, about = "Realtime gateway for network operators", after_help = CONFIG_HELP)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "OPSGATE_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// Data directory (database, master key) [default: ./data]
+    #[arg(long, env = "OPSGATE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "OPSGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address
+    #[arg(long, env = "OPSGATE_INSECURE_LISTEN", global = true)]
+    insecure_listen: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default)
+    Serve,
+    /// Manage users in the data directory (stop the gateway first: redb allows one writer)
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Write a self-signed certificate for localhost into certs/
+    GenCert {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra DNS names or IPs for the certificate
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user; the password is read from standard input
+    Add {
+        username: String,
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
+    /// Change a user's password (read from standard input)
+    Passwd { username: String },
+    /// Delete a user and everything they own
+    Del { username: String },
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg.insecure_listen |= args.insecure_listen;
+    Ok(cfg)
+}
+
+fn read_password() -> anyhow::Result<String> {
+    eprint!("password: ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn user_command(cfg: &Config, action: UserAction) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let store = Store::open(&cfg.data_dir)?;
+    match action {
+        UserAction::Add { username, role } => {
+            let role = Role::parse(&role).context("role must be admin, operator or viewer")?;
+            let hash = auth::hash_password(&read_password()?)?;
+            store.write_blocking(|tx| auth::create_user(tx, &username, hash, role, "cli"))?;
+            println!("user {username} added ({})", role.as_str());
+        }
+        UserAction::Passwd { username } => {
+            let hash = auth::hash_password(&read_password()?)?;
+            store.write_blocking(|tx| auth::update_user(tx, &username, Some(hash), None, "cli"))?;
+            println!("password of {username} changed");
+        }
+        UserAction::Del { username } => {
+            store.write_blocking(|tx| auth::delete_user(tx, &username, "cli"))?;
+            println!("user {username} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    if !cfg.listen.ip().is_loopback() && !cfg.tls_enabled() && !cfg.insecure_listen {
+        bail!(
+            "refusing plain HTTP on non-loopback address {}: configure [tls] (see `opsgate gen-cert`) or pass --insecure-listen",
+            cfg.listen
+        );
+    }
+    let tls = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(c), Some(k)) => Some(opsgate::tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let app = opsgate::app::App::open(cfg.clone())
+        .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
+    if let Some(pw) = auth::bootstrap_admin(&app.store, std::env::var("OPSGATE_ADMIN_PASSWORD").ok())? {
+        println!("created user 'admin' with password: {pw}");
+        println!("(shown once; change it with `opsgate user passwd admin`)");
+    }
+    let cleaner = auth::RedbSessionStore::new(app.store.clone());
+    tokio::spawn(async move {
+        use tower_sessions::session_store::ExpiredDeletion;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = cleaner.delete_expired().await {
+                tracing::warn!(error = %e, "removing expired login sessions failed");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("opsgate listening on {scheme}://{addr}{}/", cfg.base_path);
+    let router = opsgate::http::router(app.clone());
+    opsgate::http::serve(app.clone(), listener, router, tls, shutdown_signal()).await;
+    println!("opsgate stopped");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPSGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::GenCert { dir, names }) => {
+            let (c, k) = opsgate::tls::gen_cert(&dir, &names)?;
+            println!("wrote {} and {}", c.display(), k.display());
+            Ok(())
+        }
+        Some(Command::User { action }) => user_command(&load_config(&cli.serve)?, action),
+        Some(Command::Serve) | None => {
+            let cfg = load_config(&cli.serve)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(cfg))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Prometheus counters, rendered as text at `GET /metrics`. Plain atomics: cheap on the
+//! hot path, no registry crate.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// SSH connect latency histogram bucket bounds, in seconds.
+const SSH_BUCKETS: [f64; 8] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Channel kinds, in the order of the per-kind gauges.
+pub const CHANNEL_KINDS: [&str; 5] = ["ssh", "pty", "tool", "job", "stats"];
+
+/// All gateway metrics.
+#[derive(Default)]
+pub struct Metrics {
+    http_by_class: [AtomicU64; 5],
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    logins_throttled: AtomicU64,
+    sockets_active: AtomicI64,
+    sockets_total: AtomicU64,
+    channels_active: [AtomicI64; 5],
+    channels_total: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    ssh_connect_buckets: [AtomicU64; 8],
+    ssh_connect_count: AtomicU64,
+    ssh_connect_sum_us: AtomicU64,
+}
+
+fn kind_index(kind: &str) -> usize {
+    CHANNEL_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+impl Metrics {
+    pub fn http_response(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.http_by_class[class].fetch_add(1, Relaxed);
+    }
+    pub fn login_ok(&self) {
+        self.logins_ok.fetch_add(1, Relaxed);
+    }
+    pub fn login_failed(&self) {
+        self.logins_failed.fetch_add(1, Relaxed);
+    }
+    pub fn login_throttled(&self) {
+        self.logins_throttled.fetch_add(1, Relaxed);
+    }
+    pub fn socket_opened(&self) {
+        self.sockets_active.fetch_add(1, Relaxed);
+        self.sockets_total.fetch_add(1, Relaxed);
+    }
+    pub fn socket_closed(&self) {
+        self.sockets_active.fetch_sub(1, Relaxed);
+    }
+    pub fn channel_opened(&self, kind: &str) {
+        let i = kind_index(kind);
+        self.channels_active[i].fetch_add(1, Relaxed);
+        self.channels_total[i].fetch_add(1, Relaxed);
+    }
+    pub fn channel_closed(&self, kind: &str) {
+        self.channels_active[kind_index(kind)].fetch_sub(1, Relaxed);
+    }
+    pub fn bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+    pub fn bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+    pub fn ssh_connected(&self, took: std::time::Duration) {
+        let s = took.as_secs_f64();
+        for (i, b) in SSH_BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.ssh_connect_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.ssh_connect_count.fetch_add(1, Relaxed);
+        self.ssh_connect_sum_us
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// Prometheus text exposition; `login_sessions` is read from the store by the caller.
+    pub fn render(&self, login_sessions: usize) -> String {
+        let mut o = String::with_capacity(4096);
+        let _ = writeln!(o, "# TYPE opsgate_http_responses_total counter");
+        for (i, c) in self.http_by_class.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "opsgate_http_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# TYPE opsgate_logins_total counter");
+        let _ = writeln!(o, "opsgate_logins_total{{result=\"ok\"}} {}", self.logins_ok.load(Relaxed));
+        let _ = writeln!(o, "opsgate_logins_total{{result=\"failed\"}} {}", self.logins_failed.load(Relaxed));
+        let _ = writeln!(o, "opsgate_logins_total{{result=\"throttled\"}} {}", self.logins_throttled.load(Relaxed));
+        let _ = writeln!(o, "# TYPE opsgate_login_sessions gauge");
+        let _ = writeln!(o, "opsgate_login_sessions {login_sessions}");
+        let _ = writeln!(o, "# TYPE opsgate_sockets gauge");
+        let _ = writeln!(o, "opsgate_sockets {}", self.sockets_active.load(Relaxed));
+        let _ = writeln!(o, "# TYPE opsgate_sockets_total counter");
+        let _ = writeln!(o, "opsgate_sockets_total {}", self.sockets_total.load(Relaxed));
+        let _ = writeln!(o, "# TYPE opsgate_channels gauge");
+        for (i, k) in CHANNEL_KINDS.iter().enumerate() {
+            let _ = writeln!(o, "opsgate_channels{{kind=\"{k}\"}} {}", self.channels_active[i].load(Relaxed));
+        }
+        let _ = writeln!(o, "# TYPE opsgate_channels_total counter");
+        for (i, k) in CHANNEL_KINDS.iter().enumerate() {
+            let _ = writeln!(o, "opsgate_channels_total{{kind=\"{k}\"}} {}", self.channels_total[i].load(Relaxed));
+        }
+        let _ = writeln!(o, "# TYPE opsgate_channel_bytes_total counter");
+        let _ = writeln!(o, "opsgate_channel_bytes_total{{direction=\"in\"}} {}", self.bytes_in.load(Relaxed));
+        let _ = writeln!(o, "opsgate_channel_bytes_total{{direction=\"out\"}} {}", self.bytes_out.load(Relaxed));
+        let _ = writeln!(o, "# TYPE opsgate_ssh_connect_seconds histogram");
+        for (i, b) in SSH_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "opsgate_ssh_connect_seconds_bucket{{le=\"{b}\"}} {}",
+                self.ssh_connect_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.ssh_connect_count.load(Relaxed);
+        let _ = writeln!(o, "opsgate_ssh_connect_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            o,
+            "opsgate_ssh_connect_seconds_sum {}",
+            self.ssh_connect_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(o, "opsgate_ssh_connect_seconds_count {count}");
+        o
+    }
+}

@@ -1,0 +1,294 @@
+//! The redb store: this module owns every table definition and the schema version.
+//! Every change is one redb write transaction, so a crash (even `kill -9`) leaves either
+//! the whole object or nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Schema version this binary writes. A database with a higher one is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Key/value metadata (`schema_version`).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// username → user record (JSON).
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// HTTP login session id → tower-sessions record (JSON).
+pub const HTTP_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_sessions");
+/// (owner, folder name) → folder record.
+pub const FOLDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("folders");
+/// (owner, id) → saved session.
+pub const SAVED_SESSIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("saved_sessions");
+/// (owner, id) → credential set (secrets sealed).
+pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("credentials");
+/// (owner, id) → trusted host key.
+pub const KNOWN_HOSTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("known_hosts");
+/// sequence number → audit event.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// A table keyed by (owner, id), holding JSON values.
+pub type OwnedTable<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("the database {path} is in use by another opsgate process")]
+    Locked { path: String },
+    #[error("the database was written by a newer opsgate (schema {found}); this binary understands schema {supported} and will not touch it")]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("stored record is unreadable: {0}")]
+    Codec(#[from] serde_json::Error),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+macro_rules! redb_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Lets a module error type take redb's errors with `?` (through [`StoreError`]).
+#[macro_export]
+macro_rules! from_redb_errors {
+    ($target:ty) => {
+        impl From<redb::TableError> for $target {
+            fn from(e: redb::TableError) -> Self {
+                $crate::store::StoreError::from(e).into()
+            }
+        }
+        impl From<redb::StorageError> for $target {
+            fn from(e: redb::StorageError) -> Self {
+                $crate::store::StoreError::from(e).into()
+            }
+        }
+    };
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `data_dir/opsgate.redb`, creates missing tables, and checks the
+    /// schema version.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("opsgate.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.display().to_string(),
+            },
+            other => other.into(),
+        })?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta
+                .get("schema_version")?
+                .map(|v| decode_version(v.value()));
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                }
+            }
+            tx.open_table(USERS)?;
+            tx.open_table(HTTP_SESSIONS)?;
+            tx.open_table(FOLDERS)?;
+            tx.open_table(SAVED_SESSIONS)?;
+            tx.open_table(CREDENTIALS)?;
+            tx.open_table(KNOWN_HOSTS)?;
+            tx.open_table(AUDIT)?;
+        }
+        tx.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, E> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(StoreError::from)?;
+            f(&tx)
+        })
+        .await
+        .map_err(|e| E::from(StoreError::Task(e.to_string())))?
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool; commits if it returns `Ok`,
+    /// aborts (nothing written) if it returns `Err`.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, E> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write_blocking(f))
+            .await
+            .map_err(|e| E::from(StoreError::Task(e.to_string())))?
+    }
+
+    /// Synchronous form of [`Store::write`], for the CLI.
+    pub fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&WriteTransaction) -> Result<T, E>,
+    {
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Synchronous read, for the CLI and start-up.
+    pub fn read_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&ReadTransaction) -> Result<T, E>,
+    {
+        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        f(&tx)
+    }
+}
+
+fn decode_version(bytes: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = bytes.len().min(4);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u32::from_be_bytes(b)
+}
+
+/// Serialises a record for storage.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+/// Reads a record.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Gets one (owner, id) record.
+pub fn get_owned<T, Tb>(table: &Tb, owner: &str, id: &str) -> Result<Option<T>, StoreError>
+where
+    T: DeserializeOwned,
+    Tb: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    match table.get((owner, id))? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Lists every record of one owner, in key order.
+pub fn list_owned<T, Tb>(table: &Tb, owner: &str) -> Result<Vec<(String, T)>, StoreError>
+where
+    T: DeserializeOwned,
+    Tb: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for row in table.range((owner, "")..)? {
+        let (k, v) = row?;
+        let (o, id) = k.value();
+        if o != owner {
+            break;
+        }
+        out.push((id.to_string(), decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// Removes every record of one owner; returns how many.
+pub fn delete_owned(table: &mut OwnedTable<'_>, owner: &str) -> Result<usize, StoreError> {
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for row in table.range((owner, "")..)? {
+            let (k, _) = row?;
+            let (o, id) = k.value();
+            if o != owner {
+                break;
+            }
+            ids.push(id.to_string());
+        }
+        ids
+    };
+    for id in &ids {
+        table.remove((owner, id.as_str()))?;
+    }
+    Ok(ids.len())
+}
+
+/// A fresh random identifier (128 bits, hex).
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .write_blocking(|tx| -> Result<(), StoreError> {
+                    let mut meta = tx.open_table(META)?;
+                    meta.insert("schema_version", 99u32.to_be_bytes().as_slice())?;
+                    Ok(())
+                })
+                .expect("write");
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::NewerSchema { found: 99, .. }) => {}
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+}
