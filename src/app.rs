@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::AuditSink;
 use crate::auth::LoginLimiter;
 use crate::config::Config;
 use crate::inventory::Sealer;
@@ -17,10 +18,12 @@ pub struct App {
     pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
     pub mux: Mux,
+    /// Batched audit writer for hot paths.
+    pub audit: AuditSink,
 }
 
 impl App {
-    /// Opens the data directory and builds the state.
+    /// Opens the data directory and builds the state. Call inside the Tokio runtime.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<App>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir)?;
@@ -29,6 +32,7 @@ impl App {
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
+            audit: AuditSink::start(store.clone()),
             cfg,
             store,
             sealer,

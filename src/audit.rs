@@ -101,3 +101,55 @@ pub fn list(
     }
     Ok(out)
 }
+
+/// Audit events from hot paths (channel open/close) are queued and written in batches,
+/// so a thousand channels opening at once cost a few commits, not a thousand fsyncs.
+/// The queue is bounded; when it is full the event waits in a task rather than being
+/// dropped (the audit log must not lose entries).
+pub struct AuditSink {
+    tx: tokio::sync::mpsc::Sender<Entry>,
+}
+
+const AUDIT_QUEUE: usize = 4096;
+const AUDIT_BATCH: usize = 512;
+
+impl AuditSink {
+    /// Starts the writer task; call inside the Tokio runtime.
+    pub fn start(store: store::Store) -> AuditSink {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(AUDIT_QUEUE);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < AUDIT_BATCH {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len();
+                let r = store
+                    .write(move |tx| -> Result<(), StoreError> {
+                        for e in batch {
+                            record(tx, e)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, events = n, "audit write failed");
+                }
+            }
+        });
+        AuditSink { tx }
+    }
+
+    /// Queues an event.
+    pub fn record(&self, entry: Entry) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) = self.tx.try_send(entry) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(e).await;
+            });
+        }
+    }
+}

@@ -272,7 +272,9 @@ impl Config {
 fn parse_env_value(raw: &str) -> toml::Value {
     // Accept TOML literals (numbers, booleans, arrays) and fall back to a plain string.
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }

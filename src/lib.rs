@@ -13,6 +13,8 @@ pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod mux;
+pub mod pty;
+pub mod ssh;
 pub mod store;
 pub mod tls;
 pub mod web;

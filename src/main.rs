@@ -161,7 +161,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let app = opsgate::app::App::open(cfg.clone())
         .with_context(|| format!("opening data directory {}", cfg.data_dir.display()))?;
-    if let Some(pw) = auth::bootstrap_admin(&app.store, std::env::var("OPSGATE_ADMIN_PASSWORD").ok())? {
+    if let Some(pw) =
+        auth::bootstrap_admin(&app.store, std::env::var("OPSGATE_ADMIN_PASSWORD").ok())?
+    {
         println!("created user 'admin' with password: {pw}");
         println!("(shown once; change it with `opsgate user passwd admin`)");
     }

@@ -92,26 +92,58 @@ impl Metrics {
             );
         }
         let _ = writeln!(o, "# TYPE opsgate_logins_total counter");
-        let _ = writeln!(o, "opsgate_logins_total{{result=\"ok\"}} {}", self.logins_ok.load(Relaxed));
-        let _ = writeln!(o, "opsgate_logins_total{{result=\"failed\"}} {}", self.logins_failed.load(Relaxed));
-        let _ = writeln!(o, "opsgate_logins_total{{result=\"throttled\"}} {}", self.logins_throttled.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "opsgate_logins_total{{result=\"ok\"}} {}",
+            self.logins_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "opsgate_logins_total{{result=\"failed\"}} {}",
+            self.logins_failed.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "opsgate_logins_total{{result=\"throttled\"}} {}",
+            self.logins_throttled.load(Relaxed)
+        );
         let _ = writeln!(o, "# TYPE opsgate_login_sessions gauge");
         let _ = writeln!(o, "opsgate_login_sessions {login_sessions}");
         let _ = writeln!(o, "# TYPE opsgate_sockets gauge");
         let _ = writeln!(o, "opsgate_sockets {}", self.sockets_active.load(Relaxed));
         let _ = writeln!(o, "# TYPE opsgate_sockets_total counter");
-        let _ = writeln!(o, "opsgate_sockets_total {}", self.sockets_total.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "opsgate_sockets_total {}",
+            self.sockets_total.load(Relaxed)
+        );
         let _ = writeln!(o, "# TYPE opsgate_channels gauge");
         for (i, k) in CHANNEL_KINDS.iter().enumerate() {
-            let _ = writeln!(o, "opsgate_channels{{kind=\"{k}\"}} {}", self.channels_active[i].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "opsgate_channels{{kind=\"{k}\"}} {}",
+                self.channels_active[i].load(Relaxed)
+            );
         }
         let _ = writeln!(o, "# TYPE opsgate_channels_total counter");
         for (i, k) in CHANNEL_KINDS.iter().enumerate() {
-            let _ = writeln!(o, "opsgate_channels_total{{kind=\"{k}\"}} {}", self.channels_total[i].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "opsgate_channels_total{{kind=\"{k}\"}} {}",
+                self.channels_total[i].load(Relaxed)
+            );
         }
         let _ = writeln!(o, "# TYPE opsgate_channel_bytes_total counter");
-        let _ = writeln!(o, "opsgate_channel_bytes_total{{direction=\"in\"}} {}", self.bytes_in.load(Relaxed));
-        let _ = writeln!(o, "opsgate_channel_bytes_total{{direction=\"out\"}} {}", self.bytes_out.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "opsgate_channel_bytes_total{{direction=\"in\"}} {}",
+            self.bytes_in.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "opsgate_channel_bytes_total{{direction=\"out\"}} {}",
+            self.bytes_out.load(Relaxed)
+        );
         let _ = writeln!(o, "# TYPE opsgate_ssh_connect_seconds histogram");
         for (i, b) in SSH_BUCKETS.iter().enumerate() {
             let _ = writeln!(
@@ -121,7 +153,10 @@ impl Metrics {
             );
         }
         let count = self.ssh_connect_count.load(Relaxed);
-        let _ = writeln!(o, "opsgate_ssh_connect_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            o,
+            "opsgate_ssh_connect_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             o,
             "opsgate_ssh_connect_seconds_sum {}",

@@ -92,8 +92,7 @@ impl FromRequestParts<Arc<App>> for CurrentUser {
         }
         // Viewers are read-only everywhere; logging out is the one write they may do.
         let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if user.role == Role::Viewer && writes && !parts.uri.path().ends_with("/api/auth/logout")
-        {
+        if user.role == Role::Viewer && writes && !parts.uri.path().ends_with("/api/auth/logout") {
             return Err(ApiError::forbidden("viewers have read-only access"));
         }
         let ip = client_ip(parts, &app.cfg.trusted_proxies).to_string();

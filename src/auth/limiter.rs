@@ -30,7 +30,13 @@ impl Failures {
     }
 
     /// Seconds until the key may try again, if it is over `limit`.
-    fn blocked_for(&mut self, key: &str, limit: u32, window: Duration, now: Instant) -> Option<u64> {
+    fn blocked_for(
+        &mut self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Option<u64> {
         self.prune(key, window, now);
         let q = self.map.get(key)?;
         if q.len() < limit as usize {

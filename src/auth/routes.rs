@@ -129,7 +129,10 @@ pub async fn login(
 }
 
 /// `GET /api/auth/status`
-pub async fn status(State(app): State<Arc<App>>, user: CurrentUser) -> ApiResult<impl IntoResponse> {
+pub async fn status(
+    State(app): State<Arc<App>>,
+    user: CurrentUser,
+) -> ApiResult<impl IntoResponse> {
     let idle_end = user.login.seen_at + app.cfg.session.idle_timeout_secs as i64;
     let abs_end = user.login.login_at + app.cfg.session.absolute_timeout_secs as i64;
     let expires = time::OffsetDateTime::from_unix_timestamp(idle_end.min(abs_end))

@@ -278,7 +278,10 @@ async fn list_audit(
         .store
         .read(move |tx| crate::audit::list(tx, actor.as_deref(), q.before, limit))
         .await?;
-    let next_before = events.last().map(|e| e.seq).filter(|_| events.len() == limit);
+    let next_before = events
+        .last()
+        .map(|e| e.seq)
+        .filter(|_| events.len() == limit);
     Ok(Json(
         serde_json::json!({"events": events, "next_before": next_before}),
     ))

@@ -100,7 +100,9 @@ fn check_key(secret: &CredentialSecret) -> Result<(), InventoryError> {
         .map_err(|e| {
             InventoryError::invalid(
                 "invalid_private_key",
-                format!("the private key cannot be read (wrong passphrase or unsupported format): {e}"),
+                format!(
+                    "the private key cannot be read (wrong passphrase or unsupported format): {e}"
+                ),
             )
         })
 }
@@ -140,18 +142,27 @@ fn merge(
         secret.enable_secret = (!e.is_empty()).then_some(e);
     }
     if secret.secret.len() > 64 * 1024 {
-        return Err(InventoryError::invalid("invalid_secret", "secret too large"));
+        return Err(InventoryError::invalid(
+            "invalid_secret",
+            "secret too large",
+        ));
     }
     if input.kind == CredentialKind::PrivateKey {
         check_key(&secret)?;
     } else {
         secret.passphrase = None;
     }
-    let username = input.username.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+    let username = input
+        .username
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
     Ok((name, input.kind, username, secret))
 }
 
-pub(crate) fn list(tx: &ReadTransaction, owner: &str) -> Result<Vec<CredentialView>, InventoryError> {
+pub(crate) fn list(
+    tx: &ReadTransaction,
+    owner: &str,
+) -> Result<Vec<CredentialView>, InventoryError> {
     let all: Vec<(String, Credential)> = store::list_owned(&tx.open_table(CREDENTIALS)?, owner)?;
     Ok(all.iter().map(|(_, c)| CredentialView::from(c)).collect())
 }
@@ -179,7 +190,10 @@ pub(crate) fn create(
     };
     tx.open_table(CREDENTIALS)?
         .insert((owner, c.id.as_str()), store::encode(&c)?.as_slice())?;
-    audit::record(tx, audit::Entry::new(owner, "credential.create").target(&c.id))?;
+    audit::record(
+        tx,
+        audit::Entry::new(owner, "credential.create").target(&c.id),
+    )?;
     Ok(CredentialView::from(&c))
 }
 
@@ -192,8 +206,9 @@ pub(crate) fn update(
 ) -> Result<CredentialView, InventoryError> {
     let old: Credential = store::get_owned(&tx.open_table(CREDENTIALS)?, owner, id)?
         .ok_or(InventoryError::NotFound("credential"))?;
-    let old_secret: CredentialSecret = serde_json::from_slice(&sealer.open(owner, id, &old.sealed)?)
-        .map_err(|e| InventoryError::Crypto(e.to_string()))?;
+    let old_secret: CredentialSecret =
+        serde_json::from_slice(&sealer.open(owner, id, &old.sealed)?)
+            .map_err(|e| InventoryError::Crypto(e.to_string()))?;
     let (name, kind, username, secret) = merge(input, Some(old_secret))?;
     let plain = serde_json::to_vec(&secret).map_err(|e| InventoryError::Crypto(e.to_string()))?;
     let c = Credential {
@@ -214,7 +229,8 @@ pub(crate) fn update(
 }
 
 pub(crate) fn delete(tx: &WriteTransaction, owner: &str, id: &str) -> Result<(), InventoryError> {
-    let users: Vec<(String, SavedSession)> = store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
+    let users: Vec<(String, SavedSession)> =
+        store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
     let mut table = tx.open_table(CREDENTIALS)?;
     if table.get((owner, id))?.is_none() {
         return Err(InventoryError::NotFound("credential"));

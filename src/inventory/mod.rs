@@ -22,17 +22,11 @@ use crate::store::{self, StoreError, CREDENTIALS, FOLDERS, KNOWN_HOSTS, SAVED_SE
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("{message}")]
-    Invalid {
-        code: &'static str,
-        message: String,
-    },
+    Invalid { code: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
-    },
+    Conflict { code: &'static str, message: String },
     #[error("import refused: {} bad row(s); nothing was applied", .0.len())]
     Import(Vec<yaml::RowError>),
     #[error("secret could not be sealed or opened: {0}")]
@@ -85,4 +79,4 @@ pub fn delete_all_of(tx: &WriteTransaction, owner: &str) -> Result<(), StoreErro
 
 pub use credentials::load_secret;
 pub use known_hosts::{add_known_host, find_known_host};
-pub use sessions::get_session;
+pub use sessions::{get_session, valid_host};

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::{self, CredentialInput};
+use super::known_hosts;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
-use super::known_hosts;
 use crate::app::App;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};

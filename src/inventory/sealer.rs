@@ -106,7 +106,9 @@ impl Sealer {
         let aad = Self::aad(owner, id);
         self.cipher(owner)
             .decrypt(&XNonce::from(nonce_bytes), Payload { msg: ct, aad: &aad })
-            .map_err(|_| InventoryError::Crypto("secret does not open for this owner and id".into()))
+            .map_err(|_| {
+                InventoryError::Crypto("secret does not open for this owner and id".into())
+            })
     }
 }
 

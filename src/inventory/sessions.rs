@@ -138,7 +138,9 @@ pub fn valid_host(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -146,7 +148,10 @@ impl SessionInput {
     pub(crate) fn validate(self) -> Result<ValidSession, InventoryError> {
         let folder = check_folder_name(self.folder.as_deref().unwrap_or(DEFAULT_FOLDER))?;
         let display_name = self.display_name.trim().to_string();
-        if display_name.is_empty() || display_name.chars().count() > 200 || !printable(&display_name) {
+        if display_name.is_empty()
+            || display_name.chars().count() > 200
+            || !printable(&display_name)
+        {
             return Err(InventoryError::invalid(
                 "invalid_display_name",
                 "display_name must be 1-200 printable characters",
@@ -258,8 +263,11 @@ pub fn list_folders(
         out.retain(|f| !f.sessions.is_empty());
     }
     for f in &mut out {
-        f.sessions
-            .sort_by(|a, b| a.display_name.to_lowercase().cmp(&b.display_name.to_lowercase()));
+        f.sessions.sort_by(|a, b| {
+            a.display_name
+                .to_lowercase()
+                .cmp(&b.display_name.to_lowercase())
+        });
     }
     Ok(out)
 }
@@ -269,10 +277,18 @@ pub fn get_session(
     owner: &str,
     id: &str,
 ) -> Result<Option<SavedSession>, InventoryError> {
-    Ok(store::get_owned(&tx.open_table(SAVED_SESSIONS)?, owner, id)?)
+    Ok(store::get_owned(
+        &tx.open_table(SAVED_SESSIONS)?,
+        owner,
+        id,
+    )?)
 }
 
-pub(crate) fn ensure_folder(tx: &WriteTransaction, owner: &str, name: &str) -> Result<(), InventoryError> {
+pub(crate) fn ensure_folder(
+    tx: &WriteTransaction,
+    owner: &str,
+    name: &str,
+) -> Result<(), InventoryError> {
     let mut t = tx.open_table(FOLDERS)?;
     if t.get((owner, name))?.is_none() {
         let rec = store::encode(&FolderRecord {
@@ -283,7 +299,11 @@ pub(crate) fn ensure_folder(tx: &WriteTransaction, owner: &str, name: &str) -> R
     Ok(())
 }
 
-fn check_credential(tx: &WriteTransaction, owner: &str, id: Option<&str>) -> Result<(), InventoryError> {
+fn check_credential(
+    tx: &WriteTransaction,
+    owner: &str,
+    id: Option<&str>,
+) -> Result<(), InventoryError> {
     if let Some(id) = id {
         if tx.open_table(CREDENTIALS)?.get((owner, id))?.is_none() {
             return Err(InventoryError::invalid(
@@ -358,17 +378,33 @@ pub(crate) fn update_session(
     Ok(s)
 }
 
-pub(crate) fn delete_session(tx: &WriteTransaction, owner: &str, id: &str) -> Result<(), InventoryError> {
-    if tx.open_table(SAVED_SESSIONS)?.remove((owner, id))?.is_none() {
+pub(crate) fn delete_session(
+    tx: &WriteTransaction,
+    owner: &str,
+    id: &str,
+) -> Result<(), InventoryError> {
+    if tx
+        .open_table(SAVED_SESSIONS)?
+        .remove((owner, id))?
+        .is_none()
+    {
         return Err(InventoryError::NotFound("saved session"));
     }
     audit::record(tx, audit::Entry::new(owner, "session.delete").target(id))?;
     Ok(())
 }
 
-pub(crate) fn create_folder(tx: &WriteTransaction, owner: &str, name: &str) -> Result<(), InventoryError> {
+pub(crate) fn create_folder(
+    tx: &WriteTransaction,
+    owner: &str,
+    name: &str,
+) -> Result<(), InventoryError> {
     let name = check_folder_name(name)?;
-    if tx.open_table(FOLDERS)?.get((owner, name.as_str()))?.is_some() {
+    if tx
+        .open_table(FOLDERS)?
+        .get((owner, name.as_str()))?
+        .is_some()
+    {
         return Err(InventoryError::Conflict {
             code: "folder_exists",
             message: format!("folder {name:?} already exists"),
@@ -425,7 +461,11 @@ pub(crate) fn rename_folder(
     Ok(())
 }
 
-pub(crate) fn delete_folder(tx: &WriteTransaction, owner: &str, name: &str) -> Result<(), InventoryError> {
+pub(crate) fn delete_folder(
+    tx: &WriteTransaction,
+    owner: &str,
+    name: &str,
+) -> Result<(), InventoryError> {
     let sessions: Vec<(String, SavedSession)> =
         store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
     let mut folders = tx.open_table(FOLDERS)?;
@@ -451,7 +491,14 @@ mod tests {
 
     #[test]
     fn host_syntax() {
-        for ok in ["10.0.0.1", "::1", "[2001:db8::1]", "core-sw1.example.net", "r1", "a_b.lab"] {
+        for ok in [
+            "10.0.0.1",
+            "::1",
+            "[2001:db8::1]",
+            "core-sw1.example.net",
+            "r1",
+            "a_b.lab",
+        ] {
             assert!(valid_host(ok), "{ok}");
         }
         for bad in ["", "-bad.example", "a..b", "has space", "x;rm -rf", "a/b"] {

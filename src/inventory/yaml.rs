@@ -111,7 +111,9 @@ fn row_input(folder: &str, map: &serde_yaml_ng::Mapping) -> Result<SessionInput,
     for (k, v) in map {
         let key = scalar(k).ok_or("a key is not text")?;
         match key.as_str() {
-            "display_name" | "name" => input.display_name = scalar(v).ok_or("display_name must be text")?,
+            "display_name" | "name" => {
+                input.display_name = scalar(v).ok_or("display_name must be text")?
+            }
             "host" | "hostname" => input.host = scalar(v).ok_or("host must be text")?,
             "port" => {
                 let p = scalar(v).ok_or("port must be a number")?;

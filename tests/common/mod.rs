@@ -48,6 +48,9 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Extra command-line arguments after `serve`.
     pub args: Vec<String>,
+    /// Address to listen on instead of 127.0.0.1 (e.g. 0.0.0.0); the port is still a
+    /// free one and clients still connect through 127.0.0.1.
+    pub listen_ip: Option<IpAddr>,
 }
 
 impl ServerOptions {
@@ -72,11 +75,16 @@ impl ServerOptions {
         self.args.push(a.to_string());
         self
     }
+    pub fn listen_ip(mut self, ip: IpAddr) -> Self {
+        self.listen_ip = Some(ip);
+        self
+    }
 }
 
 /// A running gateway. Killed (SIGKILL) on drop; the data directory lives as long as this.
 pub struct Server {
     pub opts: ServerOptions,
+    /// Where clients connect: 127.0.0.1 and the server's port.
     pub addr: SocketAddr,
     data_dir: TempDir,
     /// Config file, certificates and logs: outside the data directory so that scanning
@@ -239,7 +247,7 @@ impl Server {
         let mut cmd = opsgate_command();
         cmd.arg("serve")
             .arg("--listen")
-            .arg(self.addr.to_string())
+            .arg(self.listen_addr().to_string())
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--config")
@@ -288,6 +296,16 @@ impl Server {
         }
     }
 
+    /// The address the process is told to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.opts
+                .listen_ip
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            self.addr.port(),
+        )
+    }
+
     pub fn scheme(&self) -> &'static str {
         if self.opts.tls {
             "https"
@@ -313,6 +331,23 @@ impl Server {
     /// Full URL of `path` (which starts with `/`), under the base path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())
+    }
+
+    /// The running process's id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the gateway process in KiB (from /proc), if it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 
     pub fn data_dir(&self) -> &Path {

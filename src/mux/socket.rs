@@ -1,0 +1,308 @@
+//! One task per WebSocket: it reads client frames and writes what channels send.
+//!
+//! The socket task never awaits a channel: commands go by `try_send` (a full channel
+//! queue turns into an error frame or a helper task) and acks by an atomic counter, so a
+//! busy channel cannot stall the socket, and a socket that is draining its outbox can
+//! never deadlock with a channel waiting to send into it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+use opsgate_protocol::{codes, decode_client, decode_data, encode_json, ClientFrame, ServerFrame};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::channel::{ChannelCmd, ChannelHandle, SocketRef};
+use super::{LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY};
+
+/// Frames written before a flush, so bulk output goes out in few syscalls.
+const WRITE_BATCH: usize = 64;
+
+struct Socket {
+    inner: Arc<MuxInner>,
+    login: LoginCtx,
+    id: u64,
+    outbox: mpsc::Sender<Outbound>,
+    channels: HashMap<u32, ChannelHandle>,
+}
+
+fn error_frame(ch: Option<u32>, code: &str, message: impl Into<String>) -> ServerFrame {
+    ServerFrame::Error {
+        ch,
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Sends a command to a channel without waiting; a full queue hands it to a task.
+fn deliver(handle: &ChannelHandle, cmd: ChannelCmd) -> bool {
+    match handle.cmd.try_send(cmd) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(cmd)) => {
+            let tx = handle.cmd.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+impl Socket {
+    fn socket_ref(&self, ch: u32) -> SocketRef {
+        SocketRef {
+            socket_id: self.id,
+            ch,
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    fn handle_binary(&mut self, data: &bytes::Bytes) -> Option<ServerFrame> {
+        let (ch, payload) = match decode_data(data) {
+            Ok(v) => v,
+            Err(e) => return Some(error_frame(None, codes::MALFORMED_FRAME, e.to_string())),
+        };
+        let Some(handle) = self.channels.get(&ch) else {
+            return Some(error_frame(
+                Some(ch),
+                codes::UNKNOWN_CHANNEL,
+                format!("no channel {ch} on this socket"),
+            ));
+        };
+        let payload = data.slice(data.len() - payload.len()..);
+        match handle.cmd.try_send(ChannelCmd::Input(payload)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(_)) => Some(error_frame(
+                Some(ch),
+                codes::INPUT_STALLED,
+                "the channel is not keeping up with input; input dropped",
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.channels.remove(&ch);
+                Some(error_frame(
+                    Some(ch),
+                    codes::UNKNOWN_CHANNEL,
+                    format!("channel {ch} has ended"),
+                ))
+            }
+        }
+    }
+
+    fn handle_text(&mut self, text: &str) -> Option<ServerFrame> {
+        let frame = match decode_client(text) {
+            Ok(f) => f,
+            Err(e) => {
+                // Name the channel in the error if the frame says which.
+                let ch = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("ch")?.as_u64())
+                    .and_then(|c| u32::try_from(c).ok());
+                return Some(error_frame(ch, codes::MALFORMED_FRAME, e.to_string()));
+            }
+        };
+        let unknown = |ch: u32| {
+            Some(error_frame(
+                Some(ch),
+                codes::UNKNOWN_CHANNEL,
+                format!("no channel {ch} on this socket"),
+            ))
+        };
+        match frame {
+            ClientFrame::Open(open) => {
+                let ch = open.ch;
+                if self.channels.contains_key(&ch) {
+                    return Some(error_frame(
+                        Some(ch),
+                        codes::CHANNEL_IN_USE,
+                        format!("channel {ch} is already open on this socket"),
+                    ));
+                }
+                let socket = self.socket_ref(ch);
+                match self.inner.open_channel(&self.login, open.target, socket) {
+                    Ok(handle) => {
+                        self.channels.insert(ch, handle);
+                        None
+                    }
+                    Err(e) => Some(error_frame(Some(ch), e.code, e.message)),
+                }
+            }
+            ClientFrame::Resize { ch, cols, rows } => match self.channels.get(&ch) {
+                Some(h) => {
+                    let _ = h.cmd.try_send(ChannelCmd::Resize { cols, rows });
+                    None
+                }
+                None => unknown(ch),
+            },
+            ClientFrame::Ack { ch, bytes } => match self.channels.get(&ch) {
+                Some(h) => {
+                    h.ack(bytes);
+                    None
+                }
+                None => unknown(ch),
+            },
+            ClientFrame::Close { ch } => match self.channels.get(&ch) {
+                // The number stays taken until the channel's `closed` comes back.
+                Some(h) => {
+                    if !deliver(h, ChannelCmd::Close) {
+                        self.channels.remove(&ch);
+                    }
+                    None
+                }
+                None => unknown(ch),
+            },
+            ClientFrame::HostkeyAccept { ch } | ClientFrame::HostkeyReject { ch } => {
+                let yes = matches!(frame, ClientFrame::HostkeyAccept { .. });
+                match self.channels.get(&ch) {
+                    Some(h) => {
+                        deliver(h, ChannelCmd::Hostkey(yes));
+                        None
+                    }
+                    None => unknown(ch),
+                }
+            }
+            ClientFrame::Attach { ch, id, offset } => {
+                if self.channels.contains_key(&ch) {
+                    return Some(error_frame(
+                        Some(ch),
+                        codes::CHANNEL_IN_USE,
+                        format!("channel {ch} is already open on this socket"),
+                    ));
+                }
+                let Some(handle) = self.inner.channel(&id) else {
+                    return Some(error_frame(
+                        Some(ch),
+                        codes::CHANNEL_GONE,
+                        "no such channel: it ended or its grace period expired",
+                    ));
+                };
+                if handle.login_id != self.login.login_id {
+                    // Same answer shape as for a missing channel would leak existence;
+                    // but a clear refusal helps the owner's other logins. Refuse plainly.
+                    return Some(error_frame(
+                        Some(ch),
+                        codes::ATTACH_REFUSED,
+                        "that channel belongs to another login",
+                    ));
+                }
+                let socket = self.socket_ref(ch);
+                if deliver(&handle, ChannelCmd::Attach { socket, offset }) {
+                    self.channels.insert(ch, handle);
+                    None
+                } else {
+                    Some(error_frame(
+                        Some(ch),
+                        codes::CHANNEL_GONE,
+                        "the channel has ended",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Frees channel numbers whose channels released them; returns the frame to send.
+    fn released(&mut self, ch: u32, id: &str, reason: Option<&'static str>) -> ServerFrame {
+        if self.channels.get(&ch).is_some_and(|h| &*h.id == id) {
+            self.channels.remove(&ch);
+        }
+        ServerFrame::Closed {
+            ch,
+            reason: reason.map(str::to_string),
+        }
+    }
+}
+
+fn outbound_message(sock: &mut Socket, out: Outbound) -> Message {
+    match out {
+        Outbound::Frame(b) => Message::Binary(b),
+        Outbound::Control(f) => Message::Text(encode_json(&f).into()),
+        Outbound::Released { ch, id, reason } => {
+            Message::Text(encode_json(&sock.released(ch, &id, reason)).into())
+        }
+    }
+}
+
+/// Runs one socket until the client leaves, goes silent, or the login ends.
+pub(crate) async fn run(
+    inner: Arc<MuxInner>,
+    mut ws: WebSocket,
+    login: LoginCtx,
+    id: u64,
+    mut kick: watch::Receiver<Option<&'static str>>,
+) {
+    let span = tracing::info_span!("socket", id, user = %login.username);
+    let _e = span.enter();
+    drop(_e);
+    let (outbox, mut out_rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let mut sock = Socket {
+        inner: inner.clone(),
+        login: login.clone(),
+        id,
+        outbox,
+        channels: HashMap::new(),
+    };
+    let heartbeat = Duration::from_secs(inner.cfg.heartbeat_secs.max(1));
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_seen = Instant::now();
+    let max_frame = inner.cfg.max_frame_bytes;
+    let end_reason: Option<&'static str> = loop {
+        tokio::select! {
+            msg = ws.recv() => {
+                let Some(Ok(msg)) = msg else { break None };
+                last_seen = Instant::now();
+                let reply = match msg {
+                    Message::Text(t) if t.len() > max_frame => Some(error_frame(None, codes::FRAME_TOO_LARGE, format!("frame of {} bytes exceeds the {max_frame}-byte limit", t.len()))),
+                    Message::Binary(b) if b.len() > max_frame => Some(error_frame(None, codes::FRAME_TOO_LARGE, format!("frame of {} bytes exceeds the {max_frame}-byte limit", b.len()))),
+                    Message::Text(t) => sock.handle_text(t.as_str()),
+                    Message::Binary(b) => sock.handle_binary(&b),
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => None,
+                };
+                if let Some(f) = reply {
+                    if ws.send(Message::Text(encode_json(&f).into())).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+            out = out_rx.recv() => {
+                let Some(out) = out else { break None };
+                let mut ok = ws.feed(outbound_message(&mut sock, out)).await.is_ok();
+                let mut n = 1;
+                while ok && n < WRITE_BATCH {
+                    match out_rx.try_recv() {
+                        Ok(out) => { ok = ws.feed(outbound_message(&mut sock, out)).await.is_ok(); n += 1; }
+                        Err(_) => break,
+                    }
+                }
+                if !ok || ws.flush().await.is_err() {
+                    break None;
+                }
+            }
+            _ = ticker.tick() => {
+                if last_seen.elapsed() > heartbeat * 2 {
+                    tracing::debug!("peer silent for two heartbeats; dropping socket");
+                    break None;
+                }
+                if ws.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = kick.changed() => {
+                let reason = *kick.borrow();
+                break Some(reason.unwrap_or("closed"));
+            }
+        }
+    };
+    if let Some(reason) = end_reason {
+        let f = error_frame(None, reason, format!("socket closed: {reason}"));
+        let _ = ws.send(Message::Text(encode_json(&f).into())).await;
+        let _ = ws.close().await;
+    }
+    for handle in sock.channels.values() {
+        deliver(handle, ChannelCmd::Detach { socket_id: id });
+    }
+    inner.socket_closed(&login.login_id, id);
+}

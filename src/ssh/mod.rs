@@ -1,0 +1,521 @@
+//! SSH terminals through russh: connect, verify the host key with the user (trust on
+//! first use, per user), authenticate with a stored credential, open a PTY shell.
+//!
+//! russh hands channel data to us with an awaited send into a bounded queue and reopens
+//! the SSH window on arrival, not on consumption. So each SSH channel is drained by its
+//! own driver task into a small bounded queue (`EVENT_QUEUE` chunks of at most `CHUNK`
+//! bytes) in front of the channel's flow-control window. When the browser stops acking,
+//! the window fills, then this queue, then russh's own queue for this one connection,
+//! and TCP back-pressure reaches the device. Every terminal has its own SSH connection,
+//! so one stalled terminal never stalls another.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use opsgate_protocol::{codes, HostkeyStatus, DATA_HEADER_LEN};
+use russh::client;
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg};
+use russh::ChannelMsg;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::app::App;
+use crate::inventory::{self, CredentialKind, InventoryError};
+use crate::mux::{HostkeyQuestion, OpenError, Source, SourceCtl, SourceEvent, Stopper};
+use crate::store::StoreError;
+
+const CHUNK: usize = 64 * 1024;
+const EVENT_QUEUE: usize = 16;
+const CONTROL_QUEUE: usize = 64;
+
+/// What an `ssh` open asks for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub session_id: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub credential_id: Option<String>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+struct Resolved {
+    host: String,
+    port: u16,
+    username: String,
+    credential_id: String,
+}
+
+#[derive(Debug, Clone)]
+enum HostkeyOutcome {
+    Changed { fingerprint: String, known: String },
+    Rejected,
+    Unanswered,
+}
+
+struct Handler {
+    app: Arc<App>,
+    owner: String,
+    host: String,
+    port: u16,
+    questions: mpsc::Sender<HostkeyQuestion>,
+    outcome: Arc<Mutex<Option<HostkeyOutcome>>>,
+}
+
+fn key_facts(key: &russh::keys::PublicKeyOrCertificate) -> (String, String) {
+    match key {
+        russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => (
+            key.algorithm().as_str().to_string(),
+            key.fingerprint(HashAlg::Sha256).to_string(),
+        ),
+        russh::keys::PublicKeyOrCertificate::Certificate(c) => (
+            c.algorithm().as_str().to_string(),
+            c.public_key().fingerprint(HashAlg::Sha256).to_string(),
+        ),
+    }
+}
+
+impl client::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let (algorithm, fingerprint) = key_facts(key);
+        let (owner, host, port) = (self.owner.clone(), self.host.clone(), self.port);
+        let known = self
+            .app
+            .store
+            .read(move |tx| inventory::find_known_host(tx, &owner, &host, port))
+            .await;
+        let known = match known {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "known-hosts lookup failed");
+                return Ok(false);
+            }
+        };
+        match known {
+            Some(k) if k.fingerprint == fingerprint => return Ok(true),
+            Some(k) => {
+                // Tell the user what we saw, then refuse: a changed key is never accepted
+                // here; the user must delete the old entry first.
+                let (reply, _) = oneshot::channel();
+                let _ = self
+                    .questions
+                    .send(HostkeyQuestion {
+                        algorithm,
+                        fingerprint: fingerprint.clone(),
+                        status: HostkeyStatus::Changed,
+                        reply,
+                    })
+                    .await;
+                *self.outcome.lock().await = Some(HostkeyOutcome::Changed {
+                    fingerprint,
+                    known: k.fingerprint,
+                });
+                return Ok(false);
+            }
+            None => {}
+        }
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .questions
+            .send(HostkeyQuestion {
+                algorithm: algorithm.clone(),
+                fingerprint: fingerprint.clone(),
+                status: HostkeyStatus::Unknown,
+                reply,
+            })
+            .await;
+        if asked.is_err() {
+            return Ok(false);
+        }
+        let wait = Duration::from_secs(self.app.cfg.mux.hostkey_answer_secs);
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(true)) => {
+                let (owner, host, port) = (self.owner.clone(), self.host.clone(), self.port);
+                let stored = self
+                    .app
+                    .store
+                    .write(move |tx| {
+                        inventory::add_known_host(tx, &owner, &host, port, &algorithm, &fingerprint)
+                    })
+                    .await;
+                Ok(stored.is_ok())
+            }
+            Ok(Ok(false)) => {
+                *self.outcome.lock().await = Some(HostkeyOutcome::Rejected);
+                Ok(false)
+            }
+            _ => {
+                *self.outcome.lock().await = Some(HostkeyOutcome::Unanswered);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> OpenError {
+    OpenError::new(codes::INVALID_OPEN, message)
+}
+
+async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, OpenError> {
+    if let Some(sid) = t.session_id.clone() {
+        let o = owner.to_string();
+        let s = app
+            .store
+            .read(move |tx| inventory::get_session(tx, &o, &sid))
+            .await
+            .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
+            .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "saved session not found"))?;
+        let credential_id = t
+            .credential_id
+            .clone()
+            .or(s.credential_id)
+            .ok_or_else(|| invalid("the saved session has no credential; pick one"))?;
+        return Ok(Resolved {
+            host: s.host,
+            port: s.port,
+            username: t.username.clone().unwrap_or(s.username),
+            credential_id,
+        });
+    }
+    let host = t
+        .host
+        .clone()
+        .filter(|h| inventory::valid_host(h))
+        .ok_or_else(|| invalid("give session_id, or a valid host"))?;
+    let username = t
+        .username
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| invalid("username is required"))?;
+    let credential_id = t
+        .credential_id
+        .clone()
+        .ok_or_else(|| invalid("credential_id is required"))?;
+    Ok(Resolved {
+        host,
+        port: t.port.unwrap_or(22).max(1),
+        username,
+        credential_id,
+    })
+}
+
+async fn connect_tcp(app: &App, host: &str, port: u16) -> Result<tokio::net::TcpStream, OpenError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let limit = Duration::from_secs(app.cfg.ssh.connect_timeout_secs.max(1));
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(limit, tokio::net::lookup_host((bare, port))).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return Err(OpenError::new(
+                    codes::DNS_FAILED,
+                    format!("cannot resolve {bare}: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(OpenError::new(
+                    codes::DNS_FAILED,
+                    format!("resolving {bare} timed out"),
+                ))
+            }
+        };
+    let Some(addr) = addrs.first().copied() else {
+        return Err(OpenError::new(
+            codes::DNS_FAILED,
+            format!("{bare} has no address"),
+        ));
+    };
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(OpenError::new(
+            codes::CONNECT_REFUSED,
+            format!("{addr} refused the connection"),
+        )),
+        Ok(Err(e)) => Err(OpenError::new(
+            codes::CONNECT_REFUSED,
+            format!("cannot connect to {addr}: {e}"),
+        )),
+        Err(_) => Err(OpenError::new(
+            codes::CONNECT_TIMEOUT,
+            format!("no answer from {addr} within {} s", limit.as_secs()),
+        )),
+    }
+}
+
+async fn authenticate(
+    handle: &mut client::Handle<Handler>,
+    username: &str,
+    kind: CredentialKind,
+    secret: &inventory::CredentialSecret,
+) -> Result<bool, russh::Error> {
+    match kind {
+        CredentialKind::Password => {
+            if handle
+                .authenticate_password(username, secret.secret.clone())
+                .await?
+                .success()
+            {
+                return Ok(true);
+            }
+            // Many network devices only offer keyboard-interactive: answer every
+            // prompt with the password.
+            let mut reply = handle
+                .authenticate_keyboard_interactive_start(username, None)
+                .await?;
+            for _ in 0..5 {
+                match reply {
+                    client::KeyboardInteractiveAuthResponse::Success => return Ok(true),
+                    client::KeyboardInteractiveAuthResponse::Failure { .. } => return Ok(false),
+                    client::KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                        let answers = prompts.iter().map(|_| secret.secret.clone()).collect();
+                        reply = handle
+                            .authenticate_keyboard_interactive_respond(answers)
+                            .await?;
+                    }
+                }
+            }
+            Ok(false)
+        }
+        CredentialKind::PrivateKey => {
+            let key = russh::keys::decode_secret_key(&secret.secret, secret.passphrase.as_deref())
+                .map_err(russh::Error::from)?;
+            let hash = if key.algorithm().is_rsa() {
+                handle.best_supported_rsa_hash().await?.flatten()
+            } else {
+                None
+            };
+            Ok(handle
+                .authenticate_publickey(username, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                .await?
+                .success())
+        }
+    }
+}
+
+/// Connects and opens a shell; host-key questions go to `questions`.
+pub async fn start(
+    app: Arc<App>,
+    owner: String,
+    target: Target,
+    questions: mpsc::Sender<HostkeyQuestion>,
+) -> Result<Source, OpenError> {
+    let began = Instant::now();
+    let r = resolve(&app, &owner, &target).await?;
+    let (o, cid) = (owner.clone(), r.credential_id.clone());
+    let a = app.clone();
+    let (cred, secret) = app
+        .store
+        .read(move |tx| inventory::load_secret(tx, &a.sealer, &o, &cid))
+        .await
+        .map_err(|e| match e {
+            InventoryError::NotFound(_) => invalid("credential not found"),
+            other => OpenError::new(codes::CHANNEL_FAILED, other.to_string()),
+        })?;
+    let stream = connect_tcp(&app, &r.host, r.port).await?;
+    let outcome = Arc::new(Mutex::new(None));
+    let handler = Handler {
+        app: app.clone(),
+        owner: owner.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        questions,
+        outcome: outcome.clone(),
+    };
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(Duration::from_secs(app.cfg.ssh.keepalive_secs.max(1))),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    });
+    let hostkey_limit =
+        Duration::from_secs(app.cfg.mux.hostkey_answer_secs + app.cfg.ssh.connect_timeout_secs);
+    let connected = tokio::time::timeout(
+        hostkey_limit,
+        client::connect_stream(config, stream, handler),
+    )
+    .await;
+    let mut handle = match connected {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            let why = outcome.lock().await.clone();
+            return Err(match why {
+                Some(HostkeyOutcome::Changed { fingerprint, known }) => OpenError::new(
+                    codes::HOSTKEY_CHANGED,
+                    format!(
+                        "WARNING: the host key of {}:{} has changed (now {fingerprint}, trusted {known}). Someone may be intercepting the connection. If the change is expected, delete the old entry in known hosts and connect again.",
+                        r.host, r.port
+                    ),
+                ),
+                Some(HostkeyOutcome::Rejected) => OpenError::new(codes::HOSTKEY_REJECTED, "you rejected the host key"),
+                Some(HostkeyOutcome::Unanswered) => OpenError::new(codes::HOSTKEY_REJECTED, "the host key was not confirmed in time"),
+                None => OpenError::new(codes::CHANNEL_FAILED, format!("SSH handshake with {}:{} failed: {e}", r.host, r.port)),
+            });
+        }
+        Err(_) => {
+            return Err(OpenError::new(
+                codes::CONNECT_TIMEOUT,
+                format!("SSH handshake with {}:{} timed out", r.host, r.port),
+            ))
+        }
+    };
+    let authed = authenticate(&mut handle, &r.username, cred.kind, &secret)
+        .await
+        .map_err(|e| {
+            OpenError::new(
+                codes::AUTH_FAILED,
+                format!(
+                    "authentication failed for {}@{}:{}: {e}",
+                    r.username, r.host, r.port
+                ),
+            )
+        })?;
+    if !authed {
+        return Err(OpenError::new(
+            codes::AUTH_FAILED,
+            format!(
+                "authentication failed for {}@{}:{}",
+                r.username, r.host, r.port
+            ),
+        ));
+    }
+    app.metrics.ssh_connected(began.elapsed());
+    let channel_failed = |e: russh::Error| {
+        OpenError::new(
+            codes::CHANNEL_FAILED,
+            format!("opening the shell failed: {e}"),
+        )
+    };
+    let channel = handle
+        .channel_open_session()
+        .await
+        .map_err(channel_failed)?;
+    channel
+        .request_pty(
+            true,
+            &app.cfg.ssh.term,
+            target.cols as u32,
+            target.rows as u32,
+            0,
+            0,
+            &[],
+        )
+        .await
+        .map_err(channel_failed)?;
+    channel.request_shell(true).await.map_err(channel_failed)?;
+    let (mut read, write) = channel.split();
+
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+
+    // Driver: drains russh always (up to the bounded queue), owns the connection.
+    tokio::spawn(async move {
+        let mut code = None;
+        let mut signal = None;
+        let mut stopped = false;
+        loop {
+            let msg = tokio::select! {
+                m = read.wait() => m,
+                _ = &mut stop_rx => { stopped = true; break; }
+            };
+            let Some(msg) = msg else { break };
+            let mut buf = match msg {
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    let mut b = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
+                    b.resize(DATA_HEADER_LEN, 0);
+                    b.extend_from_slice(&data);
+                    b
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    code = i32::try_from(exit_status).ok();
+                    continue;
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    signal = Some(format!("SIG{signal_name:?}").to_uppercase());
+                    continue;
+                }
+                ChannelMsg::Close => break,
+                _ => continue,
+            };
+            // Coalesce what russh already holds into one frame.
+            let mut tail = None;
+            while buf.len() < CHUNK {
+                match read.wait().now_or_never() {
+                    Some(Some(ChannelMsg::Data { data }))
+                    | Some(Some(ChannelMsg::ExtendedData { data, .. })) => {
+                        buf.extend_from_slice(&data)
+                    }
+                    Some(other) => {
+                        tail = Some(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if ev_tx.send(SourceEvent::Data(buf)).await.is_err() {
+                stopped = true;
+                break;
+            }
+            match tail {
+                Some(Some(ChannelMsg::ExitStatus { exit_status })) => {
+                    code = i32::try_from(exit_status).ok()
+                }
+                Some(Some(ChannelMsg::ExitSignal { signal_name, .. })) => {
+                    signal = Some(format!("SIG{signal_name:?}").to_uppercase())
+                }
+                Some(Some(ChannelMsg::Close)) | Some(None) => break,
+                _ => {}
+            }
+        }
+        if !stopped {
+            let ev = if code.is_some() || signal.is_some() {
+                SourceEvent::Exit { code, signal }
+            } else {
+                SourceEvent::Failed {
+                    code: codes::REMOTE_CLOSED,
+                    message: "the SSH connection was closed by the remote side".into(),
+                }
+            };
+            let _ = ev_tx.send(ev).await;
+        }
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, "closed", "en")
+            .await;
+    });
+
+    tokio::spawn(async move {
+        while let Some(ctl) = ctl_rx.recv().await {
+            let r = match ctl {
+                SourceCtl::Input(b) => write.data_bytes(b).await,
+                SourceCtl::Resize { cols, rows } => {
+                    write.window_change(cols as u32, rows as u32, 0, 0).await
+                }
+            };
+            if r.is_err() {
+                break;
+            }
+        }
+    });
+
+    Ok(Source {
+        events: ev_rx,
+        control: ctl_tx,
+        stopper: Stopper::Signal(stop_tx),
+    })
+}
+
+impl From<StoreError> for OpenError {
+    fn from(e: StoreError) -> Self {
+        OpenError::new(codes::CHANNEL_FAILED, e.to_string())
+    }
+}

@@ -1,0 +1,313 @@
+//! The multiplexed WebSocket with `pty` channels, against the real binary.
+
+mod common;
+mod ws;
+
+use std::time::Duration;
+
+use common::{Server, ServerOptions, ADMIN, ADMIN_PASSWORD};
+use opsgate_protocol::ServerFrame;
+use serde_json::json;
+use ws::{connect, try_connect, Event};
+
+const PROGRAMS: &str = r#"
+[pty.programs]
+cat = ["cat"]
+sh = ["/bin/sh"]
+yes = ["yes"]
+seq = ["seq", "1", "300000"]
+false = ["false"]
+"#;
+
+async fn server() -> Server {
+    Server::start(ServerOptions::default().config(PROGRAMS)).await
+}
+
+async fn server_with(extra: &str) -> Server {
+    Server::start(ServerOptions::default().config(extra).config(PROGRAMS)).await
+}
+
+async fn admin_cookie(s: &Server) -> String {
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    c.cookie.clone().expect("cookie")
+}
+
+#[tokio::test]
+async fn upgrade_needs_cookie_and_allowed_origin() {
+    let s = server().await;
+    assert_eq!(try_connect(&s, None, None).await.err(), Some(401));
+    let cookie = admin_cookie(&s).await;
+    assert_eq!(
+        try_connect(&s, Some(&cookie), Some("https://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(try_connect(&s, Some(&cookie), None).await.is_ok());
+}
+
+#[tokio::test]
+async fn echo_resize_and_exit() {
+    let s = server().await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    w.input(1, b"hello opsgate\n").await;
+    w.expect_output(1, "hello opsgate").await;
+
+    w.send_json(json!({"type":"open","ch":2,"kind":"pty","program":"sh","cols":100,"rows":30}))
+        .await;
+    w.expect_opened(2).await;
+    w.input(2, b"stty size\n").await;
+    w.expect_output(2, "30 100").await;
+    w.send_json(json!({"type":"resize","ch":2,"cols":132,"rows":43}))
+        .await;
+    w.input(2, b"stty size\n").await;
+    w.expect_output(2, "43 132").await;
+    w.input(2, b"exit 7\n").await;
+    match w
+        .expect_control(|f| matches!(f, ServerFrame::Exit { ch: 2, .. }))
+        .await
+    {
+        ServerFrame::Exit { code, .. } => assert_eq!(code, Some(7)),
+        _ => unreachable!(),
+    }
+    w.expect_control(|f| matches!(f, ServerFrame::Closed { ch: 2, .. }))
+        .await;
+    // The other channel is untouched.
+    w.input(1, b"still here\n").await;
+    w.expect_output(1, "still here").await;
+}
+
+#[tokio::test]
+async fn sixty_four_channels_and_no_cross_talk() {
+    let s = server().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    admin.create_user("bob", "bob-password-1", "operator").await;
+    let bob = s.login("bob", "bob-password-1").await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut a1 = connect(&s, &cookie).await;
+    let mut a2 = connect(&s, &cookie).await;
+    let mut b1 = connect(&s, bob.cookie.as_deref().expect("cookie")).await;
+    for ch in 1..=64u32 {
+        a1.open_pty(ch, "cat").await;
+    }
+    for ch in 1..=64u32 {
+        a1.expect_opened(ch).await;
+    }
+    a2.open_pty(1, "cat").await;
+    a2.expect_opened(1).await;
+    b1.open_pty(1, "cat").await;
+    b1.expect_opened(1).await;
+    for ch in 1..=64u32 {
+        a1.input(ch, format!("marker-a1-{ch}\n").as_bytes()).await;
+    }
+    a2.input(1, b"marker-a2\n").await;
+    b1.input(1, b"marker-b1\n").await;
+    for ch in 1..=64u32 {
+        let out = a1.expect_output(ch, &format!("marker-a1-{ch}\r\n")).await;
+        assert!(
+            !out.contains("a2") && !out.contains("b1"),
+            "cross-talk on {ch}: {out}"
+        );
+        for other in 1..=64u32 {
+            if other != ch {
+                assert!(
+                    !out.contains(&format!("marker-a1-{other}\r")),
+                    "channel {ch} saw {other}"
+                );
+            }
+        }
+    }
+    let out = a2.expect_output(1, "marker-a2").await;
+    assert!(!out.contains("a1") && !out.contains("b1"));
+    let out = b1.expect_output(1, "marker-b1").await;
+    assert!(!out.contains("a1") && !out.contains("a2"));
+    let quiet = a2.drain_for(Duration::from_millis(300)).await;
+    assert!(quiet.is_empty(), "unexpected data on a2: {quiet:?}");
+}
+
+#[tokio::test]
+async fn flow_control_holds_one_window_and_acks_release_more() {
+    let s = server_with("[mux]\nwindow_bytes = 262144\n").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.auto_ack = false;
+    w.open_pty(1, "yes").await;
+    w.expect_opened(1).await;
+    let got = w.drain_for(Duration::from_millis(1500)).await;
+    let first = *got.get(&1).unwrap_or(&0);
+    // One window, plus at most one read chunk that was in hand when the window closed.
+    assert!(
+        first >= 200_000,
+        "too little output before the window closed: {first}"
+    );
+    assert!(
+        first <= 262_144 + 65_536,
+        "window not enforced: {first} bytes unacked"
+    );
+    let rss_before = s.rss_kib().expect("rss");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let more = w.drain_for(Duration::from_millis(300)).await;
+    assert!(
+        more.is_empty(),
+        "output kept flowing without acks: {more:?}"
+    );
+    let rss_after = s.rss_kib().expect("rss");
+    assert!(
+        rss_after < rss_before + 4096,
+        "gateway memory grew while the window was closed: {rss_before} -> {rss_after} KiB"
+    );
+    // Acknowledge everything: another window flows.
+    w.ack(1, first).await;
+    let again = w.drain_for(Duration::from_millis(1000)).await;
+    let second = *again.get(&1).unwrap_or(&0);
+    assert!(
+        second >= 200_000 && second <= 262_144 + 65_536,
+        "after ack: {second}"
+    );
+}
+
+fn expected_seq() -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 1..=300_000u32 {
+        v.extend_from_slice(i.to_string().as_bytes());
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+#[tokio::test]
+async fn resume_replays_exactly_the_missed_bytes() {
+    let s = server_with("[mux]\nwindow_bytes = 65536\nring_bytes = 131072\n").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "seq").await;
+    let id = w.expect_opened(1).await;
+    // Read (and ack) part of the stream, then drop the socket without a word.
+    w.pump_until(|w| w.buffered.get(&1).is_some_and(|d| d.len() > 500_000))
+        .await;
+    let mut received = w.buffered.remove(&1).unwrap_or_default();
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut w2 = connect(&s, &cookie).await;
+    w2.send_json(json!({"type":"attach","ch":9,"id":id,"offset":received.len()}))
+        .await;
+    match w2
+        .expect_control(|f| matches!(f, ServerFrame::Opened { ch: 9, .. }))
+        .await
+    {
+        ServerFrame::Opened { offset, lost, .. } => {
+            assert_eq!(offset, Some(received.len() as u64));
+            assert_eq!(lost, Some(0));
+        }
+        _ => unreachable!(),
+    }
+    w2.expect_control(|f| matches!(f, ServerFrame::Exit { ch: 9, .. }))
+        .await;
+    w2.pump_until(|w| {
+        w.controls
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Closed { ch: 9, .. }))
+    })
+    .await;
+    received.extend(w2.buffered.remove(&9).unwrap_or_default());
+    let expected = expected_seq();
+    assert_eq!(received.len(), expected.len(), "byte count differs");
+    assert!(received == expected, "stream differs after resume");
+}
+
+#[tokio::test]
+async fn attach_after_grace_or_by_another_user_is_refused() {
+    let s = server_with("[mux]\ngrace_secs = 1\n").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    admin.create_user("eve", "eve-password-1", "operator").await;
+    let eve = s.login("eve", "eve-password-1").await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    let id = w.expect_opened(1).await;
+    w.open_pty(2, "cat").await;
+    let id2 = w.expect_opened(2).await;
+
+    let mut e = connect(&s, eve.cookie.as_deref().expect("cookie")).await;
+    e.send_json(json!({"type":"attach","ch":1,"id":id2,"offset":0}))
+        .await;
+    e.expect_error(Some(1), "attach_refused").await;
+
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut w2 = connect(&s, &cookie).await;
+    w2.send_json(json!({"type":"attach","ch":1,"id":id,"offset":0}))
+        .await;
+    w2.expect_error(Some(1), "channel_gone").await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_nothing_else_breaks() {
+    let s = server_with("[mux]\nmax_frame_bytes = 65536\n").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+
+    w.send_text("{not json").await;
+    w.expect_error(None, "malformed_frame").await;
+    w.send_text(r#"{"type":"launch","ch":3}"#).await;
+    w.expect_error(Some(3), "malformed_frame").await;
+    w.input(42, b"x").await;
+    w.expect_error(Some(42), "unknown_channel").await;
+    w.send_binary(vec![1, 0, 0]).await;
+    w.expect_error(None, "malformed_frame").await;
+    w.send_binary(vec![0u8; 70_000]).await;
+    w.expect_error(None, "frame_too_large").await;
+    w.open_pty(5, "rm-rf").await;
+    w.expect_error(Some(5), "program_not_allowed").await;
+    w.open_pty(1, "cat").await;
+    w.expect_error(Some(1), "channel_in_use").await;
+    w.send_json(json!({"type":"ack","ch":77,"bytes":1})).await;
+    w.expect_error(Some(77), "unknown_channel").await;
+
+    w.input(1, b"alive after abuse\n").await;
+    w.expect_output(1, "alive after abuse").await;
+}
+
+#[tokio::test]
+async fn logout_closes_sockets_and_channels() {
+    let s = server().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    admin
+        .post("/api/auth/logout", &json!({}))
+        .await
+        .assert_status(204);
+    // The socket ends (possibly after a `logged_out` error frame).
+    let mut ended = false;
+    for _ in 0..10 {
+        match w.next_event(Duration::from_secs(5)).await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Event::Control(_)) | Some(Event::Data(..)) => continue,
+        }
+    }
+    assert!(ended, "socket still open after logout");
+    assert_eq!(try_connect(&s, Some(&cookie), None).await.err(), Some(401));
+}
+
+#[tokio::test]
+async fn viewer_cannot_open_terminals() {
+    let s = server().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    admin.create_user("vic", "vic-password-1", "viewer").await;
+    let vic = s.login("vic", "vic-password-1").await;
+    let mut w = connect(&s, vic.cookie.as_deref().expect("cookie")).await;
+    w.open_pty(1, "cat").await;
+    w.expect_error(Some(1), "forbidden").await;
+}
