@@ -139,7 +139,10 @@ pub fn router(app: Arc<App>) -> Router {
     let routed = if base.is_empty() {
         api
     } else {
+        // `{base}/` is where the gateway says it listens and what a proxy forwards; the
+        // nest alone answers only `{base}` (whose relative links would miss the prefix).
         Router::new()
+            .route(&format!("{base}/"), get(crate::web::index))
             .nest(&base, api)
             .fallback(|| async { ApiError::not_found("route") })
     };
@@ -153,9 +156,17 @@ pub fn router(app: Arc<App>) -> Router {
 async fn edge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let https = auth::request_is_https_parts(&parts, &app.cfg);
+    let http1 = parts.version < axum::http::Version::HTTP_2;
     let req = Request::from_parts(parts, body);
     let mut resp = next.run(req).await;
     let status = resp.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE && http1 {
+        // hyper drops the connection after this response because the rest of the body is
+        // unread; say so, or a keep-alive client reuses the dead connection and its next
+        // request fails.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     app.metrics.http_response(status.as_u16());
     if status.is_client_error() || status.is_server_error() {
         let is_json = resp
