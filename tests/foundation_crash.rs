@@ -145,8 +145,27 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_write() {
         "the kill came after the burst ended ({acked_total} acknowledged)"
     );
 
+    // Straight from the redb file (recovered on open): every record decodes whole.
+    let raw_count = {
+        let store = opsgate::store::Store::open(server.data_dir()).expect("reopen store");
+        store
+            .read_blocking(|tx| -> Result<usize, opsgate::store::StoreError> {
+                let table = tx.open_table(opsgate::store::SAVED_SESSIONS)?;
+                let mut n = 0;
+                for row in redb::ReadableTable::iter(&table)? {
+                    let (k, v) = row?;
+                    let s: opsgate::inventory::SavedSession = opsgate::store::decode(v.value())?;
+                    assert_eq!(k.value().1, s.id, "key and record disagree");
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .expect("scan saved sessions")
+    };
+
     server.start_again().await;
-    let all = admin.all_sessions().await; // same cookie: logins survive a crash too
+    let all = admin.all_sessions().await;
+    assert_eq!(all.len(), raw_count); // same cookie: logins survive a crash too
     for s in &all {
         assert_whole(s);
     }
