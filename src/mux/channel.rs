@@ -315,7 +315,20 @@ impl ChannelTask {
                 _ = sleep_until(deadline) => return self.end(None, "grace_expired").await,
             }
         };
-        drop(questions);
+        // A question sent just before the start failed (a changed key) still reaches
+        // the user, ahead of the error.
+        if let Some(mut q) = questions.take() {
+            while let Ok(q) = q.try_recv() {
+                let ch = self.ch();
+                self.frame(ServerFrame::Hostkey {
+                    ch,
+                    algorithm: q.algorithm,
+                    fingerprint: q.fingerprint,
+                    status: q.status,
+                })
+                .await;
+            }
+        }
         let source = match started {
             Ok(s) => s,
             Err(e) => {

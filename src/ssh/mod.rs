@@ -9,6 +9,7 @@
 //! and TCP back-pressure reaches the device. Every terminal has its own SSH connection,
 //! so one stalled terminal never stalls another.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ use crate::store::StoreError;
 const CHUNK: usize = 64 * 1024;
 const EVENT_QUEUE: usize = 16;
 const CONTROL_QUEUE: usize = 64;
+/// How long authentication and opening the shell may take after the handshake.
+const AUTH_LIMIT: Duration = Duration::from_secs(30);
 
 /// What an `ssh` open asks for.
 #[derive(Debug, Clone)]
@@ -48,6 +51,14 @@ struct Resolved {
     credential_id: String,
 }
 
+/// Where establishing the session failed.
+enum Step {
+    Handshake(russh::Error),
+    Auth(russh::Error),
+    AuthRejected,
+    Channel(russh::Error),
+}
+
 #[derive(Debug, Clone)]
 enum HostkeyOutcome {
     Changed { fingerprint: String, known: String },
@@ -62,6 +73,9 @@ struct Handler {
     port: u16,
     questions: mpsc::Sender<HostkeyQuestion>,
     outcome: Arc<Mutex<Option<HostkeyOutcome>>>,
+    /// Set once the user is asked about the key: from then on the handshake waits for a
+    /// person, not a network, and the connect timeout no longer applies.
+    asked: Arc<AtomicBool>,
 }
 
 fn key_facts(key: &russh::keys::PublicKeyOrCertificate) -> (String, String) {
@@ -122,6 +136,7 @@ impl client::Handler for Handler {
             None => {}
         }
         let (reply, answer) = oneshot::channel();
+        self.asked.store(true, Ordering::Release);
         let asked = self
             .questions
             .send(HostkeyQuestion {
@@ -322,7 +337,9 @@ pub async fn start(
         })?;
     let stream = connect_tcp(&app, &r.host, r.port).await?;
     let outcome = Arc::new(Mutex::new(None));
+    let asked = Arc::new(AtomicBool::new(false));
     let handler = Handler {
+        asked: asked.clone(),
         app: app.clone(),
         owner: owner.clone(),
         host: r.host.clone(),
@@ -337,81 +354,102 @@ pub async fn start(
         nodelay: true,
         ..Default::default()
     });
-    let hostkey_limit =
-        Duration::from_secs(app.cfg.mux.hostkey_answer_secs + app.cfg.ssh.connect_timeout_secs);
-    let connected = tokio::time::timeout(
-        hostkey_limit,
-        client::connect_stream(config, stream, handler),
-    )
-    .await;
-    let mut handle = match connected {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
+    // Handshake, authentication and the shell must be ready within the connect timeout,
+    // except while a person is deciding about the host key.
+    let connect_limit = Duration::from_secs(app.cfg.ssh.connect_timeout_secs.max(1));
+    let hostkey_limit = Duration::from_secs(app.cfg.mux.hostkey_answer_secs) + connect_limit;
+    let (term, cols, rows) = (app.cfg.ssh.term.clone(), target.cols, target.rows);
+    let username = r.username.clone();
+    let metrics = app.metrics.clone();
+    let handshake_done = Arc::new(AtomicBool::new(false));
+    let done = handshake_done.clone();
+    let establish = async move {
+        let mut handle = client::connect_stream(config, stream, handler)
+            .await
+            .map_err(Step::Handshake)?;
+        done.store(true, Ordering::Release);
+        match authenticate(&mut handle, &username, cred.kind, &secret).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Step::AuthRejected),
+            Err(e) => return Err(Step::Auth(e)),
+        }
+        metrics.ssh_connected(began.elapsed());
+        let channel = handle.channel_open_session().await.map_err(Step::Channel)?;
+        channel
+            .request_pty(true, &term, cols as u32, rows as u32, 0, 0, &[])
+            .await
+            .map_err(Step::Channel)?;
+        channel.request_shell(true).await.map_err(Step::Channel)?;
+        Ok((handle, channel))
+    };
+    tokio::pin!(establish);
+    let established = match tokio::time::timeout(connect_limit, &mut establish).await {
+        Ok(r) => Some(r),
+        // Past the handshake, authentication may legitimately be slow (PAM delays a
+        // failed attempt by seconds): give it its own allowance.
+        Err(_) if asked.load(Ordering::Acquire) || handshake_done.load(Ordering::Acquire) => {
+            tokio::time::timeout(hostkey_limit + AUTH_LIMIT, &mut establish)
+                .await
+                .ok()
+        }
+        Err(_) => None,
+    };
+    let target_name = format!("{}@{}:{}", r.username, r.host, r.port);
+    let (handle, channel) = match established {
+        Some(Ok(v)) => v,
+        Some(Err(step)) => {
             let why = outcome.lock().await.clone();
-            return Err(match why {
-                Some(HostkeyOutcome::Changed { fingerprint, known }) => OpenError::new(
+            return Err(match (why, step) {
+                (Some(HostkeyOutcome::Changed { fingerprint, known }), _) => OpenError::new(
                     codes::HOSTKEY_CHANGED,
                     format!(
                         "WARNING: the host key of {}:{} has changed (now {fingerprint}, trusted {known}). Someone may be intercepting the connection. If the change is expected, delete the old entry in known hosts and connect again.",
                         r.host, r.port
                     ),
                 ),
-                Some(HostkeyOutcome::Rejected) => OpenError::new(codes::HOSTKEY_REJECTED, "you rejected the host key"),
-                Some(HostkeyOutcome::Unanswered) => OpenError::new(codes::HOSTKEY_REJECTED, "the host key was not confirmed in time"),
-                None => OpenError::new(codes::CHANNEL_FAILED, format!("SSH handshake with {}:{} failed: {e}", r.host, r.port)),
+                (Some(HostkeyOutcome::Rejected), _) => {
+                    OpenError::new(codes::HOSTKEY_REJECTED, "you rejected the host key")
+                }
+                (Some(HostkeyOutcome::Unanswered), _) => OpenError::new(
+                    codes::HOSTKEY_REJECTED,
+                    "the host key was not confirmed in time",
+                ),
+                (None, Step::Handshake(e)) => OpenError::new(
+                    codes::CHANNEL_FAILED,
+                    format!("SSH handshake with {}:{} failed: {e}", r.host, r.port),
+                ),
+                (None, Step::AuthRejected) => OpenError::new(
+                    codes::AUTH_FAILED,
+                    format!("authentication failed for {target_name}"),
+                ),
+                (None, Step::Auth(e)) => OpenError::new(
+                    codes::AUTH_FAILED,
+                    format!("authentication failed for {target_name}: {e}"),
+                ),
+                (None, Step::Channel(e)) => OpenError::new(
+                    codes::CHANNEL_FAILED,
+                    format!("opening the shell on {target_name} failed: {e}"),
+                ),
             });
         }
-        Err(_) => {
+        None if handshake_done.load(Ordering::Acquire) => {
+            return Err(OpenError::new(
+                codes::AUTH_FAILED,
+                format!("authentication for {target_name} did not finish in time"),
+            ))
+        }
+        None => {
             return Err(OpenError::new(
                 codes::CONNECT_TIMEOUT,
-                format!("SSH handshake with {}:{} timed out", r.host, r.port),
+                format!(
+                    "{}:{} accepted the connection but did not complete SSH within {} s",
+                    r.host,
+                    r.port,
+                    connect_limit.as_secs()
+                ),
             ))
         }
     };
-    let authed = authenticate(&mut handle, &r.username, cred.kind, &secret)
-        .await
-        .map_err(|e| {
-            OpenError::new(
-                codes::AUTH_FAILED,
-                format!(
-                    "authentication failed for {}@{}:{}: {e}",
-                    r.username, r.host, r.port
-                ),
-            )
-        })?;
-    if !authed {
-        return Err(OpenError::new(
-            codes::AUTH_FAILED,
-            format!(
-                "authentication failed for {}@{}:{}",
-                r.username, r.host, r.port
-            ),
-        ));
-    }
-    app.metrics.ssh_connected(began.elapsed());
-    let channel_failed = |e: russh::Error| {
-        OpenError::new(
-            codes::CHANNEL_FAILED,
-            format!("opening the shell failed: {e}"),
-        )
-    };
-    let channel = handle
-        .channel_open_session()
-        .await
-        .map_err(channel_failed)?;
-    channel
-        .request_pty(
-            true,
-            &app.cfg.ssh.term,
-            target.cols as u32,
-            target.rows as u32,
-            0,
-            0,
-            &[],
-        )
-        .await
-        .map_err(channel_failed)?;
-    channel.request_shell(true).await.map_err(channel_failed)?;
     let (mut read, write) = channel.split();
 
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
