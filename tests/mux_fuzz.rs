@@ -22,23 +22,40 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    r#"{"type":"open","ch":"#, r#"{"type":"ack","ch":"#, r#"{"type":"attach","ch":"#,
-    r#"{"type":"resize","ch":"#, r#"{"type":"close","ch":"#, r#","kind":"pty","program":"cat""#,
-    r#","kind":"tool""#, r#","bytes":"#, r#","id":"x","offset":"#, r#","cols":0,"rows":65535"#,
-    "}", "{", "\"", "-1", "4294967295", "99999999999999999999", "null", "[]", "\u{0}", "é",
+    r#"{"type":"open","ch":"#,
+    r#"{"type":"ack","ch":"#,
+    r#"{"type":"attach","ch":"#,
+    r#"{"type":"resize","ch":"#,
+    r#"{"type":"close","ch":"#,
+    r#","kind":"pty","program":"cat""#,
+    r#","kind":"tool""#,
+    r#","bytes":"#,
+    r#","id":"x","offset":"#,
+    r#","cols":0,"rows":65535"#,
+    "}",
+    "{",
+    "\"",
+    "-1",
+    "4294967295",
+    "99999999999999999999",
+    "null",
+    "[]",
+    "\u{0}",
+    "é",
 ];
 
 #[tokio::test]
 async fn random_frames_do_not_break_the_socket() {
-    let s = Server::start(ServerOptions::default().config(
-        "[pty.programs]\ncat = [\"cat\"]\n[mux]\nmax_channels_per_login = 64\n",
-    ))
+    let s = Server::start(
+        ServerOptions::default()
+            .config("[pty.programs]\ncat = [\"cat\"]\n[mux]\nmax_channels_per_login = 64\n"),
+    )
     .await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let mut w = ws::connect(&s, admin.cookie.as_deref().expect("cookie")).await;
     w.open_pty(1, "cat").await;
     w.expect_opened(1).await;
-    let mut rng = Rng(0x5eed_0f_0b5_9a7e);
+    let mut rng = Rng(0x0005_eed0_f0b5_9a7e);
     for _ in 0..3000 {
         match rng.below(3) {
             0 => {
@@ -69,5 +86,9 @@ async fn random_frames_do_not_break_the_socket() {
     w.input(1, b"survived-fuzz\n").await;
     let out = w.expect_output(1, "survived-fuzz").await;
     assert!(out.contains("survived-fuzz"));
-    assert!(s.logs().matches("panicked").count() == 0, "gateway panicked: {}", s.logs());
+    assert!(
+        s.logs().matches("panicked").count() == 0,
+        "gateway panicked: {}",
+        s.logs()
+    );
 }

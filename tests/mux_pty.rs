@@ -164,7 +164,7 @@ async fn flow_control_holds_one_window_and_acks_release_more() {
     let again = w.drain_for(Duration::from_millis(1000)).await;
     let second = *again.get(&1).unwrap_or(&0);
     assert!(
-        second >= 200_000 && second <= 262_144 + 65_536,
+        (200_000..=262_144 + 65_536).contains(&second),
         "after ack: {second}"
     );
 }
@@ -310,4 +310,47 @@ async fn viewer_cannot_open_terminals() {
     let mut w = connect(&s, vic.cookie.as_deref().expect("cookie")).await;
     w.open_pty(1, "cat").await;
     w.expect_error(Some(1), "forbidden").await;
+}
+
+#[tokio::test]
+async fn per_login_limits_and_audit_of_channels() {
+    let s = server_with("[mux]\nmax_channels_per_login = 2\nmax_sockets_per_login = 1\n").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    assert_eq!(try_connect(&s, Some(&cookie), None).await.err(), Some(429));
+    w.open_pty(1, "cat").await;
+    let id = w.expect_opened(1).await;
+    w.open_pty(2, "cat").await;
+    w.expect_opened(2).await;
+    w.open_pty(3, "cat").await;
+    w.expect_error(Some(3), "limit_reached").await;
+    // Closing one frees a place.
+    w.send_json(json!({"type":"close","ch":1})).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Closed { ch: 1, .. }))
+        .await;
+    w.open_pty(3, "cat").await;
+    w.expect_opened(3).await;
+    // Channel opens and closes are audited (written in batches: allow a moment).
+    let mut seen = false;
+    for _ in 0..50 {
+        let events = admin.get("/api/audit?limit=100").await.json();
+        let list = events["events"].as_array().cloned().unwrap_or_default();
+        let has = |action: &str| {
+            list.iter()
+                .any(|e| e["action"] == action && e["target"] == id.as_str())
+        };
+        if has("channel.open") && has("channel.close") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "channel open/close not audited");
+    let metrics = admin.get("/metrics").await.text();
+    assert!(
+        metrics.contains("opsgate_channels{kind=\"pty\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("opsgate_sockets 1"), "{metrics}");
 }

@@ -169,24 +169,6 @@ pub fn request_is_https(parts: &Parts, trusted: &[IpAddr], tls: bool) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
-        assert_eq!(
-            forwarded_client(proxy, &h, &[proxy]),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(forwarded_client(stranger, &h, &[proxy]), stranger);
-    }
-}
-
 /// [`request_is_https`] with the gateway's configuration.
 pub fn request_is_https_parts(parts: &Parts, cfg: &crate::config::Config) -> bool {
     request_is_https(parts, &cfg.trusted_proxies, cfg.tls_enabled())
@@ -246,4 +228,22 @@ pub fn origin_allowed(parts: &Parts, cfg: &crate::config::Config, origin: &str) 
     cfg.allowed_origins
         .iter()
         .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        assert_eq!(
+            forwarded_client(proxy, &h, &[proxy]),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(forwarded_client(stranger, &h, &[proxy]), stranger);
+    }
 }
