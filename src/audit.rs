@@ -107,7 +107,14 @@ pub fn list(
 /// The queue is bounded; when it is full the event waits in a task rather than being
 /// dropped (the audit log must not lose entries).
 pub struct AuditSink {
-    tx: tokio::sync::mpsc::Sender<Entry>,
+    tx: tokio::sync::mpsc::Sender<Queued>,
+}
+
+/// What the audit queue carries.
+enum Queued {
+    Event(Entry),
+    /// Answered once everything queued before it is committed.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 const AUDIT_QUEUE: usize = 4096;
@@ -116,14 +123,19 @@ const AUDIT_BATCH: usize = 512;
 impl AuditSink {
     /// Starts the writer task; call inside the Tokio runtime.
     pub fn start(store: store::Store) -> AuditSink {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Entry>(AUDIT_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(AUDIT_QUEUE);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < AUDIT_BATCH {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                let mut next = Some(first);
+                while let Some(q) = next.take() {
+                    match q {
+                        Queued::Event(e) => batch.push(e),
+                        Queued::Flush(done) => flushes.push(done),
+                    }
+                    if batch.len() < AUDIT_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
                 let n = batch.len();
@@ -138,6 +150,9 @@ impl AuditSink {
                 if let Err(e) = r {
                     tracing::error!(error = %e, events = n, "audit write failed");
                 }
+                for done in flushes {
+                    let _ = done.send(());
+                }
             }
         });
         AuditSink { tx }
@@ -145,11 +160,21 @@ impl AuditSink {
 
     /// Queues an event.
     pub fn record(&self, entry: Entry) {
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) = self.tx.try_send(entry) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) =
+            self.tx.try_send(Queued::Event(entry))
+        {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let _ = tx.send(e).await;
             });
+        }
+    }
+
+    /// Waits until every event queued so far is committed (used at shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Queued::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 }

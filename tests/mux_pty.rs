@@ -354,3 +354,62 @@ async fn per_login_limits_and_audit_of_channels() {
     );
     assert!(metrics.contains("opsgate_sockets 1"), "{metrics}");
 }
+
+async fn expect_socket_end(w: &mut ws::Ws, code: &str) {
+    let mut saw_code = false;
+    for _ in 0..20 {
+        match w.next_event(Duration::from_secs(5)).await {
+            None => {
+                assert!(saw_code, "socket ended without an error frame {code}");
+                return;
+            }
+            Some(Event::Control(ServerFrame::Error {
+                ch: None, code: c, ..
+            })) if c == code => saw_code = true,
+            Some(_) => {}
+        }
+    }
+    panic!("socket did not end");
+}
+
+#[tokio::test]
+async fn deleting_a_user_ends_their_sockets() {
+    let s = server().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    admin.create_user("tmp", "tmp-password-1", "operator").await;
+    let tmp = s.login("tmp", "tmp-password-1").await;
+    let mut w = connect(&s, tmp.cookie.as_deref().expect("cookie")).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    admin.delete("/api/users/tmp").await.assert_status(204);
+    expect_socket_end(&mut w, "user_deleted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_tells_clients_and_audits_channel_close() {
+    let mut s = server().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    let id = w.expect_opened(1).await;
+    let waiter = tokio::spawn(async move {
+        expect_socket_end(&mut w, "shutting_down").await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = tokio::task::block_in_place(|| s.stop());
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "exit status {status:?}"
+    );
+    waiter.await.expect("socket saw shutdown");
+    s.start_again().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let events = admin.get("/api/audit?limit=200").await.json();
+    let closed = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| e["action"] == "channel.close" && e["target"] == id.as_str());
+    assert!(closed, "channel close not audited before exit: {events}");
+}

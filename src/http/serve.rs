@@ -95,4 +95,13 @@ pub async fn serve(
     {
         tracing::warn!("some connections did not finish within 5 s");
     }
+    // Channels record their close in the audit log as they end; give them a moment,
+    // then commit whatever is queued.
+    for _ in 0..50 {
+        if app.mux.channel_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.audit.flush().await;
 }

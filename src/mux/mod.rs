@@ -63,6 +63,8 @@ pub(crate) struct LoginCtx {
     pub username: Arc<str>,
     pub role: Role,
     pub ip: String,
+    /// Unix seconds after which the login is over however active (absolute timeout).
+    pub expires_at: i64,
 }
 
 struct LoginEntry {
@@ -378,6 +380,7 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         username: Arc::from(user.username.as_str()),
         role: user.role,
         ip: user.ip.clone(),
+        expires_at: user.login.login_at + app.cfg.session.absolute_timeout_secs as i64,
     };
     let inner = app.mux.inner.clone();
     let Some((socket_id, kick)) = inner.socket_opened(&login) else {

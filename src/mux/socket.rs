@@ -282,6 +282,9 @@ pub(crate) async fn run(
                 }
             }
             _ = ticker.tick() => {
+                if crate::store::now() >= login.expires_at {
+                    break Some("session_expired");
+                }
                 if last_seen.elapsed() > heartbeat * 2 {
                     tracing::debug!("peer silent for two heartbeats; dropping socket");
                     break None;
