@@ -613,3 +613,31 @@ async fn metrics_count_logins_and_requests() {
     let text = anon.get("/metrics").await.text();
     assert_eq!(metric(&text, "opsgate_login_sessions"), 0.0);
 }
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_a_login() {
+    // Idle: a login unused for longer than the idle timeout is gone.
+    let idle = Server::start(ServerOptions::default().config("[session]\nidle_timeout_secs = 1\n"));
+    // Absolute: a login older than the absolute timeout is gone, however active.
+    let absolute = Server::start(
+        ServerOptions::default()
+            .config("[session]\nidle_timeout_secs = 3600\nabsolute_timeout_secs = 2\n"),
+    );
+    let (idle, absolute) = tokio::join!(idle, absolute);
+    let a = idle.admin().await;
+    let b = absolute.admin().await;
+    a.get("/api/auth/status").await.assert_status(200);
+    b.get("/api/auth/status").await.assert_status(200);
+    let start = std::time::Instant::now();
+    // Keep the absolute-timeout login busy the whole time.
+    while start.elapsed() < std::time::Duration::from_millis(3200) {
+        b.get("/api/sessions").await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    a.get("/api/auth/status")
+        .await
+        .assert_error(401, Some("unauthenticated"));
+    b.get("/api/auth/status")
+        .await
+        .assert_error(401, Some("unauthenticated"));
+}
