@@ -274,3 +274,20 @@ async fn export_then_import_round_trips() {
     assert_eq!(r.json(), json!({"created": 0, "updated": 4, "removed": 0}));
     assert_eq!(admin.export().await, exported);
 }
+
+#[tokio::test]
+async fn an_unknown_credential_is_reported_by_row() {
+    let s = Server::start_default().await;
+    let admin = s.admin().await;
+    let yaml = "- folder_name: Core\n  sessions:\n    - {display_name: a, host: 10.0.0.1, DeviceType: linux, username: u}\n    - {display_name: b, host: 10.0.0.2, DeviceType: linux, username: u, credential_id: nope}\n";
+    let r = import(&admin, None, yaml).await;
+    let msg = r.assert_error(400, Some("import_invalid"));
+    assert!(
+        msg.contains("row 2") && msg.contains("(b)") && msg.contains("credential nope not found"),
+        "{msg}"
+    );
+    assert!(
+        admin.all_sessions().await.is_empty(),
+        "something was applied"
+    );
+}

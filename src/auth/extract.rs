@@ -17,7 +17,8 @@ use crate::store::{self, StoreError};
 /// Session key under which the login is stored.
 pub const LOGIN_KEY: &str = "login";
 
-/// How often the idle clock is pushed forward (each push is one store write).
+/// How often the idle clock is pushed forward at most (each push is one store write);
+/// never less often than a quarter of the idle timeout, so activity always counts.
 const SEEN_REFRESH_SECS: i64 = 60;
 
 /// What a login session remembers.
@@ -83,7 +84,8 @@ impl FromRequestParts<Arc<App>> for CurrentUser {
             let _ = session.flush().await;
             return Err(ApiError::unauthorized());
         };
-        if now - login.seen_at >= SEEN_REFRESH_SECS {
+        let refresh = SEEN_REFRESH_SECS.min(app.cfg.session.idle_timeout_secs as i64 / 4);
+        if now - login.seen_at >= refresh {
             login.seen_at = now;
             session
                 .insert(LOGIN_KEY, &login)

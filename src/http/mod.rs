@@ -129,7 +129,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/", get(crate::web::index))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(sessions)
         .layer(middleware::from_fn_with_state(app.clone(), origin_check))
@@ -137,12 +136,18 @@ pub fn router(app: Arc<App>) -> Router {
 
     let base = cfg.base_path.clone();
     let routed = if base.is_empty() {
-        api
+        api.route("/", get(crate::web::index))
     } else {
-        // `{base}/` is where the gateway says it listens and what a proxy forwards; the
-        // nest alone answers only `{base}` (whose relative links would miss the prefix).
+        // `{base}/` is where the gateway says it listens and what a proxy forwards;
+        // `{base}` alone redirects there so the page's relative links keep the prefix.
+        let slash = format!("{base}/");
+        let target = slash.clone();
         Router::new()
-            .route(&format!("{base}/"), get(crate::web::index))
+            .route(&slash, get(crate::web::index))
+            .route(
+                &base,
+                get(move || async move { axum::response::Redirect::permanent(&target) }),
+            )
             .nest(&base, api)
             .fallback(|| async { ApiError::not_found("route") })
     };

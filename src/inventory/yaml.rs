@@ -15,13 +15,13 @@
 
 use std::collections::HashMap;
 
-use redb::WriteTransaction;
+use redb::{ReadableTable, WriteTransaction};
 use serde_yaml_ng::Value;
 
 use super::sessions::{self, SavedSession, SessionInput, ValidSession};
 use super::InventoryError;
 use crate::audit;
-use crate::store::{self, FOLDERS, SAVED_SESSIONS};
+use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
 
 /// One refused row of an import.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -156,7 +156,7 @@ fn row_input(folder: &str, map: &serde_yaml_ng::Mapping) -> Result<SessionInput,
 }
 
 /// Parses and validates a whole import. Returns every bad row, not just the first.
-pub fn parse(text: &str) -> Result<Vec<ValidSession>, InventoryError> {
+pub fn parse(text: &str) -> Result<Vec<(RowError, ValidSession)>, InventoryError> {
     let doc: Value = serde_yaml_ng::from_str(text)
         .map_err(|e| InventoryError::invalid("invalid_yaml", format!("not valid YAML: {e}")))?;
     let Value::Sequence(folders) = doc else {
@@ -228,7 +228,7 @@ pub fn parse(text: &str) -> Result<Vec<ValidSession>, InventoryError> {
                         errors.push(fail(format!("duplicate of row {first} in the same folder")));
                     } else {
                         seen.insert(key, row);
-                        rows.push(v);
+                        rows.push((fail(String::new()), v));
                     }
                 }
                 Err(m) => errors.push(fail(m)),
@@ -254,9 +254,26 @@ pub struct ImportReport {
 pub fn apply(
     tx: &WriteTransaction,
     owner: &str,
-    rows: Vec<ValidSession>,
+    rows: Vec<(RowError, ValidSession)>,
     mode: ImportMode,
 ) -> Result<ImportReport, InventoryError> {
+    // Credentials are the owner's own ids: check them all before writing anything, so a
+    // bad one is reported by row like any other mistake.
+    let creds = tx.open_table(CREDENTIALS)?;
+    let mut errors = Vec::new();
+    for (at, v) in &rows {
+        if let Some(c) = &v.credential_id {
+            if creds.get((owner, c.as_str()))?.is_none() {
+                let mut e = at.clone();
+                e.message = format!("credential {c} not found");
+                errors.push(e);
+            }
+        }
+    }
+    drop(creds);
+    if !errors.is_empty() {
+        return Err(InventoryError::Import(errors));
+    }
     let mut removed = 0;
     if mode == ImportMode::Replace {
         removed = store::delete_owned(&mut tx.open_table(SAVED_SESSIONS)?, owner)?;
@@ -269,7 +286,7 @@ pub fn apply(
         .map(|(id, s)| ((s.folder, s.display_name.to_lowercase()), id))
         .collect();
     let (mut created, mut updated) = (0, 0);
-    for v in rows {
+    for (_, v) in rows {
         let key = (v.folder.clone(), v.display_name.to_lowercase());
         match by_name.get(&key) {
             Some(id) => {
@@ -305,9 +322,11 @@ mod tests {
         let text = "- folder_name: Core\n  sessions:\n  - display_name: sw1\n    host: 10.0.0.1\n    port: '2222'\n    DeviceType: cisco_ios\n    username: admin\n    Model: C9300\n";
         let rows = parse(text).expect("parse");
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].port, 2222);
-        assert_eq!(rows[0].folder, "Core");
-        assert_eq!(rows[0].tags, vec!["Model=C9300".to_string()]);
+        let (at, row) = &rows[0];
+        assert_eq!((at.folder.as_str(), at.row), ("Core", 1));
+        assert_eq!(row.port, 2222);
+        assert_eq!(row.folder, "Core");
+        assert_eq!(row.tags, vec!["Model=C9300".to_string()]);
     }
 
     #[test]
