@@ -224,9 +224,50 @@ pub struct FolderView {
     pub sessions: Vec<SavedSession>,
 }
 
-fn matches(s: &SavedSession, q: &str) -> bool {
-    let has = |field: &str| field.to_lowercase().contains(q);
-    has(&s.display_name) || has(&s.host) || s.tags.iter().any(|t| has(t))
+/// A search term. ASCII terms match ASCII-case-insensitively, which lets a search skip
+/// decoding records whose raw bytes cannot contain the term; other terms match by
+/// Unicode lowercase.
+struct Search {
+    lower: String,
+    /// Set when the raw-bytes prefilter is exact for this term: ASCII without the
+    /// characters JSON escapes.
+    raw: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl Search {
+    fn new(q: &str) -> Option<Search> {
+        if q.is_empty() {
+            return None;
+        }
+        let ascii = q.is_ascii();
+        let lower = if ascii {
+            q.to_ascii_lowercase()
+        } else {
+            q.to_lowercase()
+        };
+        let raw = (ascii && !q.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+            .then(|| memchr::memmem::Finder::new(lower.as_bytes()).into_owned());
+        Some(Search { lower, raw })
+    }
+
+    /// False only if the record's JSON cannot hold a match (`buf` is scratch space).
+    fn may_match(&self, record: &[u8], buf: &mut Vec<u8>) -> bool {
+        let Some(f) = &self.raw else { return true };
+        buf.clear();
+        buf.extend(record.iter().map(u8::to_ascii_lowercase));
+        f.find(buf).is_some()
+    }
+
+    fn matches(&self, s: &SavedSession) -> bool {
+        let has = |field: &str| {
+            if self.raw.is_some() {
+                field.to_ascii_lowercase().contains(&self.lower)
+            } else {
+                field.to_lowercase().contains(&self.lower)
+            }
+        };
+        has(&s.display_name) || has(&s.host) || s.tags.iter().any(|t| has(t))
+    }
 }
 
 /// Folders with their sessions; with `q`, only sessions whose name, host or a tag
@@ -237,9 +278,7 @@ pub fn list_folders(
     q: Option<&str>,
 ) -> Result<Vec<FolderView>, InventoryError> {
     let folders: Vec<(String, FolderRecord)> = store::list_owned(&tx.open_table(FOLDERS)?, owner)?;
-    let sessions: Vec<(String, SavedSession)> =
-        store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
-    let q = q.map(str::to_lowercase).filter(|q| !q.is_empty());
+    let search = q.and_then(Search::new);
     let mut out: Vec<FolderView> = folders
         .into_iter()
         .map(|(name, _)| FolderView {
@@ -247,19 +286,39 @@ pub fn list_folders(
             sessions: Vec::new(),
         })
         .collect();
-    for (_, s) in sessions {
-        if q.as_deref().is_some_and(|q| !matches(&s, q)) {
+    let mut index: std::collections::HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.clone(), i))
+        .collect();
+    let table = tx.open_table(SAVED_SESSIONS)?;
+    let mut scratch = Vec::new();
+    for row in table.range((owner, "")..)? {
+        let (k, v) = row?;
+        if k.value().0 != owner {
+            break;
+        }
+        if let Some(q) = &search {
+            if !q.may_match(v.value(), &mut scratch) {
+                continue;
+            }
+        }
+        let s: SavedSession = store::decode(v.value())?;
+        if search.as_ref().is_some_and(|q| !q.matches(&s)) {
             continue;
         }
-        match out.iter_mut().find(|f| f.name == s.folder) {
-            Some(f) => f.sessions.push(s),
-            None => out.push(FolderView {
-                name: s.folder.clone(),
-                sessions: vec![s],
-            }),
+        match index.get(&s.folder) {
+            Some(&i) => out[i].sessions.push(s),
+            None => {
+                index.insert(s.folder.clone(), out.len());
+                out.push(FolderView {
+                    name: s.folder.clone(),
+                    sessions: vec![s],
+                });
+            }
         }
     }
-    if q.is_some() {
+    if search.is_some() {
         out.retain(|f| !f.sessions.is_empty());
     }
     for f in &mut out {
@@ -511,5 +570,55 @@ mod tests {
         assert_eq!(DeviceType::parse("Cisco IOS"), Some(DeviceType::CiscoIos));
         assert_eq!(DeviceType::parse("junos"), Some(DeviceType::JuniperJunos));
         assert_eq!(DeviceType::parse("toaster"), None);
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    fn session(name: &str, host: &str, tags: &[&str]) -> SavedSession {
+        SavedSession {
+            id: "x".into(),
+            folder: "F".into(),
+            display_name: name.into(),
+            host: host.into(),
+            port: 22,
+            username: "u".into(),
+            device_type: DeviceType::Linux,
+            credential_id: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn prefilter_never_hides_a_match() {
+        let cases = [
+            (
+                session("Core-SW1", "10.0.0.1", &["site=Paris"]),
+                vec!["core", "SW1", "0.0.1", "paris", "SITE=p"],
+            ),
+            (
+                session("Zürich-FW", "fw.example", &["Modèle=X"]),
+                vec!["zürich", "ZÜRICH", "fw", "modèle"],
+            ),
+            (
+                session("quote\"d", "h", &["back\\slash"]),
+                vec!["quote\"", "back\\"],
+            ),
+        ];
+        let mut buf = Vec::new();
+        for (s, queries) in cases {
+            let raw = serde_json::to_vec(&s).expect("json");
+            for q in queries {
+                let search = Search::new(q).expect("search");
+                assert!(search.matches(&s), "{q} should match {s:?}");
+                assert!(search.may_match(&raw, &mut buf), "prefilter hid {q}");
+            }
+            let miss = Search::new("nowhere-to-be-found").expect("search");
+            assert!(!miss.may_match(&raw, &mut buf) && !miss.matches(&s));
+        }
     }
 }
