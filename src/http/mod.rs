@@ -152,6 +152,19 @@ pub fn router(app: Arc<App>) -> Router {
             .fallback(|| async { ApiError::not_found("route") })
     };
     routed
+        // A bug must never take a connection down silently: a panicking handler answers
+        // 500 in the error shape and the gateway keeps serving.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the gateway log",
+                )
+                .into_response()
+            },
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), edge))
         .with_state(app)
 }
