@@ -35,7 +35,8 @@ pub struct ConnectArgs {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Hold,
-    OpenChannel,
+    /// Sockets numbered below this open their channel.
+    OpenChannel(usize),
     Stop,
 }
 
@@ -91,7 +92,9 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
         .contains("permessage-deflate");
     drop(probe);
 
-    // Ramp.
+    // Ramp, in two halves with a reading after each: the second half's growth is the
+    // marginal cost of a socket, free of whatever the allocator does with the memory
+    // the logins' password hashing used and freed (it can shrink or stay).
     let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
     let (rep_tx, mut rep_rx) = mpsc::channel::<Report1>(a.sockets.max(1) * 2);
     let spec = ChannelSpec::Pty {
@@ -100,64 +103,81 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let gap = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
     let mut tasks = Vec::with_capacity(a.sockets);
-    for i in 0..a.sockets {
-        tokio::time::sleep_until(t0 + gap * i as u32).await;
-        let gw = gw.clone();
-        let cookie = cookies[(i / per) % cookies.len()].clone();
-        let rep = rep_tx.clone();
-        let phase = phase_rx.clone();
-        let spec = spec.clone();
-        let with_channel = i < a.with_channel;
-        tasks.push(tokio::spawn(async move {
-            socket_task(gw, cookie, rep, phase, spec, with_channel).await
-        }));
-    }
-    drop(rep_tx);
     let mut connect = histogram();
     let mut failed = 0usize;
     let mut first_err = None;
     let mut got = 0usize;
-    let ramp_deadline = Instant::now() + Duration::from_secs(120);
-    while got < a.sockets {
-        match tokio::time::timeout_at(ramp_deadline, rep_rx.recv()).await {
-            Ok(Some(Report1::Connected(d))) => {
-                record(&mut connect, d);
-                got += 1;
-            }
-            Ok(Some(Report1::Failed(e))) => {
-                failed += 1;
-                got += 1;
-                first_err.get_or_insert(e);
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
+    let half = a.sockets / 2;
+    let mut rss_half = rss1;
+    let ramp_deadline = Instant::now() + Duration::from_secs(600);
+    let mut ramp_pause = Duration::ZERO;
+    for (from, to) in [(0, half), (half, a.sockets)] {
+        for i in from..to {
+            tokio::time::sleep_until(t0 + ramp_pause + gap * (i - from) as u32).await;
+            let gw = gw.clone();
+            let cookie = cookies[(i / per) % cookies.len()].clone();
+            let rep = rep_tx.clone();
+            let phase = phase_rx.clone();
+            let spec = spec.clone();
+            tasks.push(tokio::spawn(async move {
+                socket_task(gw, cookie, rep, phase, spec, i).await
+            }));
         }
-    }
-    let ramp_secs = t0.elapsed().as_secs_f64();
-    let connected = connect.len() as usize;
-    let rss2 = settle_and_read(pid).await;
-
-    // Channels.
-    let mut chan_ok = 0usize;
-    let mut chan_failed = 0usize;
-    let mut rss3 = rss2;
-    if a.with_channel > 0 {
-        let _ = phase_tx.send(Phase::OpenChannel);
-        let want = a.with_channel.min(connected);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while chan_ok + chan_failed < want {
-            match tokio::time::timeout_at(deadline, rep_rx.recv()).await {
-                Ok(Some(Report1::ChannelOpen)) => chan_ok += 1,
-                Ok(Some(Report1::ChannelFailed(e))) => {
-                    chan_failed += 1;
+        while got < to {
+            match tokio::time::timeout_at(ramp_deadline, rep_rx.recv()).await {
+                Ok(Some(Report1::Connected(d))) => {
+                    record(&mut connect, d);
+                    got += 1;
+                }
+                Ok(Some(Report1::Failed(e))) => {
+                    failed += 1;
+                    got += 1;
                     first_err.get_or_insert(e);
                 }
-                Ok(Some(Report1::Dropped)) => {}
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
-        rss3 = settle_and_read(pid).await;
+        if to == half {
+            rss_half = settle_and_read(pid).await;
+            // The second half starts now, at the same rate.
+            ramp_pause = t0.elapsed();
+        }
+    }
+    drop(rep_tx);
+    let ramp_secs = t0.elapsed().as_secs_f64();
+    let connected = connect.len() as usize;
+    let rss2 = settle_and_read(pid).await;
+
+    // Channels, also in two halves.
+    let mut chan_ok = 0usize;
+    let mut chan_failed = 0usize;
+    let want = a.with_channel.min(connected);
+    let mut rss_chan_half = rss2;
+    let mut rss3 = rss2;
+    let mut chan_half_ok = 0usize;
+    if want > 0 {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        for limit in [want / 2, want] {
+            let _ = phase_tx.send(Phase::OpenChannel(limit));
+            while chan_ok + chan_failed < limit {
+                match tokio::time::timeout_at(deadline, rep_rx.recv()).await {
+                    Ok(Some(Report1::ChannelOpen)) => chan_ok += 1,
+                    Ok(Some(Report1::ChannelFailed(e))) => {
+                        chan_failed += 1;
+                        first_err.get_or_insert(e);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if limit == want / 2 {
+                rss_chan_half = settle_and_read(pid).await;
+                chan_half_ok = chan_ok;
+            } else {
+                rss3 = settle_and_read(pid).await;
+            }
+        }
     }
 
     // Hold: count sockets the gateway drops meanwhile.
@@ -201,10 +221,20 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
             "rss_sockets_mib",
             Cell::Num(rss2.rss_kib as f64 / 1024.0, 1),
         ),
-        ("kib_per_login", Cell::Num(kib(rss0, rss1, logins), 1)),
-        ("kib_per_socket", Cell::Num(kib(rss1, rss2, connected), 2)),
+        ("rss_logins_mib", Cell::Num(rss1.rss_kib as f64 / 1024.0, 1)),
+        (
+            "kib_per_socket",
+            Cell::Num(kib(rss_half, rss2, connected - half.min(connected)), 2),
+        ),
+        (
+            "kib_per_socket_all",
+            Cell::Num(kib(rss1, rss2, connected), 2),
+        ),
         ("channels", Cell::Int(chan_ok as i64)),
-        ("kib_per_channel", Cell::Num(kib(rss2, rss3, chan_ok), 1)),
+        (
+            "kib_per_channel",
+            Cell::Num(kib(rss_chan_half, rss3, chan_ok - chan_half_ok), 1),
+        ),
         ("rss_end_mib", Cell::Num(during.rss_kib as f64 / 1024.0, 1)),
         (
             "deflate",
@@ -230,7 +260,7 @@ async fn socket_task(
     rep: mpsc::Sender<Report1>,
     mut phase: watch::Receiver<Phase>,
     spec: ChannelSpec,
-    with_channel: bool,
+    index: usize,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
     let conn = tokio::time::timeout(Duration::from_secs(30), gw.connect(&cookie)).await;
@@ -253,7 +283,7 @@ async fn socket_task(
         let p = *phase.borrow_and_update();
         match p {
             Phase::Stop => break,
-            Phase::OpenChannel if with_channel && !opened => {
+            Phase::OpenChannel(limit) if index < limit && !opened => {
                 opened = true;
                 let r = opsgate::open_channels(&mut ws, &[1], &spec).await;
                 let _ = rep

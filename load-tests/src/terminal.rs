@@ -28,12 +28,23 @@ use crate::session::{session_client_pid, Event, Prepared, Session, TargetArgs, T
 const ECHO_SHELL_LINE: &[u8] = b"stty raw -echo; printf 'REA''DY'; exec cat\r";
 /// Shells are told this before a bulk run (echo off, then a marker).
 const BULK_READY_LINE: &[u8] = b"stty raw -echo; printf 'REA''DY'\r";
-/// Printed when a shell's bulk command is done.
-const END_MARKER: &[u8] = b"ENDX";
+/// Printed when a shell's bulk command is done. `#` is outside the base64 alphabet, so
+/// the payload cannot contain it (a letters-only marker turns up in 64 MiB of base64).
+const END_MARKER: &[u8] = b"#END#";
 /// How long a session may take to open and get ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Sessions opening at once.
 const OPEN_CONCURRENCY: usize = 32;
+
+/// Sessions opened at once for a target. webssh 1.6 keeps its workers in a per-client-IP
+/// map that two overlapping `POST`s from one IP overwrite (the first worker is then
+/// refused at the WebSocket), so it gets one open at a time.
+fn open_concurrency(kind: TargetKind) -> usize {
+    match kind {
+        TargetKind::Webssh => 1,
+        _ => OPEN_CONCURRENCY,
+    }
+}
 /// Browser-like acknowledgement of everything rendered, at least this often.
 const ACK_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -41,7 +52,7 @@ const ACK_INTERVAL: Duration = Duration::from_millis(250);
 /// terminal raw, `\r` is no longer turned into one).
 fn bulk_shell_line(bytes: u64) -> Vec<u8> {
     format!(
-        "head -c {} /dev/urandom | base64 -w 0; printf 'EN''DX'\n",
+        "head -c {} /dev/urandom | base64 -w 0; printf '#EN''D#'\n",
         bytes / 4 * 3
     )
     .into_bytes()
@@ -200,7 +211,7 @@ async fn echo_step(
     let duration = Duration::from_secs_f64(a.duration.max(0.1));
     let (ready_tx, mut ready_rx) = mpsc::channel::<anyhow::Result<()>>(sessions);
     let (start_tx, start_rx) = watch::channel::<Option<(Instant, Instant)>>(None);
-    let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(open_concurrency(prep.args.target)));
     let mut tasks = Vec::new();
     for n in 0..sessions {
         let chans = per.min(total - n * per);
@@ -589,7 +600,7 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = ProcSample::read(pid).ok_or_else(|| anyhow!("no process {pid}"))?;
     let t0 = Instant::now();
-    let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(open_concurrency(a.target.target)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel::<anyhow::Result<()>>(a.sessions.max(1));
     let mut tasks = Vec::new();
