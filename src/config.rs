@@ -138,6 +138,8 @@ pub struct MuxConfig {
     pub max_sockets_per_login: usize,
     /// Channels (attached or detached) one login may hold at once.
     pub max_channels_per_login: usize,
+    /// Channels the whole gateway holds at once (PTYs and process slots are finite).
+    pub max_channels_total: usize,
     /// WebSocket ping interval; a peer silent for two intervals is dropped.
     pub heartbeat_secs: u64,
     /// How long an `ssh` channel waits for the user's answer to a `hostkey` question.
@@ -153,6 +155,7 @@ impl Default for MuxConfig {
             max_frame_bytes: 1024 * 1024,
             max_sockets_per_login: 16,
             max_channels_per_login: 256,
+            max_channels_total: 4096,
             heartbeat_secs: 30,
             hostkey_answer_secs: 120,
         }

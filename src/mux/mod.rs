@@ -277,6 +277,15 @@ impl MuxInner {
                 ))
             }
         };
+        if self.channels.len() >= self.cfg.max_channels_total {
+            return Err(OpenError::new(
+                codes::LIMIT_REACHED,
+                format!(
+                    "the gateway already holds {} channels (its limit)",
+                    self.channels.len()
+                ),
+            ));
+        }
         {
             let mut entry = self
                 .logins
