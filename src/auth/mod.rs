@@ -1,6 +1,7 @@
 //! Users, roles, password hashing, login sessions and failed-login throttling.
 
 mod extract;
+mod hashing;
 mod limiter;
 pub mod routes;
 mod session_store;

@@ -82,9 +82,9 @@ pub async fn login(
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| super::decoy_hash().to_string());
     let pw = password.clone();
-    let ok = tokio::task::spawn_blocking(move || super::verify_password(&pw, &phc))
+    let ok = super::hashing::run(move || super::verify_password(&pw, &phc))
         .await
-        .map_err(ApiError::internal)?;
+        .ok_or_else(|| ApiError::internal("password hashing pool stopped"))?;
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
@@ -194,9 +194,9 @@ pub async fn create_user(
         return Err(UserError::BadUsername.into());
     }
     let pw = body.password;
-    let hash = tokio::task::spawn_blocking(move || super::hash_password(&pw))
+    let hash = super::hashing::run(move || super::hash_password(&pw))
         .await
-        .map_err(ApiError::internal)??;
+        .ok_or_else(|| ApiError::internal("password hashing pool stopped"))??;
     let actor = admin.username.clone();
     let user = app
         .store
@@ -221,9 +221,9 @@ pub async fn update_user(
 ) -> ApiResult<impl IntoResponse> {
     let hash = match body.password {
         Some(pw) => Some(
-            tokio::task::spawn_blocking(move || super::hash_password(&pw))
+            super::hashing::run(move || super::hash_password(&pw))
                 .await
-                .map_err(ApiError::internal)??,
+                .ok_or_else(|| ApiError::internal("password hashing pool stopped"))??,
         ),
         None => None,
     };
