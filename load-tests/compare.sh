@@ -63,7 +63,7 @@ json="$OUT/compare.jsonl"
 lt_init
 lt_start_gateway "$LT_ROOT/target/release/opsgate" || exit 1
 lt_start_sshd || { lt_log "sshd fixture needed (root, openssh-server)"; exit 1; }
-export OPSGATE_ADMIN_PASSWORD="$LT_ADMIN_PASSWORD" OPSGATE_LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
+export OPSGATE_ADMIN_PASSWORD="$LT_ADMIN_PASSWORD" LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
 
 # One peer server per program (they run a fixed command per instance).
 start_wetty() { # NAME COMMAND -> sets PORT_<NAME> PID_<NAME>

@@ -83,6 +83,9 @@ per_username = 1000000
 [mux]
 max_sockets_per_login = 100000
 max_channels_per_login = 100000
+# Channels a failed step leaves behind end after a minute, not five: each holds a PTY,
+# and the kernel has 4,096 (kernel.pty.max). The reconnect storm needs seconds.
+grace_secs = 60
 
 [pty.programs]
 echo = ["sh", "-c", "$LT_ECHO_CMD"]
@@ -97,6 +100,20 @@ EOF
     lt_log "gateway did not start:"; cat "$dir/gateway.log" >&2; return 1
   fi
   lt_log "gateway pid $GW_PID on $GW_URL"
+}
+
+# lt_stop_gateway : stops the gateway started last (and its PTY programs).
+lt_stop_gateway() {
+  [ -n "${GW_PID:-}" ] || return 0
+  kill -TERM -- "-$GW_PID" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.05; done
+  kill -KILL -- "-$GW_PID" 2>/dev/null || true
+  local keep=() p
+  for p in "${LT_PIDS[@]}"; do [ "$p" = "$GW_PID" ] || keep+=("$p"); done
+  LT_PIDS=("${keep[@]}")
+  rm -rf "$LT_TMP/gateway"
+  GW_PID=""
 }
 
 # lt_ensure_sshd : makes sure openssh-server and the throwaway user exist.

@@ -34,7 +34,7 @@ json="$OUT/opsgate.jsonl"
 lt_init
 lt_start_gateway "$LT_ROOT/target/release/opsgate" || exit 1
 lt_start_sshd || { lt_log "sshd fixture needed (root, openssh-server)"; exit 1; }
-export OPSGATE_ADMIN_PASSWORD="$LT_ADMIN_PASSWORD" OPSGATE_LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
+export OPSGATE_ADMIN_PASSWORD="$LT_ADMIN_PASSWORD" LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
 gw=(--url "$GW_URL" --gateway-pid "$GW_PID" --json "$json")
 ssh=(--ssh-port "$SSHD_PORT" --ssh-user "$LT_SSH_USER")
 
@@ -61,12 +61,19 @@ step() {
 } | tee "$OUT/machine.txt"
 
 step connect connect "${gw[@]}" --sockets "$SOCKETS" --rate 1000 --hold 10 --with-channel "$WITH_CHANNEL" --program echo
-step echo-1 echo "${gw[@]}" --program echo --channels 1 --interval-ms 100 --duration "$DUR"
+# The same on a fresh gateway with a single login: 625 password hashes leave hundreds of
+# MiB with the allocator, which later sockets reuse, hiding their own cost.
+lt_stop_gateway
+lt_start_gateway "$LT_ROOT/target/release/opsgate" || exit 1
+gw=(--url "$GW_URL" --gateway-pid "$GW_PID" --json "$json")
+step connect-1-login connect "${gw[@]}" --sockets "$SOCKETS" --rate 1000 --hold 5 --with-channel "$WITH_CHANNEL" --program echo --sockets-per-login "$SOCKETS" --label opsgate-1-login
+step echo-1 echo "${gw[@]}" --program echo --channels 1 --interval-ms 100 --duration "$((DUR * 3))"
 step echo-1-fast echo "${gw[@]}" --program echo --channels 1 --interval-ms 10 --duration "$DUR"
 step echo-many echo "${gw[@]}" --program echo --channels "$ECHO_CHANNELS" --per-socket 10 --interval-ms 100 --duration "$DUR"
 step echo-sweep echo "${gw[@]}" --program echo --channels "$SWEEP" --per-socket 10 --interval-ms 100 --duration 10
 step throughput-1 throughput "${gw[@]}" --program bulk --channels 1 --repeat "$REPEAT"
 step throughput-4 throughput "${gw[@]}" --program bulk --channels 4
+step throughput-held throughput "${gw[@]}" --program bulk_small --channels 100 --bytes 1048576 --hold-secs 3
 step ssh ssh "${gw[@]}" "${ssh[@]}" --channels 1 --interval-ms 100 --duration "$DUR"
 step ssh-throughput throughput "${gw[@]}" "${ssh[@]}" --target opsgate-ssh --channels 1 --repeat "$REPEAT"
 step reconnect reconnect "${gw[@]}" --program echo --sockets "$STORM" --burst 16384

@@ -4,7 +4,7 @@
 # figures meet targets. Needs no peers. Exits non-zero if any scenario fails.
 #
 #   load-tests/smoke.sh                 # debug build (what the test command has built)
-#   OPSGATE_LOAD_PROFILE=release load-tests/smoke.sh
+#   LOAD_PROFILE=release load-tests/smoke.sh
 #
 # Bounded: every scenario runs under `timeout`; the whole run takes well under a minute
 # once built. Everything it starts is stopped on exit.
@@ -12,7 +12,7 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$LT_ROOT"
 
-profile="${OPSGATE_LOAD_PROFILE:-debug}"
+profile="${LOAD_PROFILE:-debug}"
 flag=()
 [ "$profile" = release ] && flag=(--release)
 lt_log "building opsgate and opsgate-load ($profile)"
@@ -26,7 +26,7 @@ have_sshd=1
 lt_start_sshd || { have_sshd=0; lt_log "no sshd fixture (not root or no openssh-server): ssh scenarios fail"; }
 
 export OPSGATE_ADMIN_PASSWORD="$LT_ADMIN_PASSWORD"
-export OPSGATE_LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
+export LOAD_SSH_PASSWORD="$LT_SSH_PASSWORD"
 common=(--url "$GW_URL" --gateway-pid "$GW_PID")
 out="$LT_TMP/smoke.jsonl"
 passed=0

@@ -308,6 +308,9 @@ async fn socket_task(
             },
         }
     }
+    if opened {
+        let _ = opsgate::close_channels(&mut ws, &[1]).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
     Ok(())
 }

@@ -74,6 +74,7 @@ async fn ssh(a: SshArgs) -> anyhow::Result<()> {
         bytes: a.bytes,
         timeout_secs: a.timeout_secs,
         repeat: 1,
+        hold_secs: 0.0,
     })
     .await
 }

@@ -239,3 +239,28 @@ pub async fn open_channels(
     }
     Ok((ids.into_iter().flatten().collect(), early))
 }
+
+/// Sends `close` for each channel and waits (at most 5 s) for their `closed`, so that
+/// their programs end now rather than after the detached grace period.
+pub async fn close_channels(ws: &mut Ws, chans: &[u32]) -> anyhow::Result<()> {
+    for &ch in chans {
+        ws.feed(Message::Text(
+            encode_json(&ClientFrame::Close { ch }).into(),
+        ))
+        .await?;
+    }
+    ws.flush().await?;
+    let mut open: Vec<u32> = chans.to_vec();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !open.is_empty() {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        if let Message::Text(t) = msg? {
+            if let Ok(ServerFrame::Closed { ch, .. }) = decode_server(t.as_str()) {
+                open.retain(|c| *c != ch);
+            }
+        }
+    }
+    Ok(())
+}

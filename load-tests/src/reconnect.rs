@@ -245,8 +245,15 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
     }
     let storm = t0.elapsed();
     let after = ProcSample::read(pid).unwrap_or_default();
+    // Let every client close its channel (so its PTY is freed now), then stop stragglers.
     for t in tasks {
-        t.abort();
+        let abort = t.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     let label = a.target.label();
     let mut report = Report::new(&format!("reconnect storm ({label})"));
@@ -399,6 +406,7 @@ async fn client(
         offset_ok,
     }))
     .await?;
+    let _ = opsgate::close_channels(&mut ws, &[1]).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     Ok(())
 }

@@ -102,7 +102,7 @@ pub struct TargetArgs {
     pub ssh_user: String,
     #[arg(
         long,
-        env = "OPSGATE_LOAD_SSH_PASSWORD",
+        env = "LOAD_SSH_PASSWORD",
         hide_env_values = true,
         default_value = ""
     )]
@@ -547,8 +547,14 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session politely (WebSocket close; child processes killed).
+    /// Ends the session politely: opsgate channels are closed first (a channel outlives
+    /// its socket for the grace period otherwise, holding its PTY), then the WebSocket;
+    /// child processes are killed.
     pub async fn close(mut self) {
+        if let Link::Opsgate { ws, unacked, .. } = &mut self.link {
+            let n = unacked.len() as u32;
+            let _ = opsgate::close_channels(ws, &(1..=n).collect::<Vec<_>>()).await;
+        }
         if let Some(ws) = self.ws() {
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
         }

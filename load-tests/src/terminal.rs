@@ -385,6 +385,10 @@ pub struct ThroughputArgs {
     /// Repeat the run this many times (one row each)
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Keep the sockets open this long after the output is in, then read how much more
+    /// memory the server holds than before the run, per channel
+    #[arg(long, default_value_t = 0.0)]
+    pub hold_secs: f64,
 }
 
 struct BulkOutcome {
@@ -446,12 +450,27 @@ async fn throughput_once(
         }));
     }
     let mut outs = Vec::new();
+    let mut open = Vec::new();
     for t in tasks {
-        outs.extend(t.await??);
+        let (o, s) = t.await??;
+        outs.extend(o);
+        open.push(s);
     }
     let wall = t0.elapsed().as_secs_f64();
     let after = ProcSample::read(prep.args.server_pid).unwrap_or_default();
     let own_after = ProcSample::own().unwrap_or_default();
+    // Memory the gateway keeps for sockets that carried bulk output and are now idle.
+    let held = if a.hold_secs > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(a.hold_secs)).await;
+        ProcSample::read(prep.args.server_pid)
+    } else {
+        None
+    };
+    futures_util::future::join_all(open.into_iter().map(Session::close)).await;
+    let kib_held = match held {
+        Some(h) => (h.rss_kib as f64 - before.rss_kib as f64) / total_chans as f64,
+        None => f64::NAN,
+    };
     let d = ProcDelta { before, after };
     let total_bytes: u64 = outs.iter().map(|o| o.bytes).sum();
     let rates: Vec<f64> = outs.iter().map(|o| o.bytes as f64 / MB / o.secs).collect();
@@ -496,6 +515,7 @@ async fn throughput_once(
             "loadgen_cpu_s",
             Cell::Num(own_after.cpu_secs - own_before.cpu_secs, 2),
         ),
+        ("kib_held_per_channel", Cell::Num(kib_held, 1)),
     ])
 }
 
@@ -504,7 +524,7 @@ async fn bulk_session(
     n: usize,
     chans: usize,
     bytes: u64,
-) -> anyhow::Result<Vec<BulkOutcome>> {
+) -> anyhow::Result<(Vec<BulkOutcome>, Session)> {
     let shell = prep.args.target.is_shell();
     let mut t0 = Instant::now();
     let mut s = prep.open(n, chans).await?;
@@ -559,7 +579,6 @@ async fn bulk_session(
     let client_cpu = session_client_pid(&s)
         .and_then(ProcSample::read)
         .map(|p| p.cpu_secs);
-    s.close().await;
     let mut out = Vec::new();
     for i in 0..chans {
         // The shell's prompt may precede the payload: a few bytes over is expected.
@@ -572,7 +591,7 @@ async fn bulk_session(
             client_cpu,
         });
     }
-    Ok(out)
+    Ok((out, s))
 }
 
 // ---------------------------------------------------------------------------------------
