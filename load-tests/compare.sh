@@ -117,8 +117,8 @@ og=(--url "$GW_URL" --gateway-pid "$GW_PID")
 ssh=(--ssh-port "$SSHD_PORT" --ssh-user "$LT_SSH_USER")
 for ((r = 1; r <= ROUNDS; r++)); do
   lt_log "round $r of $ROUNDS"
-  # Keystroke echo, one terminal, a keystroke every 100 ms for 20 s.
-  e=(echo --channels 1 --interval-ms 100 --duration 20)
+  # Keystroke echo, one terminal, a keystroke every 20 ms for 20 s (1,000 samples a run).
+  e=(echo --channels 1 --interval-ms 20 --duration 20)
   step bare-echo "${e[@]}" --target bare --command "$LT_ECHO_CMD"
   step opsgate-echo "${e[@]}" "${og[@]}" --program echo
   [ "$have_wetty" = 1 ] && step wetty-echo "${e[@]}" --target wetty --url "http://127.0.0.1:$PORT_wetty_echo/wetty" --server-pid "$PID_wetty_echo"

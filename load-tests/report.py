@@ -82,8 +82,8 @@ def bulk_table(rows):
     if not t:
         return
     print("### 64 MiB through one terminal (median of runs)\n")
-    print("| target | runs | MB/s | % of reference | server CPU s / 64 MiB | load generator CPU s | opsgate MB/s ratio | opsgate CPU ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| target | runs | MB/s | % of reference | server CPU s / 64 MiB | load generator CPU s | bytes missing | opsgate MB/s ratio | opsgate CPU ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in order(t):
         rs = t[name]
         g = group_of(name)
@@ -95,6 +95,7 @@ def bulk_table(rows):
         pct = f"{float(pct) * 100:.0f} %" if pct != "-" else "-"
         print(
             f"| {name} | {len(rs)} | {fmt(mbs, 1)} | {pct} | {fmt(cpu, 3)} | {fmt(med(rs, 'loadgen_cpu_s'), 2)} "
+            f"| {fmt(med(rs, 'bytes_missing'), 0)} "
             f"| {ratio(med(og, 'mb_s_per_channel'), mbs)} | {ratio(med(og, 'server_cpu_s_per_64mib'), cpu)} |"
         )
     print(
