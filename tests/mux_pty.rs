@@ -17,6 +17,7 @@ sh = ["/bin/sh"]
 yes = ["yes"]
 seq = ["seq", "1", "300000"]
 false = ["false"]
+quiet_cat = ["sh", "-c", "stty -echo; printf READY; exec cat"]
 "#;
 
 async fn server() -> Server {
@@ -412,4 +413,50 @@ async fn graceful_shutdown_tells_clients_and_audits_channel_close() {
         .iter()
         .any(|e| e["action"] == "channel.close" && e["target"] == id.as_str());
     assert!(closed, "channel close not audited before exit: {events}");
+}
+
+#[tokio::test]
+async fn a_large_paste_arrives_whole_and_in_order() {
+    let s = server().await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "quiet_cat").await;
+    w.expect_opened(1).await;
+    w.expect_output(1, "READY").await;
+    let mut sent = String::new();
+    for frame in 0..1000 {
+        let mut chunk = String::new();
+        for line in 0..5 {
+            chunk.push_str(&format!(
+                "line-{:05} {}\n",
+                frame * 5 + line,
+                "x".repeat(48)
+            ));
+        }
+        w.input(1, chunk.as_bytes()).await;
+        sent.push_str(&chunk);
+        // Read as a browser does while pasting: a client that never reads its socket
+        // would (correctly) get `input_stalled` once every queue is full.
+        if frame % 20 == 19 {
+            w.drain_for(Duration::from_millis(2)).await;
+        }
+    }
+    let out = w.expect_output(1, "line-04999").await;
+    let mut got = out.replace('\r', "");
+    // Keep reading until the last line is complete.
+    while !got.ends_with('\n') {
+        w.pump_until(|w| w.buffered.contains_key(&1)).await;
+        got.push_str(
+            &String::from_utf8_lossy(&w.buffered.remove(&1).unwrap_or_default()).replace('\r', ""),
+        );
+    }
+    assert!(
+        w.controls
+            .iter()
+            .all(|f| !matches!(f, ServerFrame::Error { .. })),
+        "{:?}",
+        w.controls
+    );
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "input reordered or lost");
 }

@@ -13,8 +13,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -132,9 +132,51 @@ pub struct ChannelHandle {
     /// queued message so an ack can never be lost or block the socket.
     pub acked: Arc<AtomicU64>,
     pub ack_signal: Arc<Notify>,
+    /// The source's input queue, once started. The socket writes keystrokes straight
+    /// into it (one task hop less on the echo path) while nothing is diverted.
+    pub input: Arc<OnceLock<mpsc::Sender<SourceCtl>>>,
+    /// Input messages sent through the channel task and not yet in the source's queue.
+    /// While non-zero the socket must divert too, or input would overtake earlier input.
+    pub diverted: Arc<AtomicUsize>,
 }
 
 impl ChannelHandle {
+    /// Hands terminal input to the source: directly while nothing is diverted, else in
+    /// order through the channel task. `Err` carries the error code to report.
+    pub fn send_input(
+        &self,
+        data: Bytes,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<(), &'static str> {
+        let mut data = data;
+        let n = data.len();
+        if self.diverted.load(Ordering::Acquire) == 0 {
+            if let Some(tx) = self.input.get() {
+                match tx.try_send(SourceCtl::Input(data)) {
+                    Ok(()) => {
+                        metrics.bytes_in(n);
+                        return Ok(());
+                    }
+                    Err(mpsc::error::TrySendError::Full(SourceCtl::Input(d)))
+                    | Err(mpsc::error::TrySendError::Closed(SourceCtl::Input(d))) => data = d,
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+        self.diverted.fetch_add(1, Ordering::AcqRel);
+        match self.cmd.try_send(ChannelCmd::Input(data)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.diverted.fetch_sub(1, Ordering::AcqRel);
+                Err(codes::INPUT_STALLED)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.diverted.fetch_sub(1, Ordering::AcqRel);
+                Err(codes::UNKNOWN_CHANNEL)
+            }
+        }
+    }
+
     /// Records `bytes` more acknowledged output.
     pub fn ack(&self, bytes: u64) {
         self.acked.fetch_add(bytes, Ordering::AcqRel);
@@ -310,7 +352,10 @@ impl ChannelTask {
                         }
                     }
                     Some(ChannelCmd::Resize { cols, rows }) => size = Some((cols, rows)),
-                    Some(ChannelCmd::Input(_)) => {}
+                    Some(ChannelCmd::Input(_)) => {
+                        // Typed before the source exists: dropped, but accounted.
+                        self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
+                    }
                 },
                 _ = sleep_until(deadline) => return self.end(None, "grace_expired").await,
             }
@@ -369,6 +414,7 @@ impl ChannelTask {
             control,
             stopper,
         } = source;
+        let _ = self.handle.input.set(control.clone());
         let reason = loop {
             if self.attached.is_none() && detached_at.is_none() {
                 detached_at = Some(Instant::now());
@@ -420,6 +466,7 @@ impl ChannelTask {
                     if let (Ok(p), Some(b)) = (permit, pending_input.pop_front()) {
                         pending_bytes -= b.len();
                         p.send(SourceCtl::Input(b));
+                        self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
                 cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut pending_input, &mut pending_bytes, &mut ack_base, &exit).await {
@@ -448,14 +495,20 @@ impl ChannelTask {
                 self.inner.metrics.bytes_in(b.len());
                 if pending.is_empty() {
                     match control.try_send(SourceCtl::Input(b)) {
-                        Ok(()) => return Outcome::Continue,
+                        Ok(()) => {
+                            self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
+                            return Outcome::Continue;
+                        }
                         Err(mpsc::error::TrySendError::Full(SourceCtl::Input(b))) => {
                             *pending_bytes += b.len();
                             pending.push_back(b);
                         }
-                        Err(_) => {}
+                        Err(_) => {
+                            self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
+                        }
                     }
                 } else if *pending_bytes + b.len() > MAX_PENDING_INPUT {
+                    self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
                     let ch = self.ch();
                     self.frame(ServerFrame::Error {
                         ch: Some(ch),

@@ -311,6 +311,8 @@ impl MuxInner {
             username: login.username.clone(),
             cmd: cmd_tx,
             acked: Arc::new(AtomicU64::new(0)),
+            input: Arc::new(std::sync::OnceLock::new()),
+            diverted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             ack_signal: Arc::new(Notify::new()),
         };
         self.channels.insert(id.clone(), handle.clone());

@@ -74,14 +74,14 @@ impl Socket {
             ));
         };
         let payload = data.slice(data.len() - payload.len()..);
-        match handle.cmd.try_send(ChannelCmd::Input(payload)) {
+        match handle.send_input(payload, &self.inner.metrics) {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(_)) => Some(error_frame(
+            Err(code) if code == codes::INPUT_STALLED => Some(error_frame(
                 Some(ch),
                 codes::INPUT_STALLED,
                 "the channel is not keeping up with input; input dropped",
             )),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(_) => {
                 self.channels.remove(&ch);
                 Some(error_frame(
                     Some(ch),
