@@ -395,6 +395,8 @@ struct BulkOutcome {
     bytes: u64,
     /// Output that never arrived (the terminal ended first).
     missing: u64,
+    /// Messages (frames, events, reads) the output arrived in.
+    frames: u64,
     secs: f64,
     /// CPU time of the client process the terminal went through (`ssh -tt`), if ours.
     client_cpu: Option<f64>,
@@ -519,6 +521,15 @@ async fn throughput_once(
         ),
         ("kib_held_per_channel", Cell::Num(kib_held, 1)),
         (
+            "avg_frame_kib",
+            Cell::Num(
+                total_bytes as f64
+                    / 1024.0
+                    / outs.iter().map(|o| o.frames).sum::<u64>().max(1) as f64,
+                1,
+            ),
+        ),
+        (
             "bytes_missing",
             Cell::Int(outs.iter().map(|o| o.missing).sum::<u64>() as i64),
         ),
@@ -535,6 +546,7 @@ async fn bulk_session(
     let mut t0 = Instant::now();
     let mut s = prep.open(n, chans).await?;
     let mut got = vec![0u64; chans];
+    let mut frames = 0u64;
     let mut done: Vec<Option<f64>> = vec![None; chans];
     let mut ends: Vec<MarkerScan> = (0..chans).map(|_| MarkerScan::new(END_MARKER)).collect();
     if shell {
@@ -554,6 +566,7 @@ async fn bulk_session(
             ev = s.next() => {
                 match ev? {
                     Event::Data(i, b) if i < chans && done[i].is_none() => {
+                        frames += 1;
                         if shell {
                             if let Some(end) = ends[i].feed(&b) {
                                 got[i] += end as u64;
@@ -604,6 +617,7 @@ async fn bulk_session(
         out.push(BulkOutcome {
             bytes: got[i].min(bytes),
             missing: bytes.saturating_sub(got[i]),
+            frames: frames / chans as u64,
             secs: done[i].unwrap_or(f64::NAN),
             client_cpu,
         });
