@@ -138,7 +138,8 @@ pub struct MuxConfig {
     pub max_sockets_per_login: usize,
     /// Channels (attached or detached) one login may hold at once.
     pub max_channels_per_login: usize,
-    /// Channels the whole gateway holds at once (PTYs and process slots are finite).
+    /// Channels the whole gateway holds at once. PTYs are a machine-wide pool (kernel.pty.max,
+    /// often 4,096 or less in containers) shared with sshd and others, so stay well below it.
     pub max_channels_total: usize,
     /// WebSocket ping interval; a peer silent for two intervals is dropped.
     pub heartbeat_secs: u64,
@@ -155,7 +156,7 @@ impl Default for MuxConfig {
             max_frame_bytes: 1024 * 1024,
             max_sockets_per_login: 16,
             max_channels_per_login: 256,
-            max_channels_total: 4096,
+            max_channels_total: 2048,
             heartbeat_secs: 30,
             hostkey_answer_secs: 120,
         }
