@@ -107,35 +107,18 @@ impl Mux {
 
     /// Ends every socket and channel of one login (logout).
     pub fn close_login(&self, login_id: &str, reason: &'static str) {
-        self.inner.close_where(|h| &*h.login_id == login_id, reason);
-        if let Some(entry) = self.inner.logins.get(login_id) {
-            for kick in entry.sockets.values() {
-                let _ = kick.send(Some(reason));
-            }
-        }
+        self.inner.end_where(|login, _| login == login_id, reason);
     }
 
     /// Ends every socket and channel of a user (deletion, password change).
     pub fn close_user(&self, username: &str, reason: &'static str) {
-        self.inner.close_where(|h| &*h.username == username, reason);
-        for entry in self.inner.logins.iter() {
-            if &*entry.username == username {
-                for kick in entry.sockets.values() {
-                    let _ = kick.send(Some(reason));
-                }
-            }
-        }
+        self.inner.end_where(|_, user| user == username, reason);
     }
 
     /// Closes everything (graceful shutdown).
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        self.inner.close_where(|_| true, codes::SHUTTING_DOWN);
-        for entry in self.inner.logins.iter() {
-            for kick in entry.sockets.values() {
-                let _ = kick.send(Some(codes::SHUTTING_DOWN));
-            }
-        }
+        self.inner.end_where(|_, _| true, codes::SHUTTING_DOWN);
     }
 
     /// Number of live channels (attached or detached).
@@ -156,6 +139,18 @@ impl MuxInner {
                     tokio::spawn(async move {
                         let _ = cmd.send(msg).await;
                     });
+                }
+            }
+        }
+    }
+
+    /// Ends the channels and sockets of every login that `matches(login_id, username)`.
+    fn end_where(&self, matches: impl Fn(&str, &str) -> bool, reason: &'static str) {
+        self.close_where(|h| matches(&h.login_id, &h.username), reason);
+        for entry in self.logins.iter() {
+            if matches(entry.key(), &entry.username) {
+                for kick in entry.sockets.values() {
+                    let _ = kick.send(Some(reason));
                 }
             }
         }
