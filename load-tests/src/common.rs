@@ -126,6 +126,15 @@ impl ProcDelta {
 }
 
 /// A latency histogram in microseconds, 1 µs to 10 min, 3 significant digits.
+/// The `name=value` of the session cookie a login response set, if any.
+pub fn session_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_string())
+}
+
 pub fn histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())

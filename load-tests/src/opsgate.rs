@@ -7,7 +7,6 @@ use futures_util::{SinkExt, StreamExt};
 use opsgate_protocol::{
     decode_server, encode_json, ClientFrame, Open, OpenTarget, ServerFrame, SUBPROTOCOL,
 };
-use reqwest::header::SET_COOKIE;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -65,12 +64,7 @@ impl Gateway {
             .await
             .context("POST /api/auth/login")?;
         let status = r.status();
-        let cookie = r
-            .headers()
-            .get(SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_string());
+        let cookie = crate::common::session_cookie(r.headers());
         let _ = r.bytes().await;
         match cookie {
             Some(c) if status.is_success() => Ok(c),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hdrhistogram::Histogram;
-use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
+use reqwest::header::{HeaderMap, HeaderValue, COOKIE};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
@@ -181,12 +181,7 @@ impl Api {
             .send()
             .await?;
         let status = r.status();
-        let cookie = r
-            .headers()
-            .get(SET_COOKIE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_string());
+        let cookie = crate::common::session_cookie(r.headers());
         let _ = r.bytes().await;
         if status.is_success() && cookie.is_none() {
             bail!("login answered {status} without a cookie");
