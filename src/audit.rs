@@ -1,8 +1,13 @@
 //! The audit log: one append-only redb table of who did what, written in the same
 //! transaction as the change it describes.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::store::{self, StoreError, AUDIT};
 
@@ -104,10 +109,17 @@ pub fn list(
 
 /// Audit events from hot paths (channel open/close) are queued and written in batches,
 /// so a thousand channels opening at once cost a few commits, not a thousand fsyncs.
-/// The queue is bounded; when it is full the event waits in a task rather than being
-/// dropped (the audit log must not lose entries).
+/// The queue is bounded at [`AUDIT_QUEUE`] events. It only fills if redb stalls for a
+/// long time while channels churn; then further events are dropped, counted and logged
+/// as an error (never a task or an allocation per event), and the writer catches up.
 pub struct AuditSink {
-    tx: tokio::sync::mpsc::Sender<Queued>,
+    queue: Arc<AuditQueue>,
+}
+
+struct AuditQueue {
+    items: Mutex<VecDeque<Queued>>,
+    wake: Notify,
+    dropped: AtomicU64,
 }
 
 /// What the audit queue carries.
@@ -117,64 +129,95 @@ enum Queued {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-const AUDIT_QUEUE: usize = 4096;
+/// Events waiting for the writer at most.
+pub const AUDIT_QUEUE: usize = 65_536;
 const AUDIT_BATCH: usize = 512;
+
+impl AuditQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl AuditSink {
     /// Starts the writer task; call inside the Tokio runtime.
     pub fn start(store: store::Store) -> AuditSink {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(AUDIT_QUEUE);
+        let queue = Arc::new(AuditQueue {
+            items: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let q = queue.clone();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            loop {
                 let mut batch = Vec::new();
                 let mut flushes = Vec::new();
-                let mut next = Some(first);
-                while let Some(q) = next.take() {
-                    match q {
-                        Queued::Event(e) => batch.push(e),
-                        Queued::Flush(done) => flushes.push(done),
-                    }
-                    if batch.len() < AUDIT_BATCH {
-                        next = rx.try_recv().ok();
+                {
+                    let mut items = q.lock();
+                    while batch.len() < AUDIT_BATCH {
+                        match items.pop_front() {
+                            Some(Queued::Event(e)) => batch.push(e),
+                            Some(Queued::Flush(done)) => {
+                                flushes.push(done);
+                                break;
+                            }
+                            None => break,
+                        }
                     }
                 }
+                if batch.is_empty() && flushes.is_empty() {
+                    q.wake.notified().await;
+                    continue;
+                }
                 let n = batch.len();
-                let r = store
-                    .write(move |tx| -> Result<(), StoreError> {
-                        for e in batch {
-                            record(tx, e)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, events = n, "audit write failed");
+                if n > 0 {
+                    let r = store
+                        .write(move |tx| -> Result<(), StoreError> {
+                            for e in batch {
+                                record(tx, e)?;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, events = n, "audit write failed");
+                    }
                 }
                 for done in flushes {
                     let _ = done.send(());
                 }
             }
         });
-        AuditSink { tx }
+        AuditSink { queue }
     }
 
-    /// Queues an event.
+    /// Queues an event; never blocks.
     pub fn record(&self, entry: Entry) {
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(e)) =
-            self.tx.try_send(Queued::Event(entry))
         {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(e).await;
-            });
+            let mut items = self.queue.lock();
+            if items.len() >= AUDIT_QUEUE {
+                drop(items);
+                let n = self.queue.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 || n.is_multiple_of(1000) {
+                    tracing::error!(dropped = n, "audit queue full: events dropped");
+                }
+                return;
+            }
+            items.push_back(Queued::Event(entry));
         }
+        self.queue.wake.notify_one();
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped.load(Ordering::Relaxed)
     }
 
     /// Waits until every event queued so far is committed (used at shutdown).
     pub async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.tx.send(Queued::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.queue.lock().push_back(Queued::Flush(done));
+        self.queue.wake.notify_one();
+        let _ = wait.await;
     }
 }

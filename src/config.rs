@@ -145,6 +145,11 @@ pub struct MuxConfig {
     pub heartbeat_secs: u64,
     /// How long an `ssh` channel waits for the user's answer to a `hostkey` question.
     pub hostkey_answer_secs: u64,
+    /// Input per channel the client may send before the program has consumed it (the
+    /// input window; a paste beyond it waits in the client).
+    pub input_window_bytes: usize,
+    /// Channels (attached or detached) one user may hold over all their logins.
+    pub max_channels_per_user: usize,
 }
 
 impl Default for MuxConfig {
@@ -159,6 +164,8 @@ impl Default for MuxConfig {
             max_channels_total: 2048,
             heartbeat_secs: 30,
             hostkey_answer_secs: 120,
+            input_window_bytes: 128 * 1024,
+            max_channels_per_user: 512,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod mux;
 pub mod pty;
+pub mod source;
 pub mod ssh;
 pub mod store;
 pub mod tls;

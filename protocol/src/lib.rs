@@ -31,6 +31,9 @@ pub enum ClientFrame {
     HostkeyAccept { ch: u32 },
     /// Refuse the host key the server asked about on `ch`.
     HostkeyReject { ch: u32 },
+    /// After an `input_overrun` error: the client knows what was lost; accept input on
+    /// `ch` again.
+    InputResume { ch: u32 },
 }
 
 /// `open`: the channel number and what to open.
@@ -112,7 +115,16 @@ pub enum ServerFrame {
         offset: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lost: Option<u64>,
+        /// Input bytes the client may have unconsumed at once (its input window).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_window: Option<u64>,
+        /// After `attach`: input bytes sent earlier (by another socket) that the program
+        /// has not consumed yet; they count against the window until acknowledged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_pending: Option<u64>,
     },
+    /// The program consumed `bytes` more bytes of the client's input (incremental).
+    InputAck { ch: u32, bytes: u64 },
     /// The SSH server's key needs the user's decision.
     Hostkey {
         ch: u32,
@@ -166,7 +178,10 @@ pub mod codes {
     pub const CHANNEL_GONE: &str = "channel_gone";
     pub const OUTPUT_LOST: &str = "output_lost";
     pub const INVALID_OFFSET: &str = "invalid_offset";
-    pub const INPUT_STALLED: &str = "input_stalled";
+    pub const INPUT_OVERRUN: &str = "input_overrun";
+    pub const INVALID_RESIZE: &str = "invalid_resize";
+    pub const CHANNEL_BUSY: &str = "channel_busy";
+    pub const SESSION_EXPIRED: &str = "session_expired";
     pub const DNS_FAILED: &str = "dns_failed";
     pub const CONNECT_REFUSED: &str = "connect_refused";
     pub const CONNECT_TIMEOUT: &str = "connect_timeout";

@@ -1,11 +1,13 @@
 //! Users, roles, password hashing, login sessions and failed-login throttling.
 
+mod activity;
 mod extract;
 mod hashing;
 mod limiter;
 pub mod routes;
 mod session_store;
 
+pub use activity::{login_state, refresh_login, LoginState};
 pub use extract::{
     client_ip, origin_allowed, request_is_https_parts, AdminUser, CurrentUser, LoginInfo, LOGIN_KEY,
 };

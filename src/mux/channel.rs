@@ -1,103 +1,43 @@
-//! One task per channel: it owns the channel's source (PTY or SSH), its flow-control
-//! window and its ring buffer, and the attachment to at most one socket.
+//! One task per channel: it owns the channel's source (PTY or SSH), its output flow
+//! (window, ring, offsets: `flow.rs`) and the attachment to at most one socket.
 //!
 //! Bounds, and what happens at each:
-//! - Output in flight (read from the source, not yet acknowledged by the client) is at
-//!   most `window_bytes` (+ one read chunk): at the bound the task stops pulling from the
+//! - Output unacknowledged by the client is at most `window_bytes` + one read
+//!   ([`crate::source::MAX_SOURCE_CHUNK`]): at the bound the task stops pulling from the
 //!   source, whose own small queue then fills, so the PTY writer or SSH channel blocks.
-//! - The ring keeps `ring_bytes >= window_bytes`, so every unacknowledged byte can be
-//!   replayed on `attach`; only bytes the client already acknowledged can age out.
-//! - Input waiting for a slow program is at most `MAX_PENDING_INPUT`; beyond it input is
-//!   refused with an `input_stalled` error rather than blocking output.
+//!   The ring holds at least that much, so every unacknowledged byte can be replayed.
+//! - Input the program has not consumed is at most `input_window_bytes`: the client
+//!   counts it with `input_ack` frames and never sends more; a client that does gets
+//!   `input_overrun` and its input is refused until it sends `input_resume`
+//!   (`crate::source::InputQueue`).
+//! - Commands from sockets go through a small queue (`CHANNEL_CMD_CAPACITY`); a socket
+//!   finding it full answers `channel_busy` (attach, host-key answers) or drops the
+//!   command when a later one supersedes it (resize). Stopping never needs the queue: it
+//!   is a flag plus a wake-up, so `close`, logout and shutdown always get through.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use opsgate_protocol::{codes, write_data_header, HostkeyStatus, ServerFrame, DATA_HEADER_LEN};
+use bytes::Bytes;
+use opsgate_protocol::{codes, write_data_header, ServerFrame, DATA_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::ring::RingBuffer;
+use super::flow::{OffsetPastEnd, OutputFlow};
 use super::{MuxInner, Outbound};
+use crate::source::{
+    HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceCtl, SourceEvent,
+};
 
-/// Input bytes held for a program that is not reading its terminal.
-const MAX_PENDING_INPUT: usize = 256 * 1024;
 /// Largest data frame replayed on attach.
 const REPLAY_FRAME: usize = 64 * 1024;
-
-/// What a source (PTY reader, SSH channel reader) reports.
-pub enum SourceEvent {
-    /// Output: the first [`DATA_HEADER_LEN`] bytes are headroom for the frame header.
-    Data(BytesMut),
-    /// The program or remote shell ended.
-    Exit {
-        code: Option<i32>,
-        signal: Option<String>,
-    },
-    /// The source failed after it started (e.g. the SSH connection dropped).
-    Failed { code: &'static str, message: String },
-}
-
-/// What the channel tells its source's writer.
-pub enum SourceCtl {
-    Input(Bytes),
-    Resize { cols: u16, rows: u16 },
-}
-
-/// How to stop a source.
-pub enum Stopper {
-    /// Signal the process group (PTY programs are session leaders).
-    ProcessGroup(i32),
-    /// Tell the driver task to disconnect.
-    Signal(oneshot::Sender<()>),
-}
-
-impl Stopper {
-    fn stop(self) {
-        match self {
-            Stopper::ProcessGroup(pid) => crate::pty::kill_group(pid),
-            Stopper::Signal(tx) => {
-                let _ = tx.send(());
-            }
-        }
-    }
-}
-
-/// A started source.
-pub struct Source {
-    pub events: mpsc::Receiver<SourceEvent>,
-    pub control: mpsc::Sender<SourceCtl>,
-    pub stopper: Stopper,
-}
-
-/// Why a channel could not be opened.
-#[derive(Debug, Clone)]
-pub struct OpenError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl OpenError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        OpenError {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// A host-key decision the SSH source needs from the user.
-pub struct HostkeyQuestion {
-    pub algorithm: String,
-    pub fingerprint: String,
-    pub status: HostkeyStatus,
-    pub reply: oneshot::Sender<bool>,
-}
+/// How long a small amount of consumed input may wait before it is acknowledged, so a
+/// typist's keystrokes cost one `input_ack` per burst rather than one each. Half a
+/// window is acknowledged at once, so a paste never waits for this.
+const INPUT_ACK_DELAY: Duration = Duration::from_millis(50);
 
 /// Starts a source; runs inside the channel task so the channel stays responsive.
 pub type Starter = Pin<Box<dyn Future<Output = Result<Source, OpenError>> + Send>>;
@@ -107,17 +47,27 @@ pub struct SocketRef {
     pub socket_id: u64,
     pub ch: u32,
     pub outbox: mpsc::Sender<Outbound>,
+    /// Output bytes this attachment's client acknowledged and the channel has not taken
+    /// yet. An atomic rather than a queued message, so an ack can never be lost or block
+    /// the socket; one per attachment, so a late ack from an old socket cannot count
+    /// for the new one.
+    pub acked: Arc<AtomicU64>,
 }
 
-/// Messages to a channel task.
+/// Messages to a channel task. Stopping is not one of them (see [`ChannelHandle::stop`]).
 pub enum ChannelCmd {
-    Input(Bytes),
     Resize { cols: u16, rows: u16 },
-    Close,
     Attach { socket: SocketRef, offset: u64 },
-    Detach { socket_id: u64 },
     Hostkey(bool),
-    Shutdown(&'static str),
+}
+
+/// State a channel shares with sockets and its source.
+pub struct ChannelShared {
+    /// Client input on its way to the program.
+    pub input: Arc<InputQueue>,
+    /// Wakes the channel task: an ack arrived, input was consumed, or it must stop.
+    pub wake: Arc<Notify>,
+    stop: OnceLock<&'static str>,
 }
 
 /// A handle to a running channel, held by the registry and by sockets.
@@ -127,60 +77,56 @@ pub struct ChannelHandle {
     pub kind: &'static str,
     pub login_id: Arc<str>,
     pub username: Arc<str>,
+    /// The client address of the login that opened it.
+    pub ip: Arc<str>,
+    /// What the channel runs, for the audit log: `user@host:port`, a saved session, or
+    /// the program's name.
+    pub target: Arc<str>,
     pub cmd: mpsc::Sender<ChannelCmd>,
-    /// Bytes acknowledged by the client, added to by the socket; an atomic rather than a
-    /// queued message so an ack can never be lost or block the socket.
-    pub acked: Arc<AtomicU64>,
-    pub ack_signal: Arc<Notify>,
-    /// The source's input queue, once started. The socket writes keystrokes straight
-    /// into it (one task hop less on the echo path) while nothing is diverted.
-    pub input: Arc<OnceLock<mpsc::Sender<SourceCtl>>>,
-    /// Input messages sent through the channel task and not yet in the source's queue.
-    /// While non-zero the socket must divert too, or input would overtake earlier input.
-    pub diverted: Arc<AtomicUsize>,
+    pub shared: Arc<ChannelShared>,
 }
 
 impl ChannelHandle {
-    /// Hands terminal input to the source: directly while nothing is diverted, else in
-    /// order through the channel task. `Err` carries the error code to report.
-    pub fn send_input(
-        &self,
-        data: Bytes,
-        metrics: &crate::metrics::Metrics,
-    ) -> Result<(), &'static str> {
-        let mut data = data;
-        let n = data.len();
-        if self.diverted.load(Ordering::Acquire) == 0 {
-            if let Some(tx) = self.input.get() {
-                match tx.try_send(SourceCtl::Input(data)) {
-                    Ok(()) => {
-                        metrics.bytes_in(n);
-                        return Ok(());
-                    }
-                    Err(mpsc::error::TrySendError::Full(SourceCtl::Input(d)))
-                    | Err(mpsc::error::TrySendError::Closed(SourceCtl::Input(d))) => data = d,
-                    Err(_) => return Ok(()),
-                }
-            }
-        }
-        self.diverted.fetch_add(1, Ordering::AcqRel);
-        match self.cmd.try_send(ChannelCmd::Input(data)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.diverted.fetch_sub(1, Ordering::AcqRel);
-                Err(codes::INPUT_STALLED)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.diverted.fetch_sub(1, Ordering::AcqRel);
-                Err(codes::UNKNOWN_CHANNEL)
-            }
+    pub(crate) fn new(
+        id: Arc<str>,
+        kind: &'static str,
+        login: &super::LoginCtx,
+        target: String,
+        input_window: u64,
+        cmd: mpsc::Sender<ChannelCmd>,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
+        ChannelHandle {
+            id,
+            kind,
+            login_id: login.login_id.clone(),
+            username: login.username.clone(),
+            ip: Arc::from(login.ip.as_str()),
+            target: Arc::from(target),
+            cmd,
+            shared: Arc::new(ChannelShared {
+                input: Arc::new(InputQueue::new(input_window, wake.clone())),
+                wake,
+                stop: OnceLock::new(),
+            }),
         }
     }
 
-    /// Records `bytes` more acknowledged output.
-    pub fn ack(&self, bytes: u64) {
-        self.acked.fetch_add(bytes, Ordering::AcqRel);
-        self.ack_signal.notify_one();
+    /// Ends the channel for `reason` (the first reason given wins). Never blocks and
+    /// never fails: it is a flag the channel task checks whenever it wakes.
+    pub fn stop(&self, reason: &'static str) {
+        let _ = self.shared.stop.set(reason);
+        self.shared.wake.notify_one();
+    }
+
+    /// Offers client input to the program, in order, under the input window.
+    pub fn offer_input(&self, data: &[u8]) -> Offer {
+        self.shared.input.offer(data)
+    }
+
+    /// The client acknowledged an `input_overrun`.
+    pub fn resume_input(&self) {
+        self.shared.input.resume();
     }
 }
 
@@ -188,10 +134,15 @@ impl ChannelHandle {
 pub struct ChannelTask {
     pub inner: Arc<MuxInner>,
     pub handle: ChannelHandle,
-    pub window: u64,
     pub grace: Duration,
-    pub ring: RingBuffer,
+    pub flow: OutputFlow,
     pub attached: Option<SocketRef>,
+}
+
+/// Consumed input not yet acknowledged to the client.
+struct InputAcks {
+    reported: u64,
+    due: Option<Instant>,
 }
 
 enum Outcome {
@@ -200,13 +151,15 @@ enum Outcome {
 }
 
 impl ChannelTask {
-    async fn send(&mut self, out: Outbound) {
+    async fn send(&mut self, out: Outbound) -> bool {
         if let Some(s) = &self.attached {
-            if s.outbox.send(out).await.is_err() {
-                // The socket is gone: from now on the output waits in the ring.
-                self.attached = None;
+            if s.outbox.send(out).await.is_ok() {
+                return true;
             }
+            // The socket is gone: from now on the output waits in the ring.
+            self.attached = None;
         }
+        false
     }
 
     async fn frame(&mut self, f: ServerFrame) {
@@ -217,88 +170,135 @@ impl ChannelTask {
         self.attached.as_ref().map_or(0, |s| s.ch)
     }
 
-    /// Acked offset: what the client has confirmed, clamped to what exists.
-    fn acked(&self, base: u64) -> u64 {
-        (base + self.handle.acked.load(Ordering::Acquire)).min(self.ring.end())
+    /// Takes the acks the attached client sent since the last look.
+    fn take_acks(&mut self) {
+        if let Some(s) = &self.attached {
+            let n = s.acked.swap(0, Ordering::AcqRel);
+            if n > 0 {
+                self.flow.ack(n);
+            }
+        }
+    }
+
+    /// Tells the attached client how much of its input the program consumed: at once
+    /// when half a window is waiting to be acknowledged, else after [`INPUT_ACK_DELAY`].
+    async fn report_input(&mut self, acks: &mut InputAcks) {
+        if self.attached.is_none() {
+            return;
+        }
+        let input = &self.handle.shared.input;
+        let consumed = input.consumed_total();
+        let unreported = consumed - acks.reported;
+        if unreported == 0 {
+            acks.due = None;
+            return;
+        }
+        let now = Instant::now();
+        if unreported >= input.window() / 2 || acks.due.is_some_and(|d| now >= d) {
+            acks.reported = consumed;
+            acks.due = None;
+            input.reported(consumed);
+            let ch = self.ch();
+            self.frame(ServerFrame::InputAck {
+                ch,
+                bytes: unreported,
+            })
+            .await;
+        } else if acks.due.is_none() {
+            acks.due = Some(now + INPUT_ACK_DELAY);
+        }
+    }
+
+    /// Frees the number an earlier socket used for this channel.
+    async fn release(&self, old: SocketRef) {
+        let msg = Outbound::Released {
+            ch: old.ch,
+            id: self.handle.id.clone(),
+            reason: Some("attached_elsewhere"),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), old.outbox.send(msg)).await;
     }
 
     async fn attach(
         &mut self,
         socket: SocketRef,
         offset: u64,
-        ack_base: &mut u64,
+        acks: &mut InputAcks,
         exit: &Option<ServerFrame>,
     ) {
         let id = self.handle.id.clone();
-        if offset > self.ring.end() {
-            let _ = socket
-                .outbox
-                .send(Outbound::Control(ServerFrame::Error {
-                    ch: Some(socket.ch),
-                    code: codes::INVALID_OFFSET.into(),
-                    message: format!(
-                        "offset {offset} is past the end of the output ({})",
-                        self.ring.end()
-                    ),
-                }))
-                .await;
-            let _ = socket
-                .outbox
-                .send(Outbound::Released {
-                    ch: socket.ch,
-                    id,
-                    reason: None,
-                })
-                .await;
-            return;
-        }
+        let replay = match self.flow.attach(offset) {
+            Ok(r) => r,
+            Err(OffsetPastEnd { end }) => {
+                let refuse = [
+                    Outbound::Control(ServerFrame::Error {
+                        ch: Some(socket.ch),
+                        code: codes::INVALID_OFFSET.into(),
+                        message: format!("offset {offset} is past the end of the output ({end})"),
+                    }),
+                    Outbound::Released {
+                        ch: socket.ch,
+                        id,
+                        reason: None,
+                    },
+                ];
+                for m in refuse {
+                    let _ = socket.outbox.send(m).await;
+                }
+                return;
+            }
+        };
         if let Some(old) = self.attached.take() {
             if old.socket_id != socket.socket_id || old.ch != socket.ch {
-                let _ = old.outbox.try_send(Outbound::Released {
-                    ch: old.ch,
-                    id: id.clone(),
-                    reason: Some("attached_elsewhere"),
-                });
+                self.release(old).await;
             }
         }
-        let from = offset.max(self.ring.start());
-        let lost = from - offset;
-        // Everything before `from` counts as delivered; the ack counter restarts there.
-        *ack_base = from;
-        self.handle.acked.store(0, Ordering::Release);
         self.attached = Some(socket);
         let ch = self.ch();
+        let input = self.handle.shared.input.clone();
+        let (received, consumed) = input.snapshot();
+        acks.reported = consumed;
+        acks.due = None;
+        input.reported(consumed);
         self.frame(ServerFrame::Opened {
             ch,
             id: id.to_string(),
-            offset: Some(from),
-            lost: Some(lost),
+            offset: Some(replay.from),
+            lost: Some(replay.lost),
+            input_window: Some(input.window()),
+            input_pending: Some(received - consumed),
         })
         .await;
-        if lost > 0 {
+        if replay.lost > 0 {
             self.frame(ServerFrame::Error {
                 ch: Some(ch),
                 code: codes::OUTPUT_LOST.into(),
                 message: format!(
-                    "{lost} bytes of output before offset {from} are no longer buffered"
+                    "{} bytes of output before offset {} are no longer buffered",
+                    replay.lost, replay.from
                 ),
             })
             .await;
         }
         let mut frames = Vec::new();
         {
-            let (a, b) = self.ring.since(from);
+            let (a, b) = self.flow.since(replay.from);
             for part in [a, b] {
                 for piece in part.chunks(REPLAY_FRAME) {
                     frames.push(Bytes::from(opsgate_protocol::encode_data(ch, piece)));
                 }
             }
         }
+        let mut delivered = true;
         for f in frames {
-            self.send(Outbound::Frame(f)).await;
+            delivered &= self.send(Outbound::Frame(f)).await;
         }
-        if let Some(e) = exit {
-            self.frame(e.clone()).await;
+        if delivered {
+            self.flow.sent_all();
+        }
+        if let Some(ServerFrame::Exit { code, signal, .. }) = exit {
+            let (code, signal) = (*code, signal.clone());
+            self.frame(ServerFrame::Exit { ch, code, signal }).await;
         }
     }
 
@@ -313,14 +313,18 @@ impl ChannelTask {
         let span = tracing::info_span!("channel", id = %id, kind = self.handle.kind);
         let _enter = span.enter();
         drop(_enter);
-        let mut ack_base = 0u64;
+        let wake = self.handle.shared.wake.clone();
         let mut detached_at: Option<Instant> = None;
         let mut pending_answer: Option<oneshot::Sender<bool>> = None;
         let mut start = start;
         let mut size: Option<(u16, u16)> = None;
 
-        // Phase 1: start the source, answering host-key questions meanwhile.
+        // Phase 1: start the source, answering host-key questions meanwhile. Input typed
+        // now waits in the input queue (type-ahead) and reaches the shell once it runs.
         let started = loop {
+            if let Some(r) = self.handle.shared.stop.get().copied() {
+                return self.end(None, r).await;
+            }
             let deadline = detached_at.map(|t| t + self.grace);
             tokio::select! {
                 r = &mut start => break r,
@@ -334,29 +338,28 @@ impl ChannelTask {
                         None => questions = None,
                     }
                 }
+                _ = wake.notified() => {}
                 cmd = cmd_rx.recv() => match cmd {
-                    None | Some(ChannelCmd::Close) => return self.end(None, "closed").await,
-                    Some(ChannelCmd::Shutdown(r)) => return self.end(None, r).await,
+                    None => return self.end(None, "closed").await,
                     Some(ChannelCmd::Hostkey(yes)) => {
                         if let Some(tx) = pending_answer.take() { let _ = tx.send(yes); }
                     }
                     Some(ChannelCmd::Attach { socket, .. }) => {
                         // Not started yet: nothing to replay; `opened` follows the start.
+                        if let Some(old) = self.attached.take() {
+                            if old.socket_id != socket.socket_id || old.ch != socket.ch {
+                                self.release(old).await;
+                            }
+                        }
                         self.attached = Some(socket);
                         detached_at = None;
                     }
-                    Some(ChannelCmd::Detach { socket_id }) => {
-                        if self.attached.as_ref().is_some_and(|s| s.socket_id == socket_id) {
-                            self.attached = None;
-                            detached_at = Some(Instant::now());
-                        }
-                    }
                     Some(ChannelCmd::Resize { cols, rows }) => size = Some((cols, rows)),
-                    Some(ChannelCmd::Input(_)) => {
-                        // Typed before the source exists: dropped, but accounted.
-                        self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
-                    }
                 },
+                _ = socket_gone(&self.attached) => {
+                    self.attached = None;
+                    detached_at = Some(Instant::now());
+                }
                 _ = sleep_until(deadline) => return self.end(None, "grace_expired").await,
             }
         };
@@ -377,6 +380,7 @@ impl ChannelTask {
         let source = match started {
             Ok(s) => s,
             Err(e) => {
+                self.inner.audit_open(&self.handle, Err(e.code));
                 let ch = self.ch();
                 self.frame(ServerFrame::Error {
                     ch: Some(ch),
@@ -387,46 +391,50 @@ impl ChannelTask {
                 return self.end(None, e.code).await;
             }
         };
+        self.inner.audit_open(&self.handle, Ok(()));
         if let Some((cols, rows)) = size {
             let _ = source.control.try_send(SourceCtl::Resize { cols, rows });
         }
         let ch = self.ch();
+        let input_window = self.handle.shared.input.window();
         self.frame(ServerFrame::Opened {
             ch,
             id: id.to_string(),
             offset: None,
             lost: None,
+            input_window: Some(input_window),
+            input_pending: None,
         })
         .await;
-        if self.attached.is_none() && detached_at.is_none() {
-            detached_at = Some(Instant::now());
-        }
 
-        // Phase 2: pump output under the window, forward input, follow attachments.
-        let mut pending_input: VecDeque<Bytes> = VecDeque::new();
-        let mut pending_bytes = 0usize;
+        // Phase 2: pump output under the window, acknowledge input, follow attachments.
+        let mut acks = InputAcks {
+            reported: 0,
+            due: None,
+        };
         let mut exit: Option<ServerFrame> = None;
         let mut exited_at: Option<Instant> = None;
         let mut source_done = false;
-        let ack_signal = self.handle.ack_signal.clone();
         let Source {
             mut events,
             control,
             stopper,
         } = source;
-        let _ = self.handle.input.set(control.clone());
         let reason = loop {
-            if self.attached.is_none() && detached_at.is_none() {
-                detached_at = Some(Instant::now());
+            if let Some(r) = self.handle.shared.stop.get().copied() {
+                break r;
             }
+            self.take_acks();
+            self.report_input(&mut acks).await;
             if self.attached.is_some() {
                 detached_at = None;
+            } else if detached_at.is_none() {
+                detached_at = Some(Instant::now());
             }
-            let acked = self.acked(ack_base);
-            if source_done && self.attached.is_some() && acked >= self.ring.end() {
+            if source_done && self.attached.is_some() && self.flow.all_acked() {
                 break "exited";
             }
-            let can_read = !source_done && self.ring.end() - acked < self.window;
+            let can_read = !source_done && self.flow.can_read();
             let deadline = match (detached_at, exited_at) {
                 (Some(d), _) => Some(d + self.grace),
                 (None, Some(e)) => Some(e + self.grace),
@@ -436,11 +444,13 @@ impl ChannelTask {
                 ev = events.recv(), if can_read => match ev {
                     Some(SourceEvent::Data(mut chunk)) => {
                         let n = chunk.len().saturating_sub(DATA_HEADER_LEN);
-                        self.ring.push(&chunk[DATA_HEADER_LEN..]);
+                        self.flow.produced(&chunk[DATA_HEADER_LEN..]);
                         self.inner.metrics.bytes_out(n);
-                        if let Some(s) = &self.attached {
-                            write_data_header(&mut chunk, s.ch);
-                            self.send(Outbound::Frame(chunk.freeze())).await;
+                        if let Some(ch) = self.attached.as_ref().map(|s| s.ch) {
+                            write_data_header(&mut chunk, ch);
+                            if self.send(Outbound::Frame(chunk.freeze())).await {
+                                self.flow.sent_all();
+                            }
                         }
                     }
                     Some(SourceEvent::Exit { code, signal }) => {
@@ -449,30 +459,28 @@ impl ChannelTask {
                         exit = Some(f);
                         source_done = true;
                         exited_at = Some(Instant::now());
+                        self.handle.shared.input.close();
                     }
                     Some(SourceEvent::Failed { code, message }) => {
                         let ch = self.ch();
                         self.frame(ServerFrame::Error { ch: Some(ch), code: code.into(), message }).await;
                         source_done = true;
                         exited_at = Some(Instant::now());
+                        self.handle.shared.input.close();
                     }
                     None => {
                         source_done = true;
                         exited_at = Some(Instant::now());
+                        self.handle.shared.input.close();
                     }
                 },
-                _ = ack_signal.notified() => {}
-                permit = control.reserve(), if !pending_input.is_empty() => {
-                    if let (Ok(p), Some(b)) = (permit, pending_input.pop_front()) {
-                        pending_bytes -= b.len();
-                        p.send(SourceCtl::Input(b));
-                        self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut pending_input, &mut pending_bytes, &mut ack_base, &exit).await {
+                _ = wake.notified() => {}
+                cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut acks, &exit).await {
                     Outcome::Continue => {}
                     Outcome::End(r) => break r,
                 },
+                _ = socket_gone(&self.attached) => self.attached = None,
+                _ = sleep_until(acks.due) => {}
                 _ = sleep_until(deadline) => break if exit.is_some() { "exited" } else { "grace_expired" },
             }
         };
@@ -483,72 +491,28 @@ impl ChannelTask {
         &mut self,
         cmd: Option<ChannelCmd>,
         control: &mpsc::Sender<SourceCtl>,
-        pending: &mut VecDeque<Bytes>,
-        pending_bytes: &mut usize,
-        ack_base: &mut u64,
+        acks: &mut InputAcks,
         exit: &Option<ServerFrame>,
     ) -> Outcome {
         match cmd {
-            None | Some(ChannelCmd::Close) => return Outcome::End("closed"),
-            Some(ChannelCmd::Shutdown(r)) => return Outcome::End(r),
-            Some(ChannelCmd::Input(b)) => {
-                self.inner.metrics.bytes_in(b.len());
-                if pending.is_empty() {
-                    match control.try_send(SourceCtl::Input(b)) {
-                        Ok(()) => {
-                            self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
-                            return Outcome::Continue;
-                        }
-                        Err(mpsc::error::TrySendError::Full(SourceCtl::Input(b))) => {
-                            *pending_bytes += b.len();
-                            pending.push_back(b);
-                        }
-                        Err(_) => {
-                            self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
-                        }
-                    }
-                } else if *pending_bytes + b.len() > MAX_PENDING_INPUT {
-                    self.handle.diverted.fetch_sub(1, Ordering::AcqRel);
-                    let ch = self.ch();
-                    self.frame(ServerFrame::Error {
-                        ch: Some(ch),
-                        code: codes::INPUT_STALLED.into(),
-                        message: format!(
-                            "the program is not reading its input; {} bytes dropped",
-                            b.len()
-                        ),
-                    })
-                    .await;
-                } else {
-                    *pending_bytes += b.len();
-                    pending.push_back(b);
-                }
-            }
+            None => return Outcome::End("closed"),
             Some(ChannelCmd::Resize { cols, rows }) => {
                 // A dropped resize is superseded by the next one; never block for it.
                 let _ = control.try_send(SourceCtl::Resize { cols, rows });
             }
             Some(ChannelCmd::Attach { socket, offset }) => {
-                self.attach(socket, offset, ack_base, exit).await;
-            }
-            Some(ChannelCmd::Detach { socket_id }) => {
-                if self
-                    .attached
-                    .as_ref()
-                    .is_some_and(|s| s.socket_id == socket_id)
-                {
-                    self.attached = None;
-                }
+                self.attach(socket, offset, acks, exit).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
         }
         Outcome::Continue
     }
 
-    async fn end(mut self, stopper: Option<Stopper>, reason: &'static str) {
+    async fn end(mut self, stopper: Option<crate::source::Stopper>, reason: &'static str) {
         if let Some(s) = stopper {
             s.stop();
         }
+        self.handle.shared.input.close();
         let id = self.handle.id.clone();
         if let Some(s) = self.attached.take() {
             let msg = Outbound::Released {
@@ -560,6 +524,15 @@ impl ChannelTask {
         }
         tracing::debug!(channel = %id, reason, "channel ended");
         self.inner.channel_ended(&self.handle, reason);
+    }
+}
+
+/// Completes when the attached socket's task has ended (its outbox receiver is gone):
+/// that is how a channel learns it is detached, with no message that could be lost.
+async fn socket_gone(attached: &Option<SocketRef>) {
+    match attached {
+        Some(s) => s.outbox.closed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,17 +6,16 @@
 //! (`channel.rs`), each socket's in its task (`socket.rs`).
 
 mod channel;
+mod flow;
 mod ring;
 mod socket;
 
-pub use channel::{
-    ChannelCmd, ChannelHandle, HostkeyQuestion, OpenError, Source, SourceCtl, SourceEvent, Starter,
-    Stopper,
-};
+pub use channel::{ChannelHandle, Starter};
+pub use flow::{OutputFlow, Replay};
 pub use ring::RingBuffer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dashmap::DashMap;
 use opsgate_protocol::{codes, OpenTarget, ServerFrame, SUBPROTOCOL};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
 use crate::audit;
@@ -34,6 +33,7 @@ use crate::auth::{self, CurrentUser, Role};
 use crate::config::MuxConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::source::{HostkeyQuestion, OpenError};
 
 /// Messages from channels (and the registry) to a socket task.
 pub enum Outbound {
@@ -53,8 +53,13 @@ pub enum Outbound {
 /// Queue from channels to one socket. Each channel has at most one window of output in
 /// flight, so this bounds messages, and the window bounds bytes.
 const OUTBOX_CAPACITY: usize = 256;
-/// Queue of commands into one channel.
-const CHANNEL_CMD_CAPACITY: usize = 256;
+/// Queue of commands into one channel: attach, resize and host-key answers only (input,
+/// acks and stop requests bypass it), so a few slots are plenty; a socket that finds it
+/// full answers `channel_busy` or drops a superseded resize.
+const CHANNEL_CMD_CAPACITY: usize = 16;
+
+/// A registered socket: its id, its kick signal and its login's activity clock.
+type SocketSlot = (u64, watch::Receiver<Option<&'static str>>, Arc<AtomicI64>);
 
 /// Who a socket belongs to.
 #[derive(Clone)]
@@ -65,6 +70,8 @@ pub(crate) struct LoginCtx {
     pub ip: String,
     /// Unix seconds after which the login is over however active (absolute timeout).
     pub expires_at: i64,
+    /// The login's session id (to refresh its idle clock from terminal activity).
+    pub session_id: Option<String>,
 }
 
 struct LoginEntry {
@@ -72,6 +79,14 @@ struct LoginEntry {
     /// socket id → kick signal (a reason once set).
     sockets: HashMap<u64, watch::Sender<Option<&'static str>>>,
     channels: usize,
+    session_id: Option<String>,
+    expires_at: i64,
+    /// Unix seconds of the last input or ack on any socket of this login.
+    activity: Arc<AtomicI64>,
+    /// When activity was last written to the stored login, and the last activity the
+    /// store is known to hold (from either sockets or REST).
+    flushed_at: i64,
+    known_seen: i64,
 }
 
 /// Shared registry state.
@@ -81,6 +96,8 @@ pub struct MuxInner {
     app: Weak<App>,
     channels: DashMap<Arc<str>, ChannelHandle>,
     logins: DashMap<Arc<str>, LoginEntry>,
+    /// Channels per user over all their logins.
+    user_channels: DashMap<Arc<str>, usize>,
     next_socket: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -92,17 +109,20 @@ pub struct Mux {
 
 impl Mux {
     pub fn new(cfg: MuxConfig, metrics: Arc<Metrics>, app: Weak<App>) -> Self {
-        Mux {
-            inner: Arc::new(MuxInner {
-                cfg,
-                metrics,
-                app,
-                channels: DashMap::new(),
-                logins: DashMap::new(),
-                next_socket: AtomicU64::new(1),
-                shutting_down: AtomicBool::new(false),
-            }),
+        let inner = Arc::new(MuxInner {
+            cfg,
+            metrics,
+            app,
+            channels: DashMap::new(),
+            logins: DashMap::new(),
+            user_channels: DashMap::new(),
+            next_socket: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(login_sweeper(Arc::downgrade(&inner)));
         }
+        Mux { inner }
     }
 
     /// Ends every socket and channel of one login (logout).
@@ -131,15 +151,7 @@ impl MuxInner {
     fn close_where(&self, pred: impl Fn(&ChannelHandle) -> bool, reason: &'static str) {
         for h in self.channels.iter() {
             if pred(h.value()) {
-                let cmd = h.cmd.clone();
-                // Never block the caller: a full queue gets the message from a task.
-                if let Err(mpsc::error::TrySendError::Full(msg)) =
-                    cmd.try_send(ChannelCmd::Shutdown(reason))
-                {
-                    tokio::spawn(async move {
-                        let _ = cmd.send(msg).await;
-                    });
-                }
+                h.stop(reason);
             }
         }
     }
@@ -167,10 +179,7 @@ impl MuxInner {
     }
 
     /// Registers a socket; `None` if the login has too many.
-    fn socket_opened(
-        &self,
-        login: &LoginCtx,
-    ) -> Option<(u64, watch::Receiver<Option<&'static str>>)> {
+    fn socket_opened(&self, login: &LoginCtx) -> Option<SocketSlot> {
         let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
         let mut entry = self
@@ -180,13 +189,18 @@ impl MuxInner {
                 username: login.username.clone(),
                 sockets: HashMap::new(),
                 channels: 0,
+                session_id: login.session_id.clone(),
+                expires_at: login.expires_at,
+                activity: Arc::new(AtomicI64::new(0)),
+                flushed_at: crate::store::now(),
+                known_seen: crate::store::now(),
             });
         if entry.sockets.len() >= self.cfg.max_sockets_per_login {
             return None;
         }
         entry.sockets.insert(id, tx);
         self.metrics.socket_opened();
-        Some((id, rx))
+        Some((id, rx, entry.activity.clone()))
     }
 
     fn socket_closed(&self, login_id: &str, socket_id: u64) {
@@ -221,6 +235,52 @@ impl MuxInner {
         let app = self
             .app()
             .ok_or_else(|| OpenError::new(codes::SHUTTING_DOWN, "the gateway is shutting down"))?;
+        let (target_name, check): (String, Result<(), OpenError>) = match &target {
+            OpenTarget::Pty {
+                program,
+                cols,
+                rows,
+            } => (format!("program {program}"), check_size(*cols, *rows)),
+            OpenTarget::Ssh {
+                session_id,
+                host,
+                port,
+                username,
+                cols,
+                rows,
+                ..
+            } => (
+                match (session_id, host) {
+                    (Some(sid), _) => format!("saved session {sid}"),
+                    (None, h) => format!(
+                        "{}@{}:{}",
+                        username.as_deref().unwrap_or("?"),
+                        h.as_deref().unwrap_or("?"),
+                        port.unwrap_or(22)
+                    ),
+                },
+                check_size(*cols, *rows),
+            ),
+            other => (
+                other.kind().to_string(),
+                Err(OpenError::new(
+                    codes::UNSUPPORTED_KIND,
+                    format!("channel kind {:?} is not available yet", other.kind()),
+                )),
+            ),
+        };
+        check?;
+        let id: Arc<str> = Arc::from(crate::store::new_id());
+        let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CMD_CAPACITY);
+        let handle = ChannelHandle::new(
+            id.clone(),
+            kind,
+            login,
+            target_name,
+            self.cfg.input_window_bytes as u64,
+            cmd_tx,
+        );
+        let input = handle.shared.input.clone();
         let (start, questions): (Starter, Option<mpsc::Receiver<HostkeyQuestion>>) = match target {
             OpenTarget::Pty {
                 program,
@@ -233,9 +293,8 @@ impl MuxInner {
                         format!("program {program:?} is not on the allow-list"),
                     )
                 })?;
-                check_size(cols, rows)?;
                 (
-                    Box::pin(async move { crate::pty::spawn(&argv, cols, rows) }),
+                    Box::pin(async move { crate::pty::spawn(&argv, cols, rows, input) }),
                     None,
                 )
             }
@@ -248,7 +307,6 @@ impl MuxInner {
                 cols,
                 rows,
             } => {
-                check_size(cols, rows)?;
                 let (qtx, qrx) = mpsc::channel(1);
                 let target = crate::ssh::Target {
                     session_id,
@@ -261,7 +319,9 @@ impl MuxInner {
                 };
                 let owner = login.username.to_string();
                 (
-                    Box::pin(async move { crate::ssh::start(app, owner, target, qtx).await }),
+                    Box::pin(
+                        async move { crate::ssh::start(app, owner, target, qtx, input).await },
+                    ),
                     Some(qrx),
                 )
             }
@@ -272,6 +332,23 @@ impl MuxInner {
                 ))
             }
         };
+        self.reserve_channel(login)?;
+        self.channels.insert(id.clone(), handle.clone());
+        self.metrics.channel_opened(kind);
+        let task = channel::ChannelTask {
+            inner: self.clone(),
+            handle: handle.clone(),
+            grace: Duration::from_secs(self.cfg.grace_secs),
+            flow: OutputFlow::new(self.cfg.window_bytes, self.cfg.ring_bytes),
+            attached: Some(socket),
+        };
+        tokio::spawn(task.run(cmd_rx, start, questions));
+        Ok(handle)
+    }
+
+    /// Counts a new channel against the gateway's, the user's and the login's limits,
+    /// or says which is reached.
+    fn reserve_channel(&self, login: &LoginCtx) -> Result<(), OpenError> {
         if self.channels.len() >= self.cfg.max_channels_total {
             return Err(OpenError::new(
                 codes::LIMIT_REACHED,
@@ -281,53 +358,51 @@ impl MuxInner {
                 ),
             ));
         }
+        let mut entry = self
+            .logins
+            .get_mut(&*login.login_id)
+            .ok_or_else(|| OpenError::new(codes::FORBIDDEN, "socket not registered"))?;
+        if entry.channels >= self.cfg.max_channels_per_login {
+            return Err(OpenError::new(
+                codes::LIMIT_REACHED,
+                format!(
+                    "this login already has {} channels open (the limit)",
+                    entry.channels
+                ),
+            ));
+        }
         {
-            let mut entry = self
-                .logins
-                .get_mut(&*login.login_id)
-                .ok_or_else(|| OpenError::new(codes::FORBIDDEN, "socket not registered"))?;
-            if entry.channels >= self.cfg.max_channels_per_login {
+            let mut per_user = self
+                .user_channels
+                .entry(login.username.clone())
+                .or_insert(0);
+            if *per_user >= self.cfg.max_channels_per_user {
                 return Err(OpenError::new(
                     codes::LIMIT_REACHED,
                     format!(
-                        "this login already has {} channels open (the limit)",
-                        entry.channels
+                        "you already have {} channels open over all your logins (the limit)",
+                        *per_user
                     ),
                 ));
             }
-            entry.channels += 1;
+            *per_user += 1;
         }
-        let id: Arc<str> = Arc::from(crate::store::new_id());
-        let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_CMD_CAPACITY);
-        let handle = ChannelHandle {
-            id: id.clone(),
-            kind,
-            login_id: login.login_id.clone(),
-            username: login.username.clone(),
-            cmd: cmd_tx,
-            acked: Arc::new(AtomicU64::new(0)),
-            input: Arc::new(std::sync::OnceLock::new()),
-            diverted: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            ack_signal: Arc::new(Notify::new()),
+        entry.channels += 1;
+        Ok(())
+    }
+
+    /// Audits a channel's start with its target and outcome.
+    fn audit_open(&self, handle: &ChannelHandle, outcome: Result<(), &'static str>) {
+        let detail = match outcome {
+            Ok(()) => format!("{} {}: ok", handle.kind, handle.target),
+            Err(code) => format!("{} {}: failed ({code})", handle.kind, handle.target),
         };
-        self.channels.insert(id.clone(), handle.clone());
-        self.metrics.channel_opened(kind);
         self.audit(
-            audit::Entry::new(&login.username, "channel.open")
-                .target(id.to_string())
-                .ip(Some(login.ip.clone()))
-                .detail(kind),
+            audit::Entry::new(&handle.username, "channel.open")
+                .target(handle.id.to_string())
+                .ip(Some(handle.ip.to_string()))
+                .detail(detail),
         );
-        let task = channel::ChannelTask {
-            inner: self.clone(),
-            handle: handle.clone(),
-            window: self.cfg.window_bytes as u64,
-            grace: Duration::from_secs(self.cfg.grace_secs),
-            ring: RingBuffer::new(self.cfg.ring_bytes),
-            attached: Some(socket),
-        };
-        tokio::spawn(task.run(cmd_rx, start, questions));
-        Ok(handle)
     }
 
     fn channel_ended(&self, handle: &ChannelHandle, reason: &'static str) {
@@ -337,15 +412,88 @@ impl MuxInner {
             e.channels = e.channels.saturating_sub(1);
             e.sockets.is_empty() && e.channels == 0
         });
+        self.user_channels.remove_if_mut(&handle.username, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
         self.audit(
             audit::Entry::new(&handle.username, "channel.close")
                 .target(handle.id.to_string())
-                .detail(reason),
+                .detail(format!("{} {}: {reason}", handle.kind, handle.target)),
         );
     }
 
     fn channel(&self, id: &str) -> Option<ChannelHandle> {
         self.channels.get(id).map(|h| h.clone())
+    }
+
+    /// One pass of the login sweeper: ends the sockets and channels of logins that
+    /// expired (absolute or idle timeout), and writes terminal activity to the stored
+    /// login so that working only in terminals keeps a login alive.
+    async fn sweep_logins(&self, store: &crate::store::Store, idle: u64) {
+        let now = crate::store::now();
+        let refresh = (idle as i64 / 4).clamp(1, 60);
+        let mut work = Vec::new();
+        for e in self.logins.iter() {
+            work.push((
+                e.key().clone(),
+                e.session_id.clone(),
+                e.expires_at,
+                e.activity.load(Ordering::Acquire),
+                e.flushed_at,
+                e.known_seen,
+            ));
+        }
+        for (login_id, session_id, expires_at, activity, flushed_at, known_seen) in work {
+            let expired = if now >= expires_at {
+                true
+            } else if let Some(sid) = session_id {
+                let state = if activity > known_seen && now - flushed_at >= refresh {
+                    let st = crate::auth::refresh_login(store, &sid, activity, idle).await;
+                    if let Some(mut e) = self.logins.get_mut(&login_id) {
+                        e.flushed_at = now;
+                    }
+                    Some(st)
+                } else if now - activity.max(known_seen) >= idle as i64 {
+                    Some(crate::auth::login_state(store, &sid).await)
+                } else {
+                    None
+                };
+                match state {
+                    Some(crate::auth::LoginState::Gone) => true,
+                    Some(crate::auth::LoginState::Alive { seen_at }) => {
+                        if let Some(mut e) = self.logins.get_mut(&login_id) {
+                            e.known_seen = e.known_seen.max(seen_at);
+                        }
+                        now - seen_at.max(activity) >= idle as i64
+                    }
+                    None => false,
+                }
+            } else {
+                false
+            };
+            if expired {
+                self.end_where(|l, _| l == &*login_id, codes::SESSION_EXPIRED);
+            }
+        }
+    }
+}
+
+/// Runs [`MuxInner::sweep_logins`] every quarter of the idle timeout (at most every
+/// 30 s) for as long as the mux exists.
+async fn login_sweeper(inner: Weak<MuxInner>) {
+    loop {
+        let Some(mux) = inner.upgrade() else { return };
+        let Some(app) = mux.app() else {
+            drop(mux);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let idle = app.cfg.session.idle_timeout_secs.max(1);
+        let every = Duration::from_secs((idle / 4).clamp(1, 30));
+        mux.sweep_logins(&app.store, idle).await;
+        drop((mux, app));
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -387,9 +535,10 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         role: user.role,
         ip: user.ip.clone(),
         expires_at: user.login.login_at + app.cfg.session.absolute_timeout_secs as i64,
+        session_id: user.session.id().map(|id| id.to_string()),
     };
     let inner = app.mux.inner.clone();
-    let Some((socket_id, kick)) = inner.socket_opened(&login) else {
+    let Some((socket_id, kick, activity)) = inner.socket_opened(&login) else {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_sockets",
@@ -410,5 +559,5 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         .write_buffer_size(0)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| socket::run(inner, socket, login, socket_id, kick))
+        .on_upgrade(move |socket| socket::run(inner, socket, login, socket_id, kick, activity))
 }

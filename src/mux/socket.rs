@@ -5,7 +5,8 @@
 //! busy channel cannot stall the socket, and a socket that is draining its outbox can
 //! never deadlock with a channel waiting to send into it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +18,34 @@ use tokio::time::Instant;
 
 use super::channel::{ChannelCmd, ChannelHandle, SocketRef};
 use super::{LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY};
+use crate::source::Offer;
 
 /// Frames written before a flush, so bulk output goes out in few syscalls.
 const WRITE_BATCH: usize = 64;
+/// How long acks and resizes for a channel number that just closed are ignored without
+/// an error: the client may have sent them before it saw `closed` (they crossed on the
+/// wire), and that is not a mistake worth reporting.
+const RECENTLY_CLOSED_FOR: Duration = Duration::from_secs(10);
+/// Channel numbers remembered as recently closed, at most (the oldest is forgotten).
+const RECENTLY_CLOSED_MAX: usize = 64;
+
+/// A channel as this socket sees it.
+struct Attachment {
+    handle: ChannelHandle,
+    /// Acks of this socket's client for this channel, taken by the channel task.
+    acked: Arc<AtomicU64>,
+}
 
 struct Socket {
     inner: Arc<MuxInner>,
     login: LoginCtx,
     id: u64,
     outbox: mpsc::Sender<Outbound>,
-    channels: HashMap<u32, ChannelHandle>,
+    channels: HashMap<u32, Attachment>,
+    recently_closed: VecDeque<(u32, Instant)>,
+    /// The login's last-activity clock (Unix seconds), shared by its sockets.
+    activity: Arc<AtomicI64>,
+    activity_mark: i64,
 }
 
 fn error_frame(ch: Option<u32>, code: &str, message: impl Into<String>) -> ServerFrame {
@@ -37,28 +56,42 @@ fn error_frame(ch: Option<u32>, code: &str, message: impl Into<String>) -> Serve
     }
 }
 
-/// Sends a command to a channel without waiting; a full queue hands it to a task.
-fn deliver(handle: &ChannelHandle, cmd: ChannelCmd) -> bool {
-    match handle.cmd.try_send(cmd) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(cmd)) => {
-            let tx = handle.cmd.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    }
-}
-
 impl Socket {
-    fn socket_ref(&self, ch: u32) -> SocketRef {
-        SocketRef {
-            socket_id: self.id,
-            ch,
-            outbox: self.outbox.clone(),
+    fn attach_ref(&self, ch: u32) -> (SocketRef, Arc<AtomicU64>) {
+        let acked = Arc::new(AtomicU64::new(0));
+        (
+            SocketRef {
+                socket_id: self.id,
+                ch,
+                outbox: self.outbox.clone(),
+                acked: acked.clone(),
+            },
+            acked,
+        )
+    }
+
+    /// Input and acks are a person at work: they keep the login alive.
+    fn active(&mut self) {
+        let now = crate::store::now();
+        if now != self.activity_mark {
+            self.activity_mark = now;
+            self.activity.store(now, Ordering::Release);
         }
+    }
+
+    fn just_closed(&self, ch: u32) -> bool {
+        self.recently_closed
+            .iter()
+            .any(|(c, at)| *c == ch && at.elapsed() <= RECENTLY_CLOSED_FOR)
+    }
+
+    fn mark_closed(&mut self, ch: u32) {
+        self.recently_closed
+            .retain(|(c, at)| *c != ch && at.elapsed() <= RECENTLY_CLOSED_FOR);
+        if self.recently_closed.len() >= RECENTLY_CLOSED_MAX {
+            self.recently_closed.pop_front();
+        }
+        self.recently_closed.push_back((ch, Instant::now()));
     }
 
     fn handle_binary(&mut self, data: &bytes::Bytes) -> Option<ServerFrame> {
@@ -66,29 +99,29 @@ impl Socket {
             Ok(v) => v,
             Err(e) => return Some(error_frame(None, codes::MALFORMED_FRAME, e.to_string())),
         };
-        let Some(handle) = self.channels.get(&ch) else {
+        let Some(a) = self.channels.get(&ch) else {
             return Some(error_frame(
                 Some(ch),
                 codes::UNKNOWN_CHANNEL,
                 format!("no channel {ch} on this socket"),
             ));
         };
-        let payload = data.slice(data.len() - payload.len()..);
-        match handle.send_input(payload, &self.inner.metrics) {
-            Ok(()) => None,
-            Err(code) if code == codes::INPUT_STALLED => Some(error_frame(
-                Some(ch),
-                codes::INPUT_STALLED,
-                "the channel is not keeping up with input; input dropped",
-            )),
-            Err(_) => {
-                self.channels.remove(&ch);
-                Some(error_frame(
-                    Some(ch),
-                    codes::UNKNOWN_CHANNEL,
-                    format!("channel {ch} has ended"),
-                ))
+        let n = payload.len();
+        match a.handle.offer_input(payload) {
+            Offer::Accepted => {
+                self.inner.metrics.bytes_in(n);
+                self.active();
+                None
             }
+            Offer::Overrun { outstanding, window } => Some(error_frame(
+                Some(ch),
+                codes::INPUT_OVERRUN,
+                format!(
+                    "input beyond the {window}-byte input window ({outstanding} bytes not yet consumed, {n} more sent): this input and all that follows is dropped until input_resume"
+                ),
+            )),
+            // The client was told at the overrun; what it sent before hearing is dropped.
+            Offer::Refused => None,
         }
     }
 
@@ -111,6 +144,13 @@ impl Socket {
                 format!("no channel {ch} on this socket"),
             ))
         };
+        let busy = |ch: u32| {
+            Some(error_frame(
+                Some(ch),
+                codes::CHANNEL_BUSY,
+                format!("channel {ch} is busy; send that again shortly"),
+            ))
+        };
         match frame {
             ClientFrame::Open(open) => {
                 let ch = open.ch;
@@ -121,35 +161,54 @@ impl Socket {
                         format!("channel {ch} is already open on this socket"),
                     ));
                 }
-                let socket = self.socket_ref(ch);
+                let (socket, acked) = self.attach_ref(ch);
                 match self.inner.open_channel(&self.login, open.target, socket) {
                     Ok(handle) => {
-                        self.channels.insert(ch, handle);
+                        self.recently_closed.retain(|(c, _)| *c != ch);
+                        self.channels.insert(ch, Attachment { handle, acked });
                         None
                     }
                     Err(e) => Some(error_frame(Some(ch), e.code, e.message)),
                 }
             }
             ClientFrame::Resize { ch, cols, rows } => match self.channels.get(&ch) {
-                Some(h) => {
-                    let _ = h.cmd.try_send(ChannelCmd::Resize { cols, rows });
+                Some(_) if !(1..=1000).contains(&cols) || !(1..=1000).contains(&rows) => {
+                    Some(error_frame(
+                        Some(ch),
+                        codes::INVALID_RESIZE,
+                        format!("cols and rows must be 1-1000 (got {cols}x{rows}); size unchanged"),
+                    ))
+                }
+                Some(a) => {
+                    // A resize dropped on a full queue is superseded by the next one.
+                    let _ = a.handle.cmd.try_send(ChannelCmd::Resize { cols, rows });
                     None
                 }
+                None if self.just_closed(ch) => None,
                 None => unknown(ch),
             },
             ClientFrame::Ack { ch, bytes } => match self.channels.get(&ch) {
-                Some(h) => {
-                    h.ack(bytes);
+                Some(a) => {
+                    a.acked.fetch_add(bytes, Ordering::AcqRel);
+                    a.handle.shared.wake.notify_one();
+                    self.active();
                     None
                 }
+                None if self.just_closed(ch) => None,
                 None => unknown(ch),
             },
             ClientFrame::Close { ch } => match self.channels.get(&ch) {
                 // The number stays taken until the channel's `closed` comes back.
-                Some(h) => {
-                    if !deliver(h, ChannelCmd::Close) {
-                        self.channels.remove(&ch);
-                    }
+                Some(a) => {
+                    a.handle.stop("closed");
+                    None
+                }
+                None if self.just_closed(ch) => None,
+                None => unknown(ch),
+            },
+            ClientFrame::InputResume { ch } => match self.channels.get(&ch) {
+                Some(a) => {
+                    a.handle.resume_input();
                     None
                 }
                 None => unknown(ch),
@@ -157,10 +216,10 @@ impl Socket {
             ClientFrame::HostkeyAccept { ch } | ClientFrame::HostkeyReject { ch } => {
                 let yes = matches!(frame, ClientFrame::HostkeyAccept { .. });
                 match self.channels.get(&ch) {
-                    Some(h) => {
-                        deliver(h, ChannelCmd::Hostkey(yes));
-                        None
-                    }
+                    Some(a) => match a.handle.cmd.try_send(ChannelCmd::Hostkey(yes)) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+                        Err(mpsc::error::TrySendError::Full(_)) => busy(ch),
+                    },
                     None => unknown(ch),
                 }
             }
@@ -180,24 +239,25 @@ impl Socket {
                     ));
                 };
                 if handle.login_id != self.login.login_id {
-                    // Same answer shape as for a missing channel would leak existence;
-                    // but a clear refusal helps the owner's other logins. Refuse plainly.
                     return Some(error_frame(
                         Some(ch),
                         codes::ATTACH_REFUSED,
                         "that channel belongs to another login",
                     ));
                 }
-                let socket = self.socket_ref(ch);
-                if deliver(&handle, ChannelCmd::Attach { socket, offset }) {
-                    self.channels.insert(ch, handle);
-                    None
-                } else {
-                    Some(error_frame(
+                let (socket, acked) = self.attach_ref(ch);
+                match handle.cmd.try_send(ChannelCmd::Attach { socket, offset }) {
+                    Ok(()) => {
+                        self.recently_closed.retain(|(c, _)| *c != ch);
+                        self.channels.insert(ch, Attachment { handle, acked });
+                        None
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => busy(ch),
+                    Err(mpsc::error::TrySendError::Closed(_)) => Some(error_frame(
                         Some(ch),
                         codes::CHANNEL_GONE,
                         "the channel has ended",
-                    ))
+                    )),
                 }
             }
         }
@@ -205,8 +265,9 @@ impl Socket {
 
     /// Frees channel numbers whose channels released them; returns the frame to send.
     fn released(&mut self, ch: u32, id: &str, reason: Option<&'static str>) -> ServerFrame {
-        if self.channels.get(&ch).is_some_and(|h| &*h.id == id) {
+        if self.channels.get(&ch).is_some_and(|a| &*a.handle.id == id) {
             self.channels.remove(&ch);
+            self.mark_closed(ch);
         }
         ServerFrame::Closed {
             ch,
@@ -232,6 +293,7 @@ pub(crate) async fn run(
     login: LoginCtx,
     id: u64,
     mut kick: watch::Receiver<Option<&'static str>>,
+    activity: Arc<AtomicI64>,
 ) {
     let span = tracing::info_span!("socket", id, user = %login.username);
     let _e = span.enter();
@@ -243,6 +305,9 @@ pub(crate) async fn run(
         id,
         outbox,
         channels: HashMap::new(),
+        recently_closed: VecDeque::new(),
+        activity,
+        activity_mark: 0,
     };
     let heartbeat = Duration::from_secs(inner.cfg.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
@@ -283,7 +348,7 @@ pub(crate) async fn run(
             }
             _ = ticker.tick() => {
                 if crate::store::now() >= login.expires_at {
-                    break Some("session_expired");
+                    break Some(codes::SESSION_EXPIRED);
                 }
                 if last_seen.elapsed() > heartbeat * 2 {
                     tracing::debug!("peer silent for two heartbeats; dropping socket");
@@ -304,8 +369,8 @@ pub(crate) async fn run(
         let _ = ws.send(Message::Text(encode_json(&f).into())).await;
         let _ = ws.close().await;
     }
-    for handle in sock.channels.values() {
-        deliver(handle, ChannelCmd::Detach { socket_id: id });
-    }
+    // Channels notice the socket is gone when its outbox closes (they detach then); no
+    // message is needed that a full queue could lose.
+    drop(out_rx);
     inner.socket_closed(&login.login_id, id);
 }

@@ -1,23 +1,33 @@
 //! Local programs in a real PTY, from the admin's allow-list only.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use opsgate_protocol::{codes, DATA_HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::mux::{OpenError, Source, SourceCtl, SourceEvent, Stopper};
+use crate::source::{
+    InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper, MAX_SOURCE_CHUNK,
+};
 
 /// Largest output chunk handed to the channel at once. Reads are coalesced up to this
 /// while the PTY has more ready, so bulk output travels in few, large frames.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = MAX_SOURCE_CHUNK;
 /// Chunks queued between the reader and the channel: the only output buffered outside
 /// the channel's window.
 const EVENT_QUEUE: usize = 2;
-const CONTROL_QUEUE: usize = 64;
+const CONTROL_QUEUE: usize = 8;
 
-/// Starts `argv` in a new PTY of `cols`×`rows` with `TERM=xterm-256color`.
-pub fn spawn(argv: &[String], cols: u16, rows: u16) -> Result<Source, OpenError> {
+/// Starts `argv` in a new PTY of `cols`×`rows` with `TERM=xterm-256color`; its input
+/// comes from `input`.
+pub fn spawn(
+    argv: &[String],
+    cols: u16,
+    rows: u16,
+    input: Arc<InputQueue>,
+) -> Result<Source, OpenError> {
     let fail = |e: &dyn std::fmt::Display| {
         OpenError::new(codes::SPAWN_FAILED, format!("cannot start {argv:?}: {e}"))
     };
@@ -87,25 +97,31 @@ pub fn spawn(argv: &[String], cols: u16, rows: u16) -> Result<Source, OpenError>
         let _ = ev_tx.send(SourceEvent::Exit { code, signal }).await;
     });
 
+    // Writer: input in order, whole; the program's reading pace is the input window's.
     tokio::spawn(async move {
-        while let Some(ctl) = ctl_rx.recv().await {
-            match ctl {
-                SourceCtl::Input(b) => {
-                    if writer.write_all(&b).await.is_err() {
+        loop {
+            tokio::select! {
+                ctl = ctl_rx.recv() => match ctl {
+                    Some(SourceCtl::Resize { cols, rows }) => {
+                        let _ = writer.resize(pty_process::Size::new(rows, cols));
+                    }
+                    None => break,
+                },
+                chunk = input.next() => {
+                    if writer.write_all(&chunk).await.is_err() {
                         break;
                     }
-                }
-                SourceCtl::Resize { cols, rows } => {
-                    let _ = writer.resize(pty_process::Size::new(rows, cols));
+                    input.consumed(chunk.len());
                 }
             }
         }
+        input.close();
     });
 
     Ok(Source {
         events: ev_rx,
         control: ctl_tx,
-        stopper: Stopper::ProcessGroup(pid),
+        stopper: Stopper::Call(Box::new(move || kill_group(pid))),
     })
 }
 

@@ -23,12 +23,15 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::app::App;
 use crate::inventory::{self, CredentialKind, InventoryError};
-use crate::mux::{HostkeyQuestion, OpenError, Source, SourceCtl, SourceEvent, Stopper};
+use crate::source::{
+    HostkeyQuestion, InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper,
+    MAX_SOURCE_CHUNK,
+};
 use crate::store::StoreError;
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = MAX_SOURCE_CHUNK;
 const EVENT_QUEUE: usize = 16;
-const CONTROL_QUEUE: usize = 64;
+const CONTROL_QUEUE: usize = 8;
 /// How long authentication and opening the shell may take after the handshake.
 const AUTH_LIMIT: Duration = Duration::from_secs(30);
 
@@ -322,6 +325,7 @@ pub async fn start(
     owner: String,
     target: Target,
     questions: mpsc::Sender<HostkeyQuestion>,
+    input: Arc<InputQueue>,
 ) -> Result<Source, OpenError> {
     let began = Instant::now();
     let r = resolve(&app, &owner, &target).await?;
@@ -461,37 +465,56 @@ pub async fn start(
         let mut code = None;
         let mut signal = None;
         let mut stopped = false;
+        // Output that did not fit in the previous chunk (chunks never exceed CHUNK).
+        let mut carry: Option<bytes::Bytes> = None;
         loop {
-            let msg = tokio::select! {
-                m = read.wait() => m,
-                _ = &mut stop_rx => { stopped = true; break; }
+            let first = match carry.take() {
+                Some(d) => d,
+                None => {
+                    let msg = tokio::select! {
+                        m = read.wait() => m,
+                        _ = &mut stop_rx => { stopped = true; break; }
+                    };
+                    let Some(msg) = msg else { break };
+                    match msg {
+                        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                            bytes::Bytes::copy_from_slice(&data)
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            code = i32::try_from(exit_status).ok();
+                            continue;
+                        }
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            signal = Some(format!("SIG{signal_name:?}").to_uppercase());
+                            continue;
+                        }
+                        ChannelMsg::Close => break,
+                        _ => continue,
+                    }
+                }
             };
-            let Some(msg) = msg else { break };
-            let mut buf = match msg {
-                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                    let mut b = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
-                    b.resize(DATA_HEADER_LEN, 0);
-                    b.extend_from_slice(&data);
-                    b
-                }
-                ChannelMsg::ExitStatus { exit_status } => {
-                    code = i32::try_from(exit_status).ok();
-                    continue;
-                }
-                ChannelMsg::ExitSignal { signal_name, .. } => {
-                    signal = Some(format!("SIG{signal_name:?}").to_uppercase());
-                    continue;
-                }
-                ChannelMsg::Close => break,
-                _ => continue,
-            };
-            // Coalesce what russh already holds into one frame.
+            let mut buf = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
+            buf.resize(DATA_HEADER_LEN, 0);
+            let mut pending = Some(first);
+            // Coalesce what russh already holds into one chunk of at most CHUNK bytes.
             let mut tail = None;
-            while buf.len() < CHUNK {
+            loop {
+                if let Some(d) = pending.take() {
+                    let room = CHUNK + DATA_HEADER_LEN - buf.len();
+                    if d.len() > room {
+                        buf.extend_from_slice(&d[..room]);
+                        carry = Some(d.slice(room..));
+                        break;
+                    }
+                    buf.extend_from_slice(&d);
+                }
+                if buf.len() >= CHUNK + DATA_HEADER_LEN {
+                    break;
+                }
                 match read.wait().now_or_never() {
                     Some(Some(ChannelMsg::Data { data }))
                     | Some(Some(ChannelMsg::ExtendedData { data, .. })) => {
-                        buf.extend_from_slice(&data)
+                        pending = Some(bytes::Bytes::copy_from_slice(&data));
                     }
                     Some(other) => {
                         tail = Some(other);
@@ -531,18 +554,32 @@ pub async fn start(
             .await;
     });
 
+    // Writer: input (including what was typed while connecting) in order, whole; russh
+    // completes a write once the remote's SSH window takes it, so a device that does not
+    // read holds the client at its input window.
     tokio::spawn(async move {
-        while let Some(ctl) = ctl_rx.recv().await {
-            let r = match ctl {
-                SourceCtl::Input(b) => write.data_bytes(b).await,
-                SourceCtl::Resize { cols, rows } => {
-                    write.window_change(cols as u32, rows as u32, 0, 0).await
+        loop {
+            let r = tokio::select! {
+                ctl = ctl_rx.recv() => match ctl {
+                    Some(SourceCtl::Resize { cols, rows }) => {
+                        write.window_change(cols as u32, rows as u32, 0, 0).await
+                    }
+                    None => break,
+                },
+                chunk = input.next() => {
+                    let n = chunk.len();
+                    let r = write.data_bytes(chunk.freeze()).await;
+                    if r.is_ok() {
+                        input.consumed(n);
+                    }
+                    r
                 }
             };
             if r.is_err() {
                 break;
             }
         }
+        input.close();
     });
 
     Ok(Source {

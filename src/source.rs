@@ -1,0 +1,295 @@
+//! The contract between a channel and the thing that feeds it: a PTY program, an SSH
+//! shell, and later tool runs and job progress. `mux` drives sources through this
+//! contract; `pty` and `ssh` implement it. It depends on neither, so the dependency runs
+//! one way: `mux` → `source` ← `pty`, `ssh`.
+//!
+//! Output travels from the source to the channel as [`SourceEvent`]s through a small
+//! bounded queue; the channel stops pulling while its flow-control window is full, so the
+//! source blocks. Input travels the other way through an [`InputQueue`]: a byte buffer
+//! bounded by the channel's input window, which the client may never overrun.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use opsgate_protocol::HostkeyStatus;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// The largest output chunk a source may hand over in one [`SourceEvent::Data`]. The
+/// channel's ring keeps `window + MAX_SOURCE_CHUNK` bytes, which is what makes every
+/// unacknowledged byte replayable whatever the read sizes (see `mux::flow`).
+pub const MAX_SOURCE_CHUNK: usize = 64 * 1024;
+
+/// What a source (PTY reader, SSH channel reader) reports.
+pub enum SourceEvent {
+    /// Output: the first [`opsgate_protocol::DATA_HEADER_LEN`] bytes are headroom for the
+    /// frame header; the rest is at most [`MAX_SOURCE_CHUNK`] bytes.
+    Data(BytesMut),
+    /// The program or remote shell ended.
+    Exit {
+        code: Option<i32>,
+        signal: Option<String>,
+    },
+    /// The source failed after it started (e.g. the SSH connection dropped).
+    Failed { code: &'static str, message: String },
+}
+
+/// What the channel tells its source besides input.
+pub enum SourceCtl {
+    Resize { cols: u16, rows: u16 },
+}
+
+/// How to stop a source.
+pub enum Stopper {
+    /// Run this (e.g. signal a process group that has not been reaped yet).
+    Call(Box<dyn FnOnce() + Send>),
+    /// Tell the driver task to disconnect.
+    Signal(oneshot::Sender<()>),
+}
+
+impl Stopper {
+    /// Stops the source; never blocks.
+    pub fn stop(self) {
+        match self {
+            Stopper::Call(f) => f(),
+            Stopper::Signal(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// A started source.
+pub struct Source {
+    pub events: mpsc::Receiver<SourceEvent>,
+    pub control: mpsc::Sender<SourceCtl>,
+    pub stopper: Stopper,
+}
+
+/// Why a channel could not be opened.
+#[derive(Debug, Clone)]
+pub struct OpenError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl OpenError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        OpenError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A host-key decision the SSH source needs from the user.
+pub struct HostkeyQuestion {
+    pub algorithm: String,
+    pub fingerprint: String,
+    pub status: HostkeyStatus,
+    pub reply: oneshot::Sender<bool>,
+}
+
+/// What became of input offered to an [`InputQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued for the program, in order.
+    Accepted,
+    /// This input would exceed the input window: it is dropped, and so is everything
+    /// after it until the client sends `input_resume`.
+    Overrun { outstanding: u64, window: u64 },
+    /// Dropped: an earlier overrun has not been acknowledged by the client yet.
+    Refused,
+}
+
+struct InputState {
+    buf: BytesMut,
+    /// Bytes accepted since the channel opened.
+    received: u64,
+    refused: bool,
+    /// The source can take no more input (it ended): input is counted as consumed and
+    /// dropped, so a client's window never jams on a finished program.
+    closed: bool,
+}
+
+/// A channel's input on its way to the program: one ordered byte buffer, bounded by the
+/// input window. The socket appends (never waits), the source's writer takes everything
+/// at once and reports what the program consumed; the channel turns that into
+/// `input_ack` frames. It exists from the channel's first moment, so input typed before
+/// the source started (SSH type-ahead) waits here and is delivered when the shell runs.
+pub struct InputQueue {
+    state: Mutex<InputState>,
+    consumed: AtomicU64,
+    /// Consumption already acknowledged to the client (set by the channel).
+    reported: AtomicU64,
+    window: u64,
+    writer_wake: Notify,
+    /// Wakes the channel task so it can acknowledge consumed input.
+    channel_wake: Arc<Notify>,
+}
+
+impl InputQueue {
+    pub fn new(window: u64, channel_wake: Arc<Notify>) -> Self {
+        InputQueue {
+            state: Mutex::new(InputState {
+                buf: BytesMut::new(),
+                received: 0,
+                refused: false,
+                closed: false,
+            }),
+            consumed: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+            window: window.max(1),
+            writer_wake: Notify::new(),
+            channel_wake,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InputState> {
+        // A poisoned lock only means a panic elsewhere mid-append; the state is a byte
+        // buffer and counters that stay consistent, so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The input window in bytes.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Offers client input. Never blocks; whole frames are accepted or dropped.
+    pub fn offer(&self, data: &[u8]) -> Offer {
+        let n = data.len() as u64;
+        let mut s = self.lock();
+        if s.refused {
+            return Offer::Refused;
+        }
+        if s.closed {
+            s.received += n;
+            drop(s);
+            self.consumed(n as usize);
+            return Offer::Accepted;
+        }
+        let outstanding = s.received - self.consumed.load(Ordering::Acquire);
+        if outstanding + n > self.window {
+            s.refused = true;
+            return Offer::Overrun {
+                outstanding,
+                window: self.window,
+            };
+        }
+        if n == 0 {
+            return Offer::Accepted;
+        }
+        s.buf.extend_from_slice(data);
+        s.received += n;
+        drop(s);
+        self.writer_wake.notify_one();
+        Offer::Accepted
+    }
+
+    /// The client acknowledged an overrun: accept input again.
+    pub fn resume(&self) {
+        self.lock().refused = false;
+    }
+
+    /// Waits for input and takes all of it (the source's writer calls this).
+    pub async fn next(&self) -> BytesMut {
+        loop {
+            {
+                let mut s = self.lock();
+                if !s.buf.is_empty() {
+                    return s.buf.split();
+                }
+            }
+            // `notify_one` stores a permit when nobody waits, so an offer between the
+            // check above and this await is not missed.
+            self.writer_wake.notified().await;
+        }
+    }
+
+    /// The program consumed `n` bytes handed out by [`InputQueue::next`]. The channel
+    /// is woken only once half a window awaits acknowledgement: a keystroke's consumption
+    /// rides along with the wake-up its echo causes anyway, so typing costs no extra
+    /// task switch, while a paste is acknowledged as it drains.
+    pub fn consumed(&self, n: usize) {
+        let total = self.consumed.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        if total - self.reported.load(Ordering::Acquire) >= self.window / 2 {
+            self.channel_wake.notify_one();
+        }
+    }
+
+    /// The channel acknowledged consumption up to `total` to the client.
+    pub fn reported(&self, total: u64) {
+        self.reported.store(total, Ordering::Release);
+    }
+
+    /// Bytes accepted and bytes consumed so far, read together.
+    pub fn snapshot(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.received, self.consumed.load(Ordering::Acquire))
+    }
+
+    /// The source takes no more input: what waits and what comes is dropped and counted
+    /// as consumed.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        let waiting = s.buf.len();
+        s.buf.clear();
+        drop(s);
+        if waiting > 0 {
+            self.consumed(waiting);
+        }
+        self.channel_wake.notify_one();
+    }
+
+    /// Bytes the program consumed so far.
+    pub fn consumed_total(&self) -> u64 {
+        self.consumed.load(Ordering::Acquire)
+    }
+
+    /// Bytes accepted but not consumed yet.
+    pub fn outstanding(&self) -> u64 {
+        let s = self.lock();
+        s.received - self.consumed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_order_and_enforces_the_window() {
+        let q = InputQueue::new(10, Arc::new(Notify::new()));
+        assert_eq!(q.offer(b"abc"), Offer::Accepted);
+        assert_eq!(q.offer(b"defg"), Offer::Accepted);
+        assert_eq!(&q.next().await[..], b"abcdefg");
+        // Not consumed yet: 7 outstanding, 4 more would exceed 10.
+        assert_eq!(
+            q.offer(b"hijk"),
+            Offer::Overrun {
+                outstanding: 7,
+                window: 10
+            }
+        );
+        q.consumed(7);
+        // Refused until the client acknowledges the loss, even with room.
+        assert_eq!(q.offer(b"x"), Offer::Refused);
+        q.resume();
+        assert_eq!(q.offer(b"0123456789"), Offer::Accepted);
+        assert_eq!(q.outstanding(), 10);
+        assert_eq!(&q.next().await[..], b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn closed_queue_counts_input_as_consumed() {
+        let q = InputQueue::new(4, Arc::new(Notify::new()));
+        assert_eq!(q.offer(b"ab"), Offer::Accepted);
+        q.close();
+        assert_eq!(q.consumed_total(), 2);
+        assert_eq!(q.offer(b"abcdef"), Offer::Accepted);
+        assert_eq!(q.consumed_total(), 8);
+        assert_eq!(q.outstanding(), 0);
+    }
+}
