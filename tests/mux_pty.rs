@@ -432,23 +432,12 @@ async fn a_large_paste_arrives_whole_and_in_order() {
     w.expect_opened(1).await;
     w.expect_output(1, "READY").await;
     let mut sent = String::new();
-    for frame in 0..1000 {
-        let mut chunk = String::new();
-        for line in 0..5 {
-            chunk.push_str(&format!(
-                "line-{:05} {}\n",
-                frame * 5 + line,
-                "x".repeat(48)
-            ));
-        }
-        w.input(1, chunk.as_bytes()).await;
-        sent.push_str(&chunk);
-        // Read as a browser does while pasting: a client that never reads its socket
-        // would (correctly) get `input_stalled` once every queue is full.
-        if frame % 20 == 19 {
-            w.drain_for(Duration::from_millis(2)).await;
-        }
+    for line in 0..5000 {
+        sent.push_str(&format!("line-{line:05} {}\n", "x".repeat(48)));
     }
+    // As a browser pastes: frames of 300 bytes under the input window.
+    w.send_obeying_window(1, sent.as_bytes(), 300, 131_072)
+        .await;
     let out = w.expect_output(1, "line-04999").await;
     let mut got = out.replace('\r', "");
     // Keep reading until the last line is complete.

@@ -125,6 +125,9 @@ pub enum ServerFrame {
     },
     /// The program consumed `bytes` more bytes of the client's input (incremental).
     InputAck { ch: u32, bytes: u64 },
+    /// Answer to `input_resume`: input is accepted again; `pending` bytes accepted
+    /// before the overrun are not consumed yet and count against the window.
+    InputResumed { ch: u32, pending: u64 },
     /// The SSH server's key needs the user's decision.
     Hostkey {
         ch: u32,

@@ -56,9 +56,17 @@ pub struct SocketRef {
 
 /// Messages to a channel task. Stopping is not one of them (see [`ChannelHandle::stop`]).
 pub enum ChannelCmd {
-    Resize { cols: u16, rows: u16 },
-    Attach { socket: SocketRef, offset: u64 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Attach {
+        socket: SocketRef,
+        offset: u64,
+    },
     Hostkey(bool),
+    /// The client acknowledged an `input_overrun`.
+    InputResume,
 }
 
 /// State a channel shares with sockets and its source.
@@ -122,11 +130,6 @@ impl ChannelHandle {
     /// Offers client input to the program, in order, under the input window.
     pub fn offer_input(&self, data: &[u8]) -> Offer {
         self.shared.input.offer(data)
-    }
-
-    /// The client acknowledged an `input_overrun`.
-    pub fn resume_input(&self) {
-        self.shared.input.resume();
     }
 }
 
@@ -355,6 +358,13 @@ impl ChannelTask {
                         detached_at = None;
                     }
                     Some(ChannelCmd::Resize { cols, rows }) => size = Some((cols, rows)),
+                    Some(ChannelCmd::InputResume) => {
+                        let input = self.handle.shared.input.clone();
+                        input.resume();
+                        let ch = self.ch();
+                        let pending = input.outstanding();
+                        self.frame(ServerFrame::InputResumed { ch, pending }).await;
+                    }
                 },
                 _ = socket_gone(&self.attached) => {
                     self.attached = None;
@@ -504,6 +514,22 @@ impl ChannelTask {
                 self.attach(socket, offset, acks, exit).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
+            Some(ChannelCmd::InputResume) => {
+                // Resume and snapshot together, here where input acks are counted, so
+                // the client's count restarts from exactly what `pending` says.
+                let input = self.handle.shared.input.clone();
+                input.resume();
+                let (received, consumed) = input.snapshot();
+                acks.reported = consumed;
+                acks.due = None;
+                input.reported(consumed);
+                let ch = self.ch();
+                self.frame(ServerFrame::InputResumed {
+                    ch,
+                    pending: received - consumed,
+                })
+                .await;
+            }
         }
         Outcome::Continue
     }

@@ -207,10 +207,10 @@ impl Socket {
                 None => unknown(ch),
             },
             ClientFrame::InputResume { ch } => match self.channels.get(&ch) {
-                Some(a) => {
-                    a.handle.resume_input();
-                    None
-                }
+                Some(a) => match a.handle.cmd.try_send(ChannelCmd::InputResume) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => None,
+                    Err(mpsc::error::TrySendError::Full(_)) => busy(ch),
+                },
                 None => unknown(ch),
             },
             ClientFrame::HostkeyAccept { ch } | ClientFrame::HostkeyReject { ch } => {

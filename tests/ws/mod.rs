@@ -220,6 +220,45 @@ impl Ws {
         counts
     }
 
+    /// Sends `data` on `ch` in frames of `frame` bytes, as a client that obeys the input
+    /// window does: never more than `window` bytes unacknowledged by `input_ack`; the rest
+    /// waits (while output keeps being read and acked). Returns when all is sent.
+    pub async fn send_obeying_window(&mut self, ch: u32, data: &[u8], frame: usize, window: u64) {
+        self.send_obeying_window_from(ch, data, frame, window, 0)
+            .await
+    }
+
+    /// As [`Ws::send_obeying_window`], with `in_flight` bytes already unacknowledged
+    /// (`input_pending` of `opened`, or `pending` of `input_resumed`).
+    pub async fn send_obeying_window_from(
+        &mut self,
+        ch: u32,
+        data: &[u8],
+        frame: usize,
+        window: u64,
+        in_flight: u64,
+    ) {
+        let mut in_flight = in_flight;
+        for piece in data.chunks(frame) {
+            while in_flight + piece.len() as u64 > window {
+                match self.next_event(WAIT).await {
+                    Some(Event::Control(ServerFrame::InputAck { ch: c, bytes })) if c == ch => {
+                        assert!(bytes <= in_flight, "input_ack for more than was sent");
+                        in_flight -= bytes;
+                    }
+                    Some(Event::Control(f)) => self.controls.push(f),
+                    Some(Event::Data(c, d)) => self.buffered.entry(c).or_default().extend(d),
+                    None => panic!(
+                        "no input_ack within {WAIT:?}; controls: {:?}",
+                        self.controls
+                    ),
+                }
+            }
+            self.input(ch, piece).await;
+            in_flight += piece.len() as u64;
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;
     }

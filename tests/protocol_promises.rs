@@ -1,0 +1,479 @@
+//! The protocol's promises under real client behaviour (issue 7): exact resume after
+//! partial acks and drops at arbitrary points, acks clamped to what was sent, acks that
+//! cross `close` on the wire, input flow control with a program that does not read,
+//! type-ahead, resize bounds, and terminal activity keeping a login alive. Real binary,
+//! real PTYs, real sshd, loopback only; every loop is bounded.
+
+mod common;
+mod sshd;
+mod ws;
+
+use std::time::Duration;
+
+use common::{Server, ServerOptions, ADMIN, ADMIN_PASSWORD};
+use opsgate_protocol::{encode_data, ServerFrame};
+use serde_json::json;
+use ws::{connect, Event, Ws};
+
+const PROGRAMS: &str = r#"
+[pty.programs]
+cat = ["cat"]
+yes = ["yes"]
+seq = ["seq", "1", "300000"]
+slow_sum = ["sh", "-c", "stty -echo; sleep 4; head -c 768000 | sha256sum"]
+slow_cat = ["sh", "-c", "stty -echo; printf 'READY\\n'; sleep 3; exec cat"]
+"#;
+
+/// The shipped input window (`mux.input_window_bytes`).
+const INPUT_WINDOW: u64 = 131_072;
+
+async fn server_with(extra: &str) -> Server {
+    Server::start(ServerOptions::default().config(extra).config(PROGRAMS)).await
+}
+
+async fn admin_cookie(s: &Server) -> String {
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    c.cookie.clone().expect("cookie")
+}
+
+fn expected_seq(n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 1..=n {
+        v.extend_from_slice(i.to_string().as_bytes());
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// Reads one attachment's worth of a stream like a real client: each data frame is
+/// acked in part (what it "rendered"), and the socket is dropped without a word once
+/// `stop_after` more bytes arrived, or when nothing comes for a while (window full).
+/// Returns (bytes received, whether the channel closed).
+async fn read_partially(w: &mut Ws, ch: u32, stop_after: usize, rng: &mut Lcg) -> (Vec<u8>, bool) {
+    w.auto_ack = false;
+    let mut got = Vec::new();
+    let mut unacked = 0u64;
+    loop {
+        match w.next_event(Duration::from_millis(700)).await {
+            Some(Event::Data(c, d)) if c == ch => {
+                got.extend_from_slice(&d);
+                unacked += d.len() as u64;
+                // Ack a random part of what is not acked yet; sometimes nothing.
+                let n = unacked * rng.next(101) / 100;
+                if n > 0 {
+                    w.ack(ch, n as usize).await;
+                    unacked -= n;
+                }
+                if got.len() >= stop_after {
+                    return (got, false);
+                }
+            }
+            Some(Event::Control(ServerFrame::Closed { ch: c, .. })) if c == ch => {
+                return (got, true)
+            }
+            Some(Event::Control(ServerFrame::Error { code, message, .. })) => {
+                panic!("error during the stream: {code}: {message}")
+            }
+            Some(_) => {}
+            // Nothing more (the window is full of unacked output): drop here.
+            None => return (got, false),
+        }
+    }
+}
+
+/// Reads a whole stream through many drops at random points with partial acks, then
+/// returns everything received in order.
+async fn stream_through_drops(
+    s: &Server,
+    cookie: &str,
+    mut w: Ws,
+    id: &str,
+    first: Vec<u8>,
+    seed: u64,
+) -> Vec<u8> {
+    let mut rng = Lcg(seed);
+    let mut received = first;
+    let mut drops = 0;
+    for round in 0..400u32 {
+        let stop_after = 20_000 + rng.next(60_000) as usize;
+        let (got, closed) = read_partially(&mut w, 1, stop_after, &mut rng).await;
+        received.extend_from_slice(&got);
+        if closed {
+            assert!(drops >= 3, "the stream ended after only {drops} drops");
+            return received;
+        }
+        // Drop without a word, sometimes several times in a row before re-attaching.
+        drop(w);
+        drops += 1;
+        let mut next = connect(s, cookie).await;
+        let ch = 1;
+        next.send_json(json!({"type":"attach","ch":ch,"id":id,"offset":received.len()}))
+            .await;
+        match next
+            .expect_control(|f| {
+                matches!(
+                    f,
+                    ServerFrame::Opened { ch: 1, .. } | ServerFrame::Error { ch: Some(1), .. }
+                )
+            })
+            .await
+        {
+            ServerFrame::Opened { offset, lost, .. } => {
+                assert_eq!(offset, Some(received.len() as u64), "round {round}");
+                assert_eq!(lost, Some(0), "round {round}: bytes lost on attach");
+            }
+            other => panic!("round {round}: attach failed: {other:?}"),
+        }
+        w = next;
+    }
+    panic!("stream did not end within 400 reconnects");
+}
+
+#[tokio::test]
+async fn pty_resume_is_exact_through_partial_acks_and_drops_with_default_sizes() {
+    // Shipped defaults: ring = window = 256 KiB.
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "seq").await;
+    let id = w.expect_opened(1).await;
+    let first = w.buffered.remove(&1).unwrap_or_default();
+    let got = stream_through_drops(&s, &cookie, w, &id, first, 7).await;
+    let expected = expected_seq(300_000);
+    assert_eq!(got.len(), expected.len(), "byte count differs");
+    assert!(got == expected, "stream differs after resumes");
+}
+
+#[tokio::test]
+async fn ssh_resume_is_exact_through_partial_acks_and_drops() {
+    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+    let s = server_with("").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let cred = admin
+        .post(
+            "/api/credentials",
+            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
+        )
+        .await;
+    cred.assert_status(201);
+    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let mut w = connect(&s, &cookie).await;
+    w.send_json(
+        json!({"type":"open","ch":1,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
+        "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24}),
+    )
+    .await;
+    if let ServerFrame::Hostkey { .. } = w
+        .expect_control(|f| {
+            matches!(
+                f,
+                ServerFrame::Hostkey { ch: 1, .. } | ServerFrame::Opened { ch: 1, .. }
+            )
+        })
+        .await
+    {
+        w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+    }
+    let id = w.expect_opened(1).await;
+    w.input(
+        1,
+        b"stty -echo; printf 'BEGIN\\n'; seq 1 200000; printf 'END\\n'; exit\n",
+    )
+    .await;
+    // Everything before the first drop, acked as it arrives.
+    w.pump_until(|w| w.buffered.get(&1).is_some_and(|d| d.len() > 30_000))
+        .await;
+    let first = w.buffered.remove(&1).unwrap_or_default();
+    let got = stream_through_drops(&s, &cookie, w, &id, first, 11).await;
+    let text = String::from_utf8_lossy(&got);
+    let begin = text.find("BEGIN\r\n").expect("BEGIN marker") + "BEGIN\r\n".len();
+    let end = text.rfind("END\r\n").expect("END marker");
+    let body = text[begin..end].as_bytes();
+    let expected = expected_seq(200_000);
+    assert_eq!(body.len(), expected.len(), "byte count differs");
+    assert!(body == &expected[..], "stream differs after resumes");
+}
+
+#[tokio::test]
+async fn acks_beyond_what_was_sent_do_not_lift_the_window() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.auto_ack = false;
+    w.open_pty(1, "yes").await;
+    w.expect_opened(1).await;
+    // A client that acks 4 MiB up front and then never again.
+    w.ack(1, 4 << 20).await;
+    let counts = w.drain_for(Duration::from_millis(1500)).await;
+    let got = counts.get(&1).copied().unwrap_or(0) + w.buffered.get(&1).map_or(0, |_| 0);
+    assert!(
+        got <= 256 * 1024 + 64 * 1024,
+        "{got} bytes arrived with no real acks: the banked ack lifted the window"
+    );
+    assert!(got >= 200 * 1024, "only {got} bytes arrived");
+}
+
+#[tokio::test]
+async fn acks_and_resizes_that_cross_close_are_ignored_quietly() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    w.auto_ack = false;
+    w.input(1, b"hello\n").await;
+    w.pump_until(|w| w.buffered.get(&1).is_some_and(|d| d.len() >= 7))
+        .await;
+    // The output was on the wire when the client closed: its ack and a resize cross
+    // the close, before and after `closed`.
+    w.send_json(json!({"type":"close","ch":1})).await;
+    w.ack(1, 7).await;
+    w.send_json(json!({"type":"resize","ch":1,"cols":100,"rows":30}))
+        .await;
+    w.expect_control(|f| matches!(f, ServerFrame::Closed { ch: 1, .. }))
+        .await;
+    w.ack(1, 3).await;
+    w.send_json(json!({"type":"resize","ch":1,"cols":90,"rows":30}))
+        .await;
+    w.drain_for(Duration::from_millis(500)).await;
+    assert!(
+        !w.controls
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Error { .. })),
+        "{:?}",
+        w.controls
+    );
+    // A number never used still gets the error.
+    w.ack(7, 1).await;
+    w.expect_error(Some(7), "unknown_channel").await;
+}
+
+/// 1,500 numbered 512-byte lines: a big configuration paste.
+fn paste_lines() -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 0..1500 {
+        let head = format!("line {i:05} ");
+        v.extend_from_slice(head.as_bytes());
+        v.extend(std::iter::repeat_n(b'x', 511 - head.len()));
+        v.push(b'\n');
+    }
+    v
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(data)?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+#[tokio::test]
+async fn a_paste_into_a_program_that_does_not_read_arrives_whole() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "slow_sum").await;
+    match w
+        .expect_control(|f| matches!(f, ServerFrame::Opened { ch: 1, .. }))
+        .await
+    {
+        ServerFrame::Opened { input_window, .. } => assert_eq!(input_window, Some(INPUT_WINDOW)),
+        _ => unreachable!(),
+    }
+    let paste = paste_lines();
+    assert_eq!(paste.len(), 768_000);
+    // The program sleeps 4 s before reading: the client waits at its window.
+    w.send_obeying_window(1, &paste, 512, INPUT_WINDOW).await;
+    let out = w.expect_output(1, " -").await;
+    assert!(
+        out.contains(&sha256_hex(&paste)),
+        "the program did not receive the paste whole: {out}"
+    );
+    assert!(
+        !w.controls
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Error { .. })),
+        "{:?}",
+        w.controls
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "slow_cat").await;
+    w.expect_opened(1).await;
+    // The terminal's own echo is off before anything is typed.
+    w.expect_output(1, "READY\r\n").await;
+    // Everything at once, while the program sleeps; then more typing before the client
+    // has read the error.
+    let paste = paste_lines();
+    for line in paste.chunks(512) {
+        w.input(1, line).await;
+    }
+    w.input(1, b"MARKER typed after the loss\n").await;
+    w.expect_error(Some(1), "input_overrun").await;
+    w.input(1, b"MARKER still before input_resume\n").await;
+    // The client acknowledges the loss, learns what still counts against its window,
+    // and types on within it.
+    w.send_json(json!({"type":"input_resume","ch":1})).await;
+    let pending = match w
+        .expect_control(|f| matches!(f, ServerFrame::InputResumed { ch: 1, .. }))
+        .await
+    {
+        ServerFrame::InputResumed { pending, .. } => pending,
+        _ => unreachable!(),
+    };
+    assert!(pending <= INPUT_WINDOW);
+    w.send_obeying_window_from(1, b"AFTER resume\n", 512, INPUT_WINDOW, pending)
+        .await;
+    let out = w.expect_output(1, "AFTER resume").await;
+    let out = out.replace('\r', "");
+    assert!(
+        !out.contains("MARKER"),
+        "input after the loss reached the program"
+    );
+    // What arrived is a whole prefix of the paste, in order, then the new line.
+    let before = out.split("AFTER resume").next().unwrap_or("");
+    let lines: Vec<&str> = before.lines().collect();
+    assert!(!lines.is_empty(), "nothing of the paste arrived");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.starts_with(&format!("line {i:05} ")) && l.len() == 511,
+            "line {i} is not the paste's line {i}: {l:?}"
+        );
+    }
+    assert!(
+        (lines.len() as u64) * 512 <= INPUT_WINDOW,
+        "more than the window arrived"
+    );
+}
+
+#[tokio::test]
+async fn pty_type_ahead_reaches_the_program() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    // Open and type in one burst, before `opened`.
+    w.open_pty(1, "cat").await;
+    w.send_binary(encode_data(1, b"typed-ahead\n")).await;
+    w.expect_opened(1).await;
+    w.expect_output(1, "typed-ahead").await;
+}
+
+#[tokio::test]
+async fn ssh_type_ahead_reaches_the_shell() {
+    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+    let s = server_with("").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let cred = admin
+        .post(
+            "/api/credentials",
+            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
+        )
+        .await;
+    cred.assert_status(201);
+    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let open = |ch: u32| {
+        json!({"type":"open","ch":ch,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
+            "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24})
+    };
+    let mut w = connect(&s, &cookie).await;
+    // Typed while the host-key question is open.
+    w.send_json(open(1)).await;
+    w.input(1, b"echo first-$((6*7))\n").await;
+    w.expect_control(|f| matches!(f, ServerFrame::Hostkey { ch: 1, .. }))
+        .await;
+    w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+    w.expect_opened(1).await;
+    w.expect_output(1, "first-42").await;
+    // Typed while connecting to a trusted host.
+    w.send_json(open(2)).await;
+    w.input(2, b"echo second-$((6*7))\n").await;
+    w.expect_opened(2).await;
+    w.expect_output(2, "second-42").await;
+}
+
+#[tokio::test]
+async fn resize_out_of_bounds_is_refused_and_the_channel_lives_on() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    for (cols, rows) in [(0, 0), (65535, 65535), (1001, 24), (80, 0)] {
+        w.send_json(json!({"type":"resize","ch":1,"cols":cols,"rows":rows}))
+            .await;
+        w.expect_error(Some(1), "invalid_resize").await;
+    }
+    w.input(1, b"still here\n").await;
+    w.expect_output(1, "still here").await;
+}
+
+#[tokio::test]
+async fn one_user_cannot_take_every_channel_over_many_logins() {
+    let s = server_with("[mux]\nmax_channels_per_user = 3\n").await;
+    let a = admin_cookie(&s).await;
+    let b = admin_cookie(&s).await;
+    let mut wa = connect(&s, &a).await;
+    let mut wb = connect(&s, &b).await;
+    for ch in 1..=2 {
+        wa.open_pty(ch, "cat").await;
+        wa.expect_opened(ch).await;
+    }
+    wb.open_pty(1, "cat").await;
+    wb.expect_opened(1).await;
+    wb.open_pty(2, "cat").await;
+    wb.expect_error(Some(2), "limit_reached").await;
+}
+
+#[tokio::test]
+async fn terminal_activity_keeps_a_login_alive_and_an_idle_login_ends_its_sockets() {
+    let s = server_with("[session]\nidle_timeout_secs = 6\n").await;
+    let busy = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let idle = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let mut wb = connect(&s, busy.cookie.as_deref().expect("cookie")).await;
+    let mut wi = connect(&s, idle.cookie.as_deref().expect("cookie")).await;
+    wb.open_pty(1, "cat").await;
+    wb.expect_opened(1).await;
+    wi.open_pty(1, "cat").await;
+    wi.expect_opened(1).await;
+    // 14 s of typing, twice the idle timeout, with no REST call at all.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        n += 1;
+        let word = format!("key{n}");
+        wb.input(1, format!("{word}\n").as_bytes()).await;
+        wb.expect_output(1, &word).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    busy.get("/api/auth/status").await.assert_status(200);
+    // The idle login's socket was told and closed.
+    let msg = wi.expect_error(None, "session_expired").await;
+    assert!(!msg.is_empty());
+    idle.get("/api/auth/status").await.assert_status(401);
+}
