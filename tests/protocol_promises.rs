@@ -105,8 +105,8 @@ async fn stream_through_drops(
 ) -> Vec<u8> {
     let mut rng = Lcg(seed);
     let mut received = first;
-    let mut drops = 0;
     for round in 0..400u32 {
+        let drops = round;
         let stop_after = 20_000 + rng.next(60_000) as usize;
         let (got, closed) = read_partially(&mut w, 1, stop_after, &mut rng).await;
         received.extend_from_slice(&got);
@@ -116,7 +116,6 @@ async fn stream_through_drops(
         }
         // Drop without a word, sometimes several times in a row before re-attaching.
         drop(w);
-        drops += 1;
         let mut next = connect(s, cookie).await;
         let ch = 1;
         next.send_json(json!({"type":"attach","ch":ch,"id":id,"offset":received.len()}))
