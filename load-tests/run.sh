@@ -77,6 +77,9 @@ step throughput-held throughput "${gw[@]}" --program bulk_small --channels 100 -
 step ssh ssh "${gw[@]}" "${ssh[@]}" --channels 1 --interval-ms 100 --duration "$DUR"
 step ssh-throughput throughput "${gw[@]}" "${ssh[@]}" --target opsgate-ssh --channels 1 --repeat "$REPEAT"
 step reconnect reconnect "${gw[@]}" --program echo --sockets "$STORM" --burst 16384
+# Slow renderers: half of each ack withheld, and a burst larger than both windows.
+step reconnect-partial reconnect "${gw[@]}" --program echo --sockets "$((STORM / 5))" --burst 393216 --partial-acks
+step reconnect-partial-storm reconnect "${gw[@]}" --program echo --sockets "$STORM" --burst 16384 --partial-acks
 
 lt_log "tables in $OUT/run.log, rows in $json"
 if [ "$peers" = 1 ]; then

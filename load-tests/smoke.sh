@@ -47,6 +47,7 @@ run connect connect "${common[@]}" --sockets 20 --rate 200 --hold 1 --with-chann
 run echo echo "${common[@]}" --program echo --channels 1,4 --per-socket 2 --duration 1.5 --interval-ms 50
 run throughput throughput "${common[@]}" --program bulk_small --channels 2 --bytes 1048576
 run reconnect reconnect "${common[@]}" --program echo --sockets 8 --burst 4096 --sockets-per-login 4
+run reconnect-partial reconnect "${common[@]}" --program echo --sockets 4 --burst 393216 --partial-acks
 run idle idle "${common[@]}" --program echo --sessions 4 --settle 0.5
 run bare-pty echo --target bare --channels 1 --duration 1 --interval-ms 50
 run bare-pty-throughput throughput --target bare --command "head -c 786432 /dev/urandom | base64 -w 0" --bytes 1048576

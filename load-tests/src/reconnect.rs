@@ -36,6 +36,12 @@ pub struct ReconnectArgs {
     /// Give up on the storm after this many seconds
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// Before the drop, acknowledge only half of the output received
+    #[arg(long)]
+    pub partial_acks: bool,
+    /// The gateway's input window (`mux.input_window_bytes`); `opened` says it too
+    #[arg(long, default_value_t = 131_072)]
+    pub input_window: u64,
 }
 
 const WARMUP: usize = 64;
@@ -51,6 +57,10 @@ struct Stream {
     got: usize,
     wrong: usize,
     unacked: u64,
+    /// Ack only half of what arrived (a slow renderer).
+    partial: bool,
+    /// Input sent and not yet acknowledged by `input_ack`.
+    input_in_flight: u64,
 }
 
 impl Stream {
@@ -87,27 +97,29 @@ async fn pump(
                     st.take(payload);
                 }
             }
-            Message::Text(t) => {
-                if let ServerFrame::Error { code, message, .. } = decode_server(t.as_str())? {
-                    bail!("gateway error: {code}: {message}");
+            Message::Text(t) => match decode_server(t.as_str())? {
+                ServerFrame::Error { code, message, .. } => {
+                    bail!("gateway error: {code}: {message}")
                 }
-            }
+                ServerFrame::InputAck { ch: 1, bytes } => {
+                    st.input_in_flight = st.input_in_flight.saturating_sub(bytes)
+                }
+                _ => {}
+            },
             Message::Close(_) => bail!("socket closed"),
             _ => {}
         }
         if st.unacked >= 16 * 1024 {
-            send_frame(
-                ws,
-                &ClientFrame::Ack {
-                    ch: 1,
-                    bytes: st.unacked,
-                },
-            )
-            .await?;
-            st.unacked = 0;
+            let n = if st.partial {
+                st.unacked / 2
+            } else {
+                st.unacked
+            };
+            send_frame(ws, &ClientFrame::Ack { ch: 1, bytes: n }).await?;
+            st.unacked -= n;
         }
     }
-    if st.unacked > 0 {
+    if st.unacked > 0 && !st.partial {
         send_frame(
             ws,
             &ClientFrame::Ack {
@@ -173,9 +185,13 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
         let note = note_tx.clone();
         let go = go_rx.clone();
         let gate = gate.clone();
-        let burst = a.burst;
+        let shape = Shape {
+            burst: a.burst,
+            partial: a.partial_acks,
+            input_window: a.input_window,
+        };
         tasks.push(tokio::spawn(async move {
-            let r = client(gw, cookie, spec, i, burst, go, note.clone(), gate, deadline).await;
+            let r = client(gw, cookie, spec, i, shape, go, note.clone(), gate, deadline).await;
             if let Err(e) = r {
                 let _ = note.send(Note::Failed(format!("{e:#}"))).await;
             }
@@ -263,6 +279,7 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
         ("reattached", Cell::Int(done as i64)),
         ("failed", Cell::Int(failed as i64)),
         ("burst_bytes", Cell::Int(a.burst as i64)),
+        ("partial_acks", Cell::Text(a.partial_acks.to_string())),
         ("all_attached_ms", Cell::Num(ms_max(&attach), 1)),
         ("attach_p50_ms", Cell::Num(ms_at(&attach, 0.5), 1)),
         ("attach_p99_ms", Cell::Num(ms_at(&attach, 0.99), 1)),
@@ -294,28 +311,41 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What each client does around its drop.
+#[derive(Clone, Copy)]
+struct Shape {
+    burst: usize,
+    partial: bool,
+    input_window: u64,
+}
+
+/// How long a client waits for output before it drops anyway (its window is full of
+/// output it did not acknowledge, so nothing more comes).
+const STALL: Duration = Duration::from_millis(500);
+
 #[allow(clippy::too_many_arguments)]
 async fn client(
     gw: Gateway,
     cookie: String,
     spec: ChannelSpec,
     i: usize,
-    burst: usize,
+    shape: Shape,
     mut go: watch::Receiver<Go>,
     note: mpsc::Sender<Note>,
     gate: Arc<Semaphore>,
     deadline: Instant,
 ) -> anyhow::Result<()> {
     let warm = pattern(WARMUP, i);
-    let burst_bytes = pattern(burst, i + 7);
+    let burst_bytes = pattern(shape.burst, i + 7);
     let mut expected = READY.to_vec();
     expected.extend_from_slice(&warm);
-    expected.extend_from_slice(&burst_bytes);
     let mut st = Stream {
         expected,
         got: 0,
         wrong: 0,
         unacked: 0,
+        partial: false,
+        input_in_flight: 0,
     };
 
     let permit = gate.acquire_owned().await?;
@@ -339,10 +369,40 @@ async fn client(
     while *go.borrow_and_update() == Go::Wait {
         go.changed().await?;
     }
-    ws.send(Message::Binary(encode_data(1, &burst_bytes).into()))
-        .await?;
+    // The burst, in pieces under the input window; with partial acks the output window
+    // fills and the echo stalls, and the client drops once nothing more comes.
+    st.partial = shape.partial;
+    st.input_in_flight = 0;
+    const PIECE: usize = 16 * 1024;
+    let mut sent = 0usize;
     let first = READY.len() + WARMUP + 1;
-    pump(&mut ws, &mut st, deadline, |s| s.got >= first).await?;
+    loop {
+        while sent < burst_bytes.len()
+            && st.input_in_flight + PIECE.min(burst_bytes.len() - sent) as u64 <= shape.input_window
+        {
+            let piece = &burst_bytes[sent..(sent + PIECE).min(burst_bytes.len())];
+            ws.send(Message::Binary(encode_data(1, piece).into()))
+                .await?;
+            st.expected.extend_from_slice(piece);
+            st.input_in_flight += piece.len() as u64;
+            sent += piece.len();
+        }
+        if sent == burst_bytes.len() && st.got >= first {
+            break;
+        }
+        let before = (st.got, st.input_in_flight);
+        let stall = Instant::now() + STALL;
+        let r = pump(&mut ws, &mut st, stall.min(deadline), |s| {
+            (s.got, s.input_in_flight) != before
+        })
+        .await;
+        match r {
+            // Nothing moves: the output window is full of unacknowledged output.
+            Err(e) if e.to_string().starts_with("timed out") && st.got >= first => break,
+            Err(e) if e.to_string().starts_with("timed out") && Instant::now() < deadline => {}
+            other => other?,
+        }
+    }
     let offset = st.got as u64;
     drop(ws); // abrupt: no close frame, as when a balancer restarts
     note.send(Note::Dropped).await?;
@@ -395,6 +455,7 @@ async fn client(
             _ => {}
         }
     };
+    st.partial = false;
     pump(&mut ws, &mut st, deadline, Stream::done).await?;
     let complete = t0.elapsed();
     note.send(Note::Done(Outcome {
