@@ -79,6 +79,18 @@ lt_start_gateway() {
 [login_limit]
 per_ip = 1000000
 per_username = 1000000
+in_flight_per_ip = 1000000
+in_flight_per_username = 1000000
+
+# Every load client comes from 127.0.0.1 as one user: lift the per-address and per-user
+# limits (the total connection cap still follows the fd limit).
+[http]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+
+[rate_limit]
+per_user_per_minute = 0
+per_ip_per_minute = 0
 
 [mux]
 max_sockets_per_login = 100000

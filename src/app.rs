@@ -25,9 +25,11 @@ pub struct App {
 impl App {
     /// Opens the data directory and builds the state. Call inside the Tokio runtime.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<App>> {
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        crate::store::prepare_data_dir(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir)?;
         let sealer = Sealer::load_or_create(&cfg.data_dir)?;
+        // Files an older version (or a restore) left readable by others are tightened.
+        crate::store::tighten_data_dir(&cfg.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),

@@ -9,7 +9,35 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::store::{self, StoreError, AUDIT};
+use crate::store::{self, StoreError, AUDIT, META};
+
+/// Actor of a failed login for a name that is no user (never a valid username: it has a
+/// space).
+pub const UNKNOWN_USER: &str = "unknown user";
+
+/// What the log keeps of a login name that is no user. People type passwords into the
+/// username field, so never the text: a short hash, keyed with a random per-database
+/// key (so it cannot be checked against a list of guesses without the database), that
+/// still lets an admin see the same name tried again.
+pub fn unknown_name_detail(tx: &WriteTransaction, typed: &str) -> Result<String, StoreError> {
+    use sha2::{Digest, Sha256};
+    const KEY: &str = "audit_name_key";
+    let mut meta = tx.open_table(META)?;
+    let existing = meta.get(KEY)?.map(|v| v.value().to_vec());
+    let key = match existing {
+        Some(k) => k,
+        None => {
+            let k = rand::random::<[u8; 32]>().to_vec();
+            meta.insert(KEY, k.as_slice())?;
+            k
+        }
+    };
+    let digest = Sha256::new()
+        .chain_update(&key)
+        .chain_update(typed.as_bytes())
+        .finalize();
+    Ok(format!("name hash {}", hex::encode(&digest[..4])))
+}
 
 /// One audit record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,7 +45,8 @@ pub struct AuditEvent {
     pub seq: u64,
     /// Unix seconds.
     pub at: i64,
-    /// Who acted (the username; for failed logins, the name that was tried).
+    /// Who acted (the username; for a failed login, the name that was tried if it is a
+    /// user, else [`UNKNOWN_USER`]).
     pub actor: String,
     /// What happened, e.g. `login`, `login_failed`, `session.create`, `channel.open`.
     pub action: String,

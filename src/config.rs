@@ -41,6 +41,16 @@ pub struct Config {
     pub insecure_listen: bool,
     /// Largest accepted REST request body.
     pub max_body_bytes: usize,
+    /// Extra `Host` names (`name` for any port, or `name:port`) the gateway answers to,
+    /// besides the listen address, loopback names and `public_url`'s host. Any other
+    /// `Host` gets 421 (DNS rebinding guard).
+    pub allowed_hosts: Vec<String>,
+    /// Bearer token `GET /metrics` requires; empty leaves it open.
+    pub metrics_token: String,
+    /// Log line format on standard error.
+    pub log_format: LogFormat,
+    pub http: HttpConfig,
+    pub rate_limit: RateLimitConfig,
     pub tls: TlsConfig,
     pub session: SessionConfig,
     pub login_limit: LoginLimitConfig,
@@ -60,12 +70,75 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             insecure_listen: false,
             max_body_bytes: 1024 * 1024,
+            allowed_hosts: Vec::new(),
+            metrics_token: String::new(),
+            log_format: LogFormat::Text,
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             session: SessionConfig::default(),
             login_limit: LoginLimitConfig::default(),
             mux: MuxConfig::default(),
             pty: PtyConfig::default(),
             ssh: SshConfig::default(),
+        }
+    }
+}
+
+/// `log_format`: human-readable lines, or one JSON object per line for log collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[http]`: the listener's connection limits and timeouts (slowloris and fd exhaustion).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must be complete this long after the connection opens or the
+    /// previous response ends (HTTP/1), or the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight and no bytes moving for this long is
+    /// closed (HTTP/1 and HTTP/2; WebSockets have their own heartbeat).
+    pub idle_timeout_secs: u64,
+    /// Open connections (WebSockets included) for the whole gateway; lowered at start to
+    /// three quarters of the file-descriptor limit, the rest being kept for PTYs, SSH
+    /// connections and the database.
+    pub max_connections: usize,
+    /// Open connections from one client address. Trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 8192,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+/// `[rate_limit]`: the general API rate limit, separate from the login throttle.
+/// A token bucket per key, refilled at this rate, holding at most one minute's worth.
+/// 0 turns a limit off. `/healthz` is exempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute for one logged-in user (all their logins together).
+    pub per_user_per_minute: u32,
+    /// Requests per minute from one client address.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 3000,
+            per_ip_per_minute: 6000,
         }
     }
 }
@@ -100,16 +173,23 @@ impl Default for SessionConfig {
     }
 }
 
-/// `[login_limit]`: failed-login throttling.
+/// `[login_limit]`: failed-login throttling. An attempt counts as failed from the moment
+/// it starts and is refunded when the password turns out right, so concurrent guesses
+/// cannot slip past the limit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoginLimitConfig {
     /// Failed logins from one client IP within the window before 429.
     pub per_ip: u32,
-    /// Failed logins for one username (from anywhere) within the window before 429.
-    /// Higher than `per_ip` so one attacker cannot lock a user out from their own IP.
+    /// Distinct client IPs with a failed login for one username within the window before
+    /// that username gets 429 from everywhere. Counting addresses, not attempts, means
+    /// one address can never lock a user out for others.
     pub per_username: u32,
     pub window_secs: u64,
+    /// Login attempts being verified at once from one client IP.
+    pub in_flight_per_ip: u32,
+    /// Login attempts being verified at once for one username.
+    pub in_flight_per_username: u32,
 }
 
 impl Default for LoginLimitConfig {
@@ -118,6 +198,8 @@ impl Default for LoginLimitConfig {
             per_ip: 5,
             per_username: 20,
             window_secs: 300,
+            in_flight_per_ip: 4,
+            in_flight_per_username: 4,
         }
     }
 }
@@ -266,6 +348,21 @@ impl Config {
                 "mux.window_bytes must be > 0 and mux.max_frame_bytes >= 1024".into(),
             ));
         }
+        if self.http.header_read_timeout_secs == 0
+            || self.http.idle_timeout_secs == 0
+            || self.http.max_connections == 0
+            || self.http.max_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.header_read_timeout_secs, idle_timeout_secs, max_connections and max_connections_per_ip must be > 0".into(),
+            ));
+        }
+        if self.login_limit.in_flight_per_ip == 0 || self.login_limit.in_flight_per_username == 0 {
+            return Err(ConfigError::Invalid(
+                "login_limit.in_flight_per_ip and in_flight_per_username must be > 0".into(),
+            ));
+        }
+        self.metrics_token = self.metrics_token.trim().to_string();
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key must be given together".into(),

@@ -9,22 +9,29 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use opsgate::auth::{self, Role};
-use opsgate::config::Config;
+use opsgate::config::{Config, LogFormat};
 use opsgate::store::Store;
 
 const CONFIG_HELP: &str = "\
 CONFIGURATION (TOML file via --config; every key may also be set as OPSGATE_<SECTION>__<KEY>,
 e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
-  listen = \"127.0.0.1:8080\"        data_dir = \"./data\"
+  listen = \"127.0.0.1:8080\"        data_dir = \"./data\" (made 0700, its files 0600)
   base_path = \"\"                     serve everything under this prefix (reverse proxies)
   public_url = \"https://host/opsgate\" origin allowed for writes and the WebSocket
   allowed_origins = []               extra allowed origins
-  trusted_proxies = []               proxies whose X-Forwarded-* headers are believed
+  allowed_hosts = []                 extra Host names (\"name\" or \"name:port\"); others get 421
+  trusted_proxies = []               proxies whose X-Forwarded-* and X-Request-Id are believed
   insecure_listen = false            allow plain HTTP on a non-loopback address
   max_body_bytes = 1048576
+  metrics_token = \"\"                 bearer token GET /metrics needs (empty: open)
+  log_format = \"text\"                or \"json\" (one object per line)
+  [http] header_read_timeout_secs = 10, idle_timeout_secs = 60, max_connections = 8192,
+         max_connections_per_ip = 256  (the total is kept below 3/4 of the fd limit)
+  [rate_limit] per_user_per_minute = 3000, per_ip_per_minute = 6000  (0 = off)
   [tls] cert = \"certs/opsgate-dev.crt\", key = \"certs/opsgate-dev.key\"
   [session] idle_timeout_secs = 28800, absolute_timeout_secs = 604800, cookie_name = \"opsgate_session\"
-  [login_limit] per_ip = 5, per_username = 20, window_secs = 300
+  [login_limit] per_ip = 5, per_username = 20 (distinct addresses), window_secs = 300,
+                in_flight_per_ip = 4, in_flight_per_username = 4
   [mux] window_bytes = 262144, ring_bytes = 262144, grace_secs = 300, max_frame_bytes = 1048576,
         max_sockets_per_login = 16, max_channels_per_login = 256, max_channels_total = 2048,
         max_channels_per_user = 512, input_window_bytes = 131072,
@@ -113,8 +120,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 fn user_command(cfg: &Config, action: UserAction) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)?;
+    opsgate::store::prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.data_dir)?;
+    opsgate::store::tighten_data_dir(&cfg.data_dir)?;
     match action {
         UserAction::Add { username, role } => {
             let role = Role::parse(&role).context("role must be admin, operator or viewer")?;
@@ -192,24 +200,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs go to standard error, as text or one JSON object per line (`log_format`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPSGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OPSGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
         Some(Command::GenCert { dir, names }) => {
+            init_logging(LogFormat::Text);
             let (c, k) = opsgate::tls::gen_cert(&dir, &names)?;
             println!("wrote {} and {}", c.display(), k.display());
             Ok(())
         }
-        Some(Command::User { action }) => user_command(&load_config(&cli.serve)?, action),
+        Some(Command::User { action }) => {
+            let cfg = load_config(&cli.serve)?;
+            init_logging(cfg.log_format);
+            user_command(&cfg, action)
+        }
         Some(Command::Serve) | None => {
             let cfg = load_config(&cli.serve)?;
+            init_logging(cfg.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?

@@ -98,6 +98,8 @@ impl FromRequestParts<Arc<App>> for CurrentUser {
             return Err(ApiError::forbidden("viewers have read-only access"));
         }
         let ip = client_ip(parts, &app.cfg.trusted_proxies).to_string();
+        // Every log line of this request says whose it is.
+        crate::http::record_login(&parts.extensions, &user.username, &login.login_id);
         Ok(CurrentUser {
             username: user.username,
             role: user.role,

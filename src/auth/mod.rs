@@ -199,6 +199,15 @@ pub fn create_user(
     Ok(user)
 }
 
+/// What [`update_user`] changed.
+#[derive(Debug, Clone)]
+pub struct UserUpdate {
+    pub user: User,
+    pub password_changed: bool,
+    /// The role is different from before (setting the same role is no change).
+    pub role_changed: bool,
+}
+
 /// Changes a user's password and/or role.
 pub fn update_user(
     tx: &WriteTransaction,
@@ -206,7 +215,7 @@ pub fn update_user(
     password_hash: Option<String>,
     role: Option<Role>,
     actor: &str,
-) -> Result<User, UserError> {
+) -> Result<UserUpdate, UserError> {
     let mut user: User = {
         let table = tx.open_table(USERS)?;
         let v = table.get(username)?;
@@ -215,6 +224,7 @@ pub fn update_user(
             None => return Err(UserError::NotFound(username.into())),
         }
     };
+    let old_role = user.role;
     if let Some(role) = role {
         if user.role == Role::Admin && role != Role::Admin && admin_count(tx)? <= 1 {
             return Err(UserError::LastAdmin);
@@ -243,7 +253,11 @@ pub fn update_user(
         // A new password ends every existing login of that user.
         delete_sessions_of(tx, username)?;
     }
-    Ok(user)
+    Ok(UserUpdate {
+        role_changed: user.role != old_role,
+        user,
+        password_changed: changed_password,
+    })
 }
 
 /// Deletes a user, their whole inventory and their login sessions.

@@ -68,10 +68,15 @@ pub async fn login(
             "username or password too long",
         ));
     }
-    if let Err(wait) = app.limiter.check(&ip, &username) {
-        app.metrics.login_throttled();
-        return Err(ApiError::rate_limited(wait));
-    }
+    // Counted as a failure from here on (refunded below on success), so concurrent
+    // guesses cannot all reach the hash before the first failure is recorded.
+    let attempt = match app.limiter.begin(&ip, &username) {
+        Ok(a) => a,
+        Err(wait) => {
+            app.metrics.login_throttled();
+            return Err(ApiError::rate_limited(wait));
+        }
+    };
     let name = username.clone();
     let user = app
         .store
@@ -86,14 +91,24 @@ pub async fn login(
         .await
         .ok_or_else(|| ApiError::internal("password hashing pool stopped"))?;
     let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => {
-            app.limiter.fail(&ip, &username);
+        (true, Some(u)) => {
+            attempt.succeeded();
+            u
+        }
+        (_, known) => {
+            drop(attempt);
             app.metrics.login_failed();
-            let (u, ip2) = (username.clone(), ip.clone());
+            let (u, ip2, known) = (username.clone(), ip.clone(), known.is_some());
             app.store
                 .write(move |tx| -> Result<(), StoreError> {
-                    audit::record(tx, audit::Entry::new(&u, "login_failed").ip(Some(ip2)))
+                    let entry = if known {
+                        audit::Entry::new(&u, "login_failed")
+                    } else {
+                        // Never the typed text: it may be a password.
+                        audit::Entry::new(audit::UNKNOWN_USER, "login_failed")
+                            .detail(audit::unknown_name_detail(tx, &u)?)
+                    };
+                    audit::record(tx, entry.ip(Some(ip2)))
                 })
                 .await?;
             return Err(ApiError::new(
@@ -117,6 +132,7 @@ pub async fn login(
         .await
         .map_err(ApiError::internal)?;
     app.metrics.login_ok();
+    crate::http::record_login(&parts.extensions, &user.username, &info.login_id);
     let (u, ip2) = (user.username.clone(), ip);
     app.store
         .write(move |tx| -> Result<(), StoreError> {
@@ -227,17 +243,20 @@ pub async fn update_user(
         ),
         None => None,
     };
-    let password_changed = hash.is_some();
     let actor = admin.username.clone();
     let name = username.clone();
-    let user = app
+    let update = app
         .store
         .write(move |tx| super::update_user(tx, &name, hash, body.role, &actor))
         .await?;
-    if password_changed {
+    // Sockets and channels carry the role they were opened with: any change ends them,
+    // so the next socket is opened with the new role.
+    if update.password_changed {
         app.mux.close_user(&username, "password_changed");
+    } else if update.role_changed {
+        app.mux.close_user(&username, "role_changed");
     }
-    Ok(Json(user_json(&user)))
+    Ok(Json(user_json(&update.user)))
 }
 
 /// `DELETE /api/users/{username}`

@@ -1,7 +1,17 @@
 //! tower-sessions store backed by redb, so a gateway restart logs nobody out.
+//!
+//! The database never holds a session id: rows are keyed by the SHA-256 of the id (the
+//! cookie value) and the stored record leaves the id out, so a copied database file
+//! yields no live cookie. Rows written before this scheme were keyed by the raw id; no
+//! cookie hashes to them, so those logins simply ended (their users log in again), and
+//! the expiry sweep removes the rows.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
@@ -24,9 +34,30 @@ fn backend(e: StoreError) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
 
+/// A session record as stored: everything but the id.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    data: HashMap<String, serde_json::Value>,
+    expiry_date: OffsetDateTime,
+}
+
+impl Stored {
+    fn of(record: &Record) -> Stored {
+        Stored {
+            data: record.data.clone(),
+            expiry_date: record.expiry_date,
+        }
+    }
+}
+
+/// The table key of a session id: hex SHA-256 of its cookie form.
+fn key_of(id: &Id) -> String {
+    hex::encode(Sha256::digest(id.to_string().as_bytes()))
+}
+
 /// The username a stored session record belongs to, if it is logged in.
 pub(super) fn record_username(bytes: &[u8]) -> Option<String> {
-    let record: Record = serde_json::from_slice(bytes).ok()?;
+    let record: Stored = serde_json::from_slice(bytes).ok()?;
     let login = record.data.get(super::LOGIN_KEY)?;
     login.get("username")?.as_str().map(str::to_string)
 }
@@ -41,11 +72,11 @@ impl SessionStore for RedbSessionStore {
                 let mut table = tx.open_table(HTTP_SESSIONS)?;
                 // Ids are 128 random bits; a collision is astronomically unlikely but
                 // must never hand one user another's session.
-                while table.get(candidate.id.to_string().as_str())?.is_some() {
+                while table.get(key_of(&candidate.id).as_str())?.is_some() {
                     candidate.id = Id::default();
                 }
-                let bytes = store::encode(&candidate)?;
-                table.insert(candidate.id.to_string().as_str(), bytes.as_slice())?;
+                let bytes = store::encode(&Stored::of(&candidate))?;
+                table.insert(key_of(&candidate.id).as_str(), bytes.as_slice())?;
                 Ok(candidate)
             })
             .await
@@ -58,9 +89,9 @@ impl SessionStore for RedbSessionStore {
         let record = record.clone();
         self.store
             .write(move |tx| -> Result<(), StoreError> {
-                let bytes = store::encode(&record)?;
+                let bytes = store::encode(&Stored::of(&record))?;
                 tx.open_table(HTTP_SESSIONS)?
-                    .insert(record.id.to_string().as_str(), bytes.as_slice())?;
+                    .insert(key_of(&record.id).as_str(), bytes.as_slice())?;
                 Ok(())
             })
             .await
@@ -68,10 +99,10 @@ impl SessionStore for RedbSessionStore {
     }
 
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let key = session_id.to_string();
-        let record = self
+        let key = key_of(session_id);
+        let stored = self
             .store
-            .read(move |tx| -> Result<Option<Record>, StoreError> {
+            .read(move |tx| -> Result<Option<Stored>, StoreError> {
                 let table = tx.open_table(HTTP_SESSIONS)?;
                 match table.get(key.as_str())? {
                     Some(v) => Ok(Some(store::decode(v.value())?)),
@@ -80,11 +111,17 @@ impl SessionStore for RedbSessionStore {
             })
             .await
             .map_err(backend)?;
-        Ok(record.filter(|r| r.expiry_date > OffsetDateTime::now_utc()))
+        Ok(stored
+            .filter(|r| r.expiry_date > OffsetDateTime::now_utc())
+            .map(|r| Record {
+                id: *session_id,
+                data: r.data,
+                expiry_date: r.expiry_date,
+            }))
     }
 
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        let key = session_id.to_string();
+        let key = key_of(session_id);
         self.store
             .write(move |tx| -> Result<(), StoreError> {
                 tx.open_table(HTTP_SESSIONS)?.remove(key.as_str())?;
@@ -105,7 +142,7 @@ impl ExpiredDeletion for RedbSessionStore {
                 let mut doomed = Vec::new();
                 for row in table.iter()? {
                     let (k, v) = row?;
-                    let expired = serde_json::from_slice::<Record>(v.value())
+                    let expired = serde_json::from_slice::<Stored>(v.value())
                         .map(|r| r.expiry_date <= now)
                         .unwrap_or(true);
                     if expired {

@@ -1,15 +1,20 @@
 //! The HTTP edge: routes, the JSON error shape for every rejection, the origin check,
-//! security headers and the body limit.
+//! the host check, request ids, the API rate limit, security headers and the body limit.
 
+mod context;
+mod hosts;
+mod rate;
 mod serve;
 
-pub use serve::serve;
+pub use context::{record_login, RequestId, RequestSpan};
+pub use hosts::{HostPolicy, ListenPort};
+pub use serve::{raise_fd_limit, serve};
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Query, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -83,6 +88,13 @@ pub fn router(app: Arc<App>) -> Router {
             cfg.session.idle_timeout_secs as i64,
         )));
 
+    let rate_limit = Arc::new(rate::ApiRateLimit::new(
+        &cfg.rate_limit,
+        cfg.trusted_proxies.clone(),
+    ));
+    let hosts = Arc::new(HostPolicy::new(cfg));
+    let trusted = Arc::new(cfg.trusted_proxies.clone());
+
     let api = Router::new()
         .route("/api/auth/login", post(auth_routes::login))
         .route("/api/auth/status", get(auth_routes::status))
@@ -130,6 +142,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(middleware::from_fn_with_state(rate_limit, rate::rate_limit))
         .layer(sessions)
         .layer(middleware::from_fn_with_state(app.clone(), origin_check))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes));
@@ -165,7 +178,14 @@ pub fn router(app: Arc<App>) -> Router {
                 .into_response()
             },
         ))
+        // Before any handler and before the base path is even looked at: a request for
+        // a host that is not this gateway gets 421 (DNS rebinding).
+        .layer(middleware::from_fn_with_state(hosts, hosts::host_check))
         .layer(middleware::from_fn_with_state(app.clone(), edge))
+        .layer(middleware::from_fn_with_state(
+            trusted,
+            context::request_context,
+        ))
         .with_state(app)
 }
 
@@ -272,8 +292,45 @@ async fn origin_check(State(app): State<Arc<App>>, req: Request, next: Next) -> 
     next.run(Request::from_parts(parts, body)).await
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> ApiResult<impl IntoResponse> {
+/// Whether `Authorization: Bearer <token>` carries `token`, compared in constant time
+/// (over SHA-256 digests, so the length does not leak either).
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .unwrap_or("");
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(token.as_bytes()),
+    );
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    !given.is_empty() && diff == 0
+}
+
+/// `GET /metrics`: open unless `metrics_token` is set, then it needs that bearer token.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
     use redb::ReadableTableMetadata;
+    let token = &app.cfg.metrics_token;
+    if !token.is_empty() && !bearer_matches(&headers, token) {
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "GET /metrics needs Authorization: Bearer <metrics_token>",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(resp);
+    }
     let n = app
         .store
         .read(|tx| -> Result<u64, StoreError> { Ok(tx.open_table(HTTP_SESSIONS)?.len()?) })
@@ -281,7 +338,8 @@ async fn metrics(State(app): State<Arc<App>>) -> ApiResult<impl IntoResponse> {
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(n as usize),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,10 @@
 //! Every change is one redb write transaction, so a crash (even `kill -9`) leaves either
 //! the whole object or nothing.
 
+mod files;
+
+pub use files::{prepare_data_dir, tighten_data_dir};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// username → user record (JSON).
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-/// HTTP login session id → tower-sessions record (JSON).
+/// hex SHA-256 of an HTTP login session id → its tower-sessions record minus the id (JSON).
 pub const HTTP_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_sessions");
 /// (owner, folder name) → folder record.
 pub const FOLDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("folders");
@@ -49,6 +53,11 @@ pub enum StoreError {
     Codec(#[from] serde_json::Error),
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("cannot create {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 macro_rules! redb_error {
@@ -100,6 +109,11 @@ impl Store {
     /// schema version.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("opsgate.redb");
+        // redb would create the file 0644; make it 0600 first (an empty file is fine).
+        files::create_private_file(&path).map_err(|source| StoreError::File {
+            path: path.display().to_string(),
+            source,
+        })?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                 path: path.display().to_string(),
