@@ -95,6 +95,7 @@ per_ip_per_minute = 0
 [mux]
 max_sockets_per_login = 100000
 max_channels_per_login = 100000
+max_channels_per_user = 100000
 max_channels_total = 4000
 # Channels a failed step leaves behind end after a minute, not five: each holds a PTY,
 # and the kernel has 4,096 (kernel.pty.max). The reconnect storm needs seconds.

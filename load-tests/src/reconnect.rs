@@ -148,6 +148,8 @@ struct Outcome {
     missing: u64,
     wrong: u64,
     offset_ok: bool,
+    /// Input bytes resent after attach (lost in transit with the old socket).
+    resent: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -238,6 +240,7 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
     let mut attach = histogram();
     let mut complete = histogram();
     let (mut lost, mut missing, mut wrong, mut bad_offset, mut done) = (0u64, 0u64, 0u64, 0, 0);
+    let mut resent = 0u64;
     while done + failed < a.sockets {
         match tokio::time::timeout_at(deadline, note_rx.recv()).await {
             Ok(Some(Note::Done(o))) => {
@@ -247,6 +250,7 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
                 lost += o.lost_reported;
                 missing += o.missing;
                 wrong += o.wrong;
+                resent += o.resent;
                 if !o.offset_ok {
                     bad_offset += 1;
                 }
@@ -288,6 +292,7 @@ pub async fn run(a: ReconnectArgs) -> anyhow::Result<()> {
         ("bytes_lost", Cell::Int((lost + missing) as i64)),
         ("bytes_wrong", Cell::Int(wrong as i64)),
         ("bad_offsets", Cell::Int(bad_offset as i64)),
+        ("input_resent", Cell::Int(resent as i64)),
         (
             "server_cpu_s",
             Cell::Num(after.cpu_secs - before.cpu_secs, 2),
@@ -404,6 +409,10 @@ async fn client(
         }
     }
     let offset = st.got as u64;
+    // Input offsets: the warm-up went before the burst.
+    let input_base = WARMUP;
+    let input_total = input_base + sent;
+    let mut resent = 0u64;
     drop(ws); // abrupt: no close frame, as when a balancer restarts
     note.send(Note::Dropped).await?;
 
@@ -434,13 +443,24 @@ async fn client(
                     ch: 1,
                     offset: o,
                     lost,
+                    input_received,
                     ..
                 } => {
+                    // Input sent just before the drop may have died with the socket:
+                    // resend what the channel did not take.
+                    let taken = input_received.unwrap_or(input_total as u64) as usize;
+                    if taken < input_total {
+                        let from = taken.saturating_sub(input_base);
+                        let tail = &burst_bytes[from..sent];
+                        resent = tail.len() as u64;
+                        ws.send(Message::Binary(encode_data(1, tail).into()))
+                            .await?;
+                    }
                     break (
                         t0.elapsed(),
                         lost.unwrap_or(0),
                         o.unwrap_or(offset) == offset,
-                    )
+                    );
                 }
                 ServerFrame::Error { code, message, .. } => {
                     bail!("attach refused: {code}: {message}")
@@ -465,6 +485,7 @@ async fn client(
         missing: (st.expected.len() as u64).saturating_sub(st.got as u64),
         wrong: st.wrong as u64,
         offset_ok,
+        resent,
     }))
     .await?;
     let _ = opsgate::close_channels(&mut ws, &[1]).await;

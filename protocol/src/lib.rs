@@ -122,6 +122,11 @@ pub enum ServerFrame {
         /// has not consumed yet; they count against the window until acknowledged.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input_pending: Option<u64>,
+        /// After `attach`: input bytes the channel has taken from clients in total. Input
+        /// sent on a socket that died may never have arrived; the client resends what it
+        /// sent beyond this count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_received: Option<u64>,
     },
     /// The program consumed `bytes` more bytes of the client's input (incremental).
     InputAck { ch: u32, bytes: u64 },

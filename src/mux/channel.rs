@@ -270,6 +270,7 @@ impl ChannelTask {
             lost: Some(replay.lost),
             input_window: Some(input.window()),
             input_pending: Some(received - consumed),
+            input_received: Some(received),
         })
         .await;
         if replay.lost > 0 {
@@ -414,6 +415,7 @@ impl ChannelTask {
             lost: None,
             input_window: Some(input_window),
             input_pending: None,
+            input_received: None,
         })
         .await;
 
