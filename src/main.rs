@@ -1,5 +1,6 @@
 //! opsgate: a WebSocket-first realtime gateway for network operators.
-#![forbid(unsafe_code)]
+// One audited exception: `tune_allocator` (the library itself forbids unsafe code).
+#![deny(unsafe_code)]
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -213,7 +214,27 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// glibc's malloc raises its mmap threshold to the size of the largest block freed, up to
+/// 32 MiB. After the first login, argon2id's 19 MiB work area is therefore taken from
+/// the heap, and every thread that hashed keeps it: each login thread left ~19.5 MB
+/// resident for good. A fixed threshold keeps blocks of 1 MiB and more in their own
+/// mappings, returned to the system when freed, so the steady state does not depend on
+/// how many logins happened. Small allocations (terminal buffers) are unaffected.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in
+    // `main`, before any other thread exists, with a valid parameter and value.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::GenCert { dir, names }) => {
