@@ -15,10 +15,12 @@ use bytes::BytesMut;
 use opsgate_protocol::HostkeyStatus;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// The largest output chunk a source may hand over in one [`SourceEvent::Data`]. The
-/// channel's ring keeps `window + MAX_SOURCE_CHUNK` bytes, which is what makes every
-/// unacknowledged byte replayable whatever the read sizes (see `mux::flow`).
-pub const MAX_SOURCE_CHUNK: usize = 64 * 1024;
+/// The largest output chunk a source may hand over in one [`SourceEvent::Data`], and so
+/// the largest data frame. The channel's ring keeps `window + MAX_SOURCE_CHUNK` bytes,
+/// which is what makes every unacknowledged byte replayable whatever the read sizes (see
+/// `mux::flow`). 32 KiB frames keep bulk output cheap per byte while bounding what a
+/// WebSocket's write buffer holds on to after a burst (it keeps its largest frame).
+pub const MAX_SOURCE_CHUNK: usize = 32 * 1024;
 
 /// What a source (PTY reader, SSH channel reader) reports.
 pub enum SourceEvent {

@@ -33,7 +33,7 @@ use crate::source::{
 };
 
 /// Largest data frame replayed on attach.
-const REPLAY_FRAME: usize = 64 * 1024;
+const REPLAY_FRAME: usize = crate::source::MAX_SOURCE_CHUNK;
 /// How long a small amount of consumed input may wait before it is acknowledged, so a
 /// typist's keystrokes cost one `input_ack` per burst rather than one each. Half a
 /// window is acknowledged at once, so a paste never waits for this.

@@ -30,7 +30,11 @@ use crate::source::{
 use crate::store::StoreError;
 
 const CHUNK: usize = MAX_SOURCE_CHUNK;
-const EVENT_QUEUE: usize = 16;
+const EVENT_QUEUE: usize = 4;
+/// Output within this long of the previous chunk counts as a stream (see the driver).
+const STREAMING: Duration = Duration::from_millis(2);
+/// Scheduler yields a streaming chunk may wait for more of russh's packets.
+const COALESCE_YIELDS: u32 = 4;
 const CONTROL_QUEUE: usize = 8;
 /// How long authentication and opening the shell may take after the handshake.
 const AUTH_LIMIT: Duration = Duration::from_secs(30);
@@ -467,58 +471,54 @@ pub async fn start(
         let mut stopped = false;
         // Output that did not fit in the previous chunk (chunks never exceed CHUNK).
         let mut carry: Option<bytes::Bytes> = None;
+        let mut last_sent: Option<Instant> = None;
         loop {
-            let first = match carry.take() {
-                Some(d) => d,
-                None => {
-                    let msg = tokio::select! {
-                        m = read.wait() => m,
-                        _ = &mut stop_rx => { stopped = true; break; }
-                    };
-                    let Some(msg) = msg else { break };
-                    match msg {
-                        ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                            bytes::Bytes::copy_from_slice(&data)
-                        }
-                        ChannelMsg::ExitStatus { exit_status } => {
-                            code = i32::try_from(exit_status).ok();
-                            continue;
-                        }
-                        ChannelMsg::ExitSignal { signal_name, .. } => {
-                            signal = Some(format!("SIG{signal_name:?}").to_uppercase());
-                            continue;
-                        }
-                        ChannelMsg::Close => break,
-                        _ => continue,
-                    }
-                }
-            };
             let mut buf = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
             buf.resize(DATA_HEADER_LEN, 0);
-            let mut pending = Some(first);
-            // Coalesce what russh already holds into one chunk of at most CHUNK bytes.
-            let mut tail = None;
-            loop {
-                if let Some(d) = pending.take() {
-                    let room = CHUNK + DATA_HEADER_LEN - buf.len();
-                    if d.len() > room {
-                        buf.extend_from_slice(&d[..room]);
-                        carry = Some(d.slice(room..));
-                        break;
+            if let Some(d) = carry.take() {
+                append(&mut buf, &d, &mut carry);
+            } else {
+                let msg = tokio::select! {
+                    m = read.wait() => m,
+                    _ = &mut stop_rx => { stopped = true; break; }
+                };
+                let Some(msg) = msg else { break };
+                match msg {
+                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                        append(&mut buf, &data, &mut carry)
                     }
-                    buf.extend_from_slice(&d);
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        code = i32::try_from(exit_status).ok();
+                        continue;
+                    }
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        signal = Some(format!("SIG{signal_name:?}").to_uppercase());
+                        continue;
+                    }
+                    ChannelMsg::Close => break,
+                    _ => continue,
                 }
-                if buf.len() >= CHUNK + DATA_HEADER_LEN {
-                    break;
-                }
+            }
+            // Coalesce into one chunk what russh holds now. While output is streaming
+            // (a chunk went out moments ago), also let russh's session task decrypt the
+            // packets already on the socket: a few yields, never a timer, so bulk output
+            // travels in full-size frames while a lone keystroke's echo goes at once.
+            let streaming = last_sent.is_some_and(|t| t.elapsed() < STREAMING);
+            let mut yields = if streaming { COALESCE_YIELDS } else { 0 };
+            let mut tail = None;
+            while carry.is_none() && buf.len() < CHUNK + DATA_HEADER_LEN {
                 match read.wait().now_or_never() {
                     Some(Some(ChannelMsg::Data { data }))
                     | Some(Some(ChannelMsg::ExtendedData { data, .. })) => {
-                        pending = Some(bytes::Bytes::copy_from_slice(&data));
+                        append(&mut buf, &data, &mut carry)
                     }
                     Some(other) => {
                         tail = Some(other);
                         break;
+                    }
+                    None if yields > 0 => {
+                        yields -= 1;
+                        tokio::task::yield_now().await;
                     }
                     None => break,
                 }
@@ -527,6 +527,7 @@ pub async fn start(
                 stopped = true;
                 break;
             }
+            last_sent = Some(Instant::now());
             match tail {
                 Some(Some(ChannelMsg::ExitStatus { exit_status })) => {
                     code = i32::try_from(exit_status).ok()
@@ -587,6 +588,17 @@ pub async fn start(
         control: ctl_tx,
         stopper: Stopper::Signal(stop_tx),
     })
+}
+
+/// Appends `data` to a chunk being built, keeping what does not fit for the next one.
+fn append(buf: &mut BytesMut, data: &[u8], carry: &mut Option<bytes::Bytes>) {
+    let room = (CHUNK + DATA_HEADER_LEN).saturating_sub(buf.len());
+    if data.len() > room {
+        buf.extend_from_slice(&data[..room]);
+        *carry = Some(bytes::Bytes::copy_from_slice(&data[room..]));
+    } else {
+        buf.extend_from_slice(data);
+    }
 }
 
 impl From<StoreError> for OpenError {
