@@ -2,6 +2,7 @@
 //! hosts. Every object is keyed by (owner, id); another user's id is simply not found.
 
 mod credentials;
+pub mod keys;
 mod known_hosts;
 pub mod routes;
 mod sealer;
