@@ -28,6 +28,7 @@ impl App {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir)?;
         let sealer = Sealer::load_or_create(&cfg.data_dir)?;
+        crate::pty::configure(&cfg.pty)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),

@@ -51,16 +51,14 @@ pub enum SourceCtl {
 
 /// How to stop a source.
 pub enum Stopper {
-    /// Signal the process group (PTY programs are session leaders).
-    ProcessGroup(i32),
-    /// Tell the driver task to disconnect.
+    /// Tell the task that owns the source (the SSH driver, the PTY program's reaper) to
+    /// end it; dropping the sender does the same.
     Signal(oneshot::Sender<()>),
 }
 
 impl Stopper {
     fn stop(self) {
         match self {
-            Stopper::ProcessGroup(pid) => crate::pty::kill_group(pid),
             Stopper::Signal(tx) => {
                 let _ = tx.send(());
             }
