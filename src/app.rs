@@ -27,7 +27,7 @@ impl App {
     pub fn open(cfg: Config) -> anyhow::Result<Arc<App>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir)?;
-        let sealer = Sealer::load_or_create(&cfg.data_dir)?;
+        let sealer = Sealer::open_checked(&cfg.data_dir, &store)?;
         crate::pty::configure(&cfg.pty)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new_cyclic(|weak| App {

@@ -11,7 +11,7 @@ mod yaml;
 
 pub use credentials::{Credential, CredentialKind, CredentialSecret};
 pub use known_hosts::KnownHost;
-pub use sealer::Sealer;
+pub use sealer::{MasterKeyError, Sealer};
 pub use sessions::{DeviceType, SavedSession, SessionInput};
 
 use redb::WriteTransaction;
