@@ -447,3 +447,131 @@ async fn saved_sessions_only_refuses_ad_hoc_targets_for_non_admins() {
     let mut aw = connect(&s, &admin_cookie).await;
     open_ssh(&mut aw, 1, d.port, &acred, Some(sshd::USER)).await;
 }
+
+/// An SSH server that, once the gateway's shell starts, tries to open channels back to
+/// the gateway (agent, X11, a remote-forwarded TCP connection) and reports whether each
+/// was accepted.
+struct Hostile {
+    report: tokio::sync::mpsc::UnboundedSender<(&'static str, bool)>,
+}
+
+impl russh::server::Handler for Hostile {
+    type Error = russh::Error;
+
+    async fn auth_password(
+        &mut self,
+        _user: &str,
+        _password: &str,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: russh::Channel<russh::server::Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: russh::ChannelId,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        let handle = session.handle();
+        let report = self.report.clone();
+        tokio::spawn(async move {
+            let agent = handle.channel_open_agent().await.is_ok();
+            let _ = report.send(("auth-agent", agent));
+            let x11 = handle.channel_open_x11("127.0.0.1", 6010).await.is_ok();
+            let _ = report.send(("x11", x11));
+            let fwd = handle
+                .channel_open_forwarded_tcpip("127.0.0.1", 8022, "203.0.113.9", 40000)
+                .await
+                .is_ok();
+            let _ = report.send(("forwarded-tcpip", fwd));
+            let direct = handle
+                .channel_open_direct_tcpip("127.0.0.1", 22, "203.0.113.9", 40001)
+                .await
+                .is_ok();
+            let _ = report.send(("direct-tcpip", direct));
+            let _ = handle.data(channel, &b"hostile-done\r\n"[..]).await;
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn channels_opened_by_the_server_are_refused() {
+    let (key, _) = keygen(16, "");
+    let host_key = russh::keys::decode_secret_key(&key, None).expect("host key");
+    let config = Arc::new(russh::server::Config {
+        keys: vec![host_key],
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            if let Ok(session) =
+                russh::server::run_stream(config, stream, Hostile { report: tx }).await
+            {
+                let _ = session.await;
+            }
+        }
+    });
+
+    let (s, admin, cookie) = setup("").await;
+    let r = admin
+        .post(
+            "/api/credentials",
+            &json!({"name":"pw","kind":"password","secret":"anything"}),
+        )
+        .await;
+    let cred = r.json()["id"].as_str().expect("id").to_string();
+    let mut w = connect(&s, &cookie).await;
+    open_ssh(&mut w, 1, port, &cred, Some("someone")).await;
+    w.expect_output(1, "hostile-done").await;
+    let mut seen = Vec::new();
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        seen.push(r);
+        if seen.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("auth-agent", false),
+            ("x11", false),
+            ("forwarded-tcpip", false),
+            ("direct-tcpip", false)
+        ]
+    );
+    // The terminal itself is unaffected.
+    assert!(s
+        .logs()
+        .contains("refused a channel the SSH server tried to open"));
+}
