@@ -27,9 +27,10 @@ impl App {
     pub fn open(cfg: Config) -> anyhow::Result<Arc<App>> {
         crate::store::prepare_data_dir(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir)?;
-        let sealer = Sealer::load_or_create(&cfg.data_dir)?;
+        let sealer = Sealer::open_checked(&cfg.data_dir, &store)?;
         // Files an older version (or a restore) left readable by others are tightened.
         crate::store::tighten_data_dir(&cfg.data_dir)?;
+        crate::pty::configure(&cfg.pty)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),

@@ -256,14 +256,55 @@ impl Default for MuxConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PtyConfig {
+    /// The account PTY programs run as when the gateway runs as root, so that they can
+    /// neither signal the gateway nor read its data directory. Ignored (programs run as
+    /// the gateway's own user, which is logged at start) when the gateway is not root.
+    pub user: String,
     pub programs: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for PtyConfig {
     fn default() -> Self {
         let mut programs = BTreeMap::new();
-        programs.insert("top".to_string(), vec!["top".to_string()]);
-        Self { programs }
+        // `-s`: top's secure mode, without the `k` (kill) and `r` (renice) commands.
+        programs.insert("top".to_string(), vec!["top".into(), "-s".into()]);
+        Self {
+            user: "nobody".into(),
+            programs,
+        }
+    }
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`); a bare address means just
+/// that address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(n.trunc()));
+        }
+        s.parse::<IpAddr>()
+            .map(|a| Cidr(ipnet::IpNet::from(a)))
+            .map_err(|_| format!("{s:?} is not a network in CIDR notation (e.g. 10.0.0.0/8)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -274,6 +315,14 @@ pub struct SshConfig {
     pub connect_timeout_secs: u64,
     pub keepalive_secs: u64,
     pub term: String,
+    /// If not empty, every address an SSH channel connects to (after DNS resolution)
+    /// must lie in one of these networks.
+    pub allowed_networks: Vec<Cidr>,
+    /// Addresses in these networks are never connected to, even if allowed above.
+    /// Default: link-local (169.254.0.0/16, fe80::/10), where cloud metadata services live.
+    pub denied_networks: Vec<Cidr>,
+    /// Non-admins may open saved sessions only, not ad-hoc `host`/`port` targets.
+    pub saved_sessions_only: bool,
 }
 
 impl Default for SshConfig {
@@ -282,7 +331,21 @@ impl Default for SshConfig {
             connect_timeout_secs: 10,
             keepalive_secs: 15,
             term: "xterm-256color".into(),
+            allowed_networks: Vec::new(),
+            denied_networks: ["169.254.0.0/16", "fe80::/10"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
+            saved_sessions_only: false,
         }
+    }
+}
+
+impl SshConfig {
+    /// Whether an SSH channel may connect to `ip`.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        (self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip)))
+            && !self.denied_networks.iter().any(|n| n.contains(ip))
     }
 }
 
@@ -418,6 +481,29 @@ mod tests {
         assert_eq!(cfg.mux.window_bytes, 65536);
         assert_eq!(cfg.base_path, "/opsgate");
         assert!(cfg.mux.ring_bytes >= cfg.mux.window_bytes);
+    }
+
+    #[test]
+    fn ssh_networks_parse_and_deny_wins() {
+        let text = "[ssh]\nallowed_networks = [\"10.0.0.0/8\", \"127.0.0.1\"]\ndenied_networks = [\"10.9.0.0/16\"]\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        let cfg = Config::load(Some(&path), Vec::new()).expect("config");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(cfg.ssh.allows(ip("10.1.2.3")));
+        assert!(cfg.ssh.allows(ip("127.0.0.1")));
+        assert!(!cfg.ssh.allows(ip("127.0.0.2")));
+        assert!(!cfg.ssh.allows(ip("10.9.1.1")));
+        assert!(!cfg.ssh.allows(ip("::ffff:10.9.1.1")));
+        assert!(cfg.ssh.allows(ip("::ffff:10.1.1.1")));
+        let defaults = SshConfig::default();
+        assert!(defaults.allows(ip("127.0.0.1")));
+        assert!(defaults.allows(ip("::1")));
+        assert!(!defaults.allows(ip("169.254.169.254")));
+        assert!(!defaults.allows(ip("::ffff:169.254.169.254")));
+        std::fs::write(&path, "[ssh]\ndenied_networks = [\"nope\"]\n").expect("write");
+        assert!(Config::load(Some(&path), Vec::new()).is_err());
     }
 
     #[test]

@@ -38,8 +38,11 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
         max_channels_per_user = 512, input_window_bytes = 131072,
         heartbeat_secs = 30,
         hostkey_answer_secs = 120
-  [pty.programs] top = [\"top\"]       name -> argv of programs a pty channel may start
-  [ssh] connect_timeout_secs = 10, keepalive_secs = 15, term = \"xterm-256color\"
+  [pty] user = \"nobody\"             account PTY programs run as when the gateway is root
+  [pty.programs] top = [\"top\", \"-s\"] name -> argv of programs a pty channel may start
+  [ssh] connect_timeout_secs = 10, keepalive_secs = 15, term = \"xterm-256color\",
+        allowed_networks = [] (CIDRs; empty = any), denied_networks = [\"169.254.0.0/16\", \"fe80::/10\"],
+        saved_sessions_only = false (true: non-admins may open saved sessions only)
 ENVIRONMENT: OPSGATE_ADMIN_PASSWORD sets the first admin's password; OPSGATE_LOG sets the
 log filter (e.g. info, opsgate=debug).";
 

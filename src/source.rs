@@ -43,9 +43,8 @@ pub enum SourceCtl {
 
 /// How to stop a source.
 pub enum Stopper {
-    /// Run this (e.g. signal a process group that has not been reaped yet).
-    Call(Box<dyn FnOnce() + Send>),
-    /// Tell the driver task to disconnect.
+    /// Tell the task that owns the source (the SSH driver, the PTY program's reaper) to
+    /// end it; dropping the sender does the same.
     Signal(oneshot::Sender<()>),
 }
 
@@ -53,7 +52,6 @@ impl Stopper {
     /// Stops the source; never blocks.
     pub fn stop(self) {
         match self {
-            Stopper::Call(f) => f(),
             Stopper::Signal(tx) => {
                 let _ = tx.send(());
             }

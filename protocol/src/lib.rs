@@ -198,6 +198,7 @@ pub mod codes {
     pub const HOSTKEY_REJECTED: &str = "hostkey_rejected";
     pub const CHANNEL_FAILED: &str = "channel_failed";
     pub const REMOTE_CLOSED: &str = "remote_closed";
+    pub const TARGET_DENIED: &str = "target_denied";
     pub const SHUTTING_DOWN: &str = "shutting_down";
 }
 

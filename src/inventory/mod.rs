@@ -2,6 +2,7 @@
 //! hosts. Every object is keyed by (owner, id); another user's id is simply not found.
 
 mod credentials;
+pub mod keys;
 mod known_hosts;
 pub mod routes;
 mod sealer;
@@ -10,7 +11,7 @@ mod yaml;
 
 pub use credentials::{Credential, CredentialKind, CredentialSecret};
 pub use known_hosts::KnownHost;
-pub use sealer::Sealer;
+pub use sealer::{MasterKeyError, Sealer};
 pub use sessions::{DeviceType, SavedSession, SessionInput};
 
 use redb::WriteTransaction;

@@ -214,6 +214,9 @@ pub async fn create_credential(
     ApiJson(input): ApiJson<CredentialInput>,
 ) -> ApiResult<impl IntoResponse> {
     let owner = user.username;
+    // A private key is decrypted here, before the write transaction: its KDF must never
+    // hold the database's write lock.
+    let input = credentials::prepare(input).await?;
     let a = app.clone();
     let view = app
         .store
@@ -230,6 +233,7 @@ pub async fn update_credential(
     ApiJson(input): ApiJson<CredentialInput>,
 ) -> ApiResult<impl IntoResponse> {
     let owner = user.username;
+    let input = credentials::prepare(input).await?;
     let a = app.clone();
     let view = app
         .store

@@ -4,6 +4,11 @@
 //! Each owner gets a key derived from it, and every sealed secret is bound (as AEAD
 //! associated data) to its owner and credential id, so a ciphertext copied to another
 //! user's record or another id fails to open.
+//!
+//! The database keeps a key-check value (a one-way hash of the master key) in its
+//! `meta` table. At start a missing or different `master.key` is refused while sealed
+//! credentials exist, instead of quietly making a new key that opens none of them; a new
+//! key is generated only for a store without credentials.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -12,11 +17,46 @@ use std::path::Path;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use redb::{ReadableTable, ReadableTableMetadata};
 use sha2::{Digest, Sha256};
 
-use super::InventoryError;
+use super::{Credential, InventoryError};
+use crate::store::{self, Store, StoreError, CREDENTIALS, META};
+
+/// The `meta` key of the key-check value.
+const KEY_CHECK: &str = "master_key_check";
+
+/// Why the master key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("{path} is missing, but the database holds {count} sealed credential(s) made with it. Restore master.key from the backup of this data directory (opsgate will not make a new key that opens none of them)")]
+    Missing { path: String, count: u64 },
+    #[error("{path} is not the key the database's {count} sealed credential(s) were made with. Restore the matching master.key from the backup of this data directory")]
+    Mismatch { path: String, count: u64 },
+    #[error("{path} must hold exactly 32 bytes")]
+    Malformed { path: String },
+    #[error("master key file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+crate::from_redb_errors!(MasterKeyError);
 
 const NONCE_LEN: usize = 24;
+
+/// What the database says about the key at start.
+struct Found {
+    /// Sealed credentials stored.
+    count: u64,
+    /// The stored key-check value.
+    check: Option<Vec<u8>>,
+    /// One credential's (owner, id, sealed secret), to verify a key without a check value.
+    sample: Option<(String, String, String)>,
+}
 
 /// Seals and opens credential secrets.
 pub struct Sealer {
@@ -30,6 +70,82 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
+    /// Loads the master key from `data_dir` and checks it against the database (see the
+    /// module comment); creates it (0600) only when no credential is stored.
+    pub fn open_checked(data_dir: &Path, db: &Store) -> Result<Sealer, MasterKeyError> {
+        let path = data_dir.join("master.key");
+        let shown = path.display().to_string();
+        let found = db.read_blocking(|tx| -> Result<Found, MasterKeyError> {
+            let creds = tx.open_table(CREDENTIALS)?;
+            let sample = match creds.first()? {
+                Some((k, v)) => {
+                    let (owner, id) = k.value();
+                    let c: Credential = store::decode(v.value())?;
+                    Some((owner.to_string(), id.to_string(), c.sealed))
+                }
+                None => None,
+            };
+            Ok(Found {
+                count: creds.len()?,
+                check: tx
+                    .open_table(META)?
+                    .get(KEY_CHECK)?
+                    .map(|v| v.value().to_vec()),
+                sample,
+            })
+        })?;
+        let Found {
+            count,
+            check: stored_check,
+            sample,
+        } = found;
+        let existed = path.exists();
+        if !existed && count > 0 {
+            return Err(MasterKeyError::Missing { path: shown, count });
+        }
+        let sealer = Self::load_or_create(data_dir).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::InvalidData {
+                MasterKeyError::Malformed {
+                    path: shown.clone(),
+                }
+            } else {
+                MasterKeyError::Io {
+                    path: shown.clone(),
+                    source,
+                }
+            }
+        })?;
+        let check = sealer.key_check();
+        let matches = match (&stored_check, &sample) {
+            (Some(stored), _) => stored.as_slice() == check.as_slice(),
+            // A database from before the check existed: a stored secret must open.
+            (None, Some((owner, id, sealed))) => sealer.open(owner, id, sealed).is_ok(),
+            (None, None) => true,
+        };
+        if !matches && count > 0 {
+            return Err(MasterKeyError::Mismatch { path: shown, count });
+        }
+        if !matches || stored_check.is_none() {
+            if existed && stored_check.is_some() {
+                tracing::warn!(path = %shown, "master.key changed; no credential is stored, so the new key is accepted");
+            }
+            db.write_blocking(|tx| -> Result<(), MasterKeyError> {
+                tx.open_table(META)?.insert(KEY_CHECK, check.as_slice())?;
+                Ok(())
+            })?;
+        }
+        Ok(sealer)
+    }
+
+    /// A one-way function of the master key (SHA-256 of a domain constant and the key):
+    /// says whether a key is the right one without revealing it.
+    fn key_check(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"opsgate/master-key-check/v1\0");
+        h.update(self.master);
+        h.finalize().into()
+    }
+
     /// Loads the master key from `data_dir`, creating it (0600) if absent.
     pub fn load_or_create(data_dir: &Path) -> std::io::Result<Sealer> {
         let path = data_dir.join("master.key");

@@ -61,7 +61,9 @@ pub struct SavedSession {
     pub display_name: String,
     pub host: String,
     pub port: u16,
-    pub username: String,
+    /// Absent in legacy files: the open frame's or the credential's username is used.
+    #[serde(default)]
+    pub username: Option<String>,
     pub device_type: DeviceType,
     #[serde(default)]
     pub credential_id: Option<String>,
@@ -82,7 +84,8 @@ pub struct SessionInput {
     pub host: String,
     #[serde(default)]
     pub port: Option<i64>,
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
     pub device_type: String,
     #[serde(default)]
     pub credential_id: Option<String>,
@@ -97,7 +100,7 @@ pub(crate) struct ValidSession {
     pub display_name: String,
     pub host: String,
     pub port: u16,
-    pub username: String,
+    pub username: Option<String>,
     pub device_type: DeviceType,
     pub credential_id: Option<String>,
     pub tags: Vec<String>,
@@ -171,12 +174,18 @@ impl SessionInput {
                 format!("port {port} is out of range 1-65535"),
             ));
         }
-        let username = self.username.trim().to_string();
-        if username.is_empty() || username.len() > 128 || !printable(&username) {
-            return Err(InventoryError::invalid(
-                "invalid_username",
-                "username must be 1-128 printable characters",
-            ));
+        // Optional: legacy files carry the username on the credential set only.
+        let username = self
+            .username
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &username {
+            if u.len() > 128 || !printable(u) {
+                return Err(InventoryError::invalid(
+                    "invalid_username",
+                    "username must be 1-128 printable characters",
+                ));
+            }
         }
         let device_type = DeviceType::parse(&self.device_type).ok_or_else(|| {
             InventoryError::invalid(
@@ -584,7 +593,7 @@ mod search_tests {
             display_name: name.into(),
             host: host.into(),
             port: 22,
-            username: "u".into(),
+            username: Some("u".into()),
             device_type: DeviceType::Linux,
             credential_id: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),

@@ -67,7 +67,9 @@ pub fn export(folders: &[sessions::FolderView]) -> Result<String, InventoryError
                 m.insert("port".into(), s.port.to_string().into());
                 let dt = serde_yaml_ng::to_value(s.device_type).unwrap_or(Value::Null);
                 m.insert("DeviceType".into(), dt);
-                m.insert("username".into(), s.username.clone().into());
+                if let Some(u) = &s.username {
+                    m.insert("username".into(), u.clone().into());
+                }
                 if let Some(c) = &s.credential_id {
                     m.insert("credential_id".into(), c.clone().into());
                 }
@@ -102,7 +104,7 @@ fn row_input(folder: &str, map: &serde_yaml_ng::Mapping) -> Result<SessionInput,
         display_name: String::new(),
         host: String::new(),
         port: None,
-        username: String::new(),
+        username: None,
         device_type: String::new(),
         credential_id: None,
         tags: None,
@@ -126,7 +128,12 @@ fn row_input(folder: &str, map: &serde_yaml_ng::Mapping) -> Result<SessionInput,
             "DeviceType" | "device_type" => {
                 input.device_type = scalar(v).ok_or("DeviceType must be text")?
             }
-            "username" | "Username" => input.username = scalar(v).ok_or("username must be text")?,
+            "username" | "Username" => {
+                input.username = match v {
+                    Value::Null => None,
+                    v => Some(scalar(v).ok_or("username must be text")?),
+                }
+            }
             "credential_id" => input.credential_id = scalar(v),
             "tags" => match v {
                 Value::Sequence(items) => {

@@ -316,6 +316,7 @@ impl MuxInner {
                     credential_id,
                     cols,
                     rows,
+                    admin: login.role == Role::Admin,
                 };
                 let owner = login.username.to_string();
                 (

@@ -1,13 +1,29 @@
 //! Local programs in a real PTY, from the admin's allow-list only.
+//!
+//! When the gateway runs as root, programs run as the unprivileged `[pty] user` (no
+//! supplementary groups, working directory `/`), so a program (or a person typing into
+//! it) can neither signal the gateway nor read its data directory. When the gateway is
+//! not root, programs run as the gateway's own user, which is logged at start.
+//!
+//! One task owns each program's process handle and is the only code that signals its
+//! process group or reaps it: a group is signalled only while its leader is unreaped,
+//! so a pid the kernel has handed to another process is never signalled.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
+use nix::sys::signal::Signal;
 use opsgate_protocol::{codes, DATA_HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::config::PtyConfig;
 use crate::source::{
     InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper, MAX_SOURCE_CHUNK,
 };
@@ -19,6 +35,78 @@ const CHUNK: usize = MAX_SOURCE_CHUNK;
 /// the channel's window.
 const EVENT_QUEUE: usize = 2;
 const CONTROL_QUEUE: usize = 8;
+/// How long a stopped program has after SIGHUP before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// Errors while deciding who PTY programs run as.
+#[derive(Debug, thiserror::Error)]
+pub enum PtyError {
+    #[error("[pty] user {0:?} does not exist on this system; create it or set [pty] user")]
+    NoSuchUser(String),
+    #[error("looking up [pty] user {user:?}: {source}")]
+    Lookup { user: String, source: nix::Error },
+}
+
+/// The account PTY programs run as, when it differs from the gateway's.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+static RUN_AS: OnceLock<Option<RunAs>> = OnceLock::new();
+
+/// Decides, once at start, who PTY programs run as (see the module comment), and logs it.
+pub fn configure(cfg: &PtyConfig) -> Result<(), PtyError> {
+    let run_as = resolve_run_as(cfg)?;
+    match &run_as {
+        Some(r) if r.uid == 0 => tracing::warn!(
+            user = %r.name,
+            "PTY programs run as root ([pty] user): they can signal the gateway and read its data directory"
+        ),
+        Some(r) => tracing::info!(user = %r.name, uid = r.uid, gid = r.gid, "PTY programs run as an unprivileged user"),
+        None => tracing::info!(
+            uid = nix::unistd::geteuid().as_raw(),
+            "the gateway is not root: PTY programs run as the gateway's own user ([pty] user is not used)"
+        ),
+    }
+    // A second call (tests building several apps in one process) keeps the first answer.
+    let _ = RUN_AS.set(run_as);
+    Ok(())
+}
+
+fn resolve_run_as(cfg: &PtyConfig) -> Result<Option<RunAs>, PtyError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(&cfg.user)
+        .map_err(|source| PtyError::Lookup {
+            user: cfg.user.clone(),
+            source,
+        })?
+        .ok_or_else(|| PtyError::NoSuchUser(cfg.user.clone()))?;
+    let home = if user.dir.is_dir() {
+        user.dir
+    } else {
+        PathBuf::from("/")
+    };
+    Ok(Some(RunAs {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home,
+    }))
+}
+
+/// Who programs run as; if [`configure`] was never called, the defaults, so a root
+/// gateway never starts programs as root by omission.
+fn run_as() -> Option<&'static RunAs> {
+    RUN_AS
+        .get_or_init(|| resolve_run_as(&PtyConfig::default()).ok().flatten())
+        .as_ref()
+}
 
 /// Starts `argv` in a new PTY of `cols`×`rows` with `TERM=xterm-256color`; its input
 /// comes from `input`.
@@ -32,6 +120,9 @@ pub fn spawn(
         OpenError::new(codes::SPAWN_FAILED, format!("cannot start {argv:?}: {e}"))
     };
     let (program, args) = argv.split_first().ok_or_else(|| fail(&"empty argv"))?;
+    if nix::unistd::geteuid().is_root() && run_as().is_none() {
+        return Err(fail(&"no unprivileged [pty] user to run it as"));
+    }
     let (pty, pts) = pty_process::open().map_err(|e| fail(&e))?;
     pty.resize(pty_process::Size::new(rows, cols))
         .map_err(|e| fail(&e))?;
@@ -44,6 +135,17 @@ pub fn spawn(
             cmd = cmd.env_remove(k);
         }
     }
+    if let Some(r) = run_as() {
+        // std sets the gid, drops every supplementary group, then sets the uid, in the
+        // child before exec.
+        cmd = cmd
+            .uid(r.uid)
+            .gid(r.gid)
+            .current_dir("/")
+            .env("HOME", &r.home)
+            .env("USER", &r.name)
+            .env("LOGNAME", &r.name);
+    }
     let mut child = cmd.spawn(pts).map_err(|e| fail(&e))?;
     let pid = child
         .id()
@@ -52,18 +154,29 @@ pub fn spawn(
     let (mut reader, mut writer) = pty.into_split();
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (status_tx, mut status_rx) = oneshot::channel::<Option<ExitStatus>>();
+
+    let pgid = nix::unistd::Pid::from_raw(pid);
+    tokio::spawn(async move {
+        let status = reap(&mut child, stop_rx, |sig| {
+            let _ = nix::sys::signal::killpg(pgid, sig);
+        })
+        .await;
+        let _ = status_tx.send(status);
+    });
 
     tokio::spawn(async move {
-        let mut status = None;
+        let mut status: Option<Option<ExitStatus>> = None;
         loop {
             let mut buf = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
             buf.resize(DATA_HEADER_LEN, 0);
             let read = tokio::select! {
                 r = reader.read_buf(&mut buf) => r,
-                s = child.wait(), if status.is_none() => {
-                    status = s.ok();
+                s = &mut status_rx, if status.is_none() => {
+                    status = Some(s.ok().flatten());
                     // The program is gone; collect what it left in the PTY, then stop.
-                    match tokio::time::timeout(std::time::Duration::from_millis(200), reader.read_buf(&mut buf)).await {
+                    match tokio::time::timeout(Duration::from_millis(200), reader.read_buf(&mut buf)).await {
                         Ok(r) => r,
                         Err(_) => Ok(0),
                     }
@@ -84,9 +197,10 @@ pub fn spawn(
                 return;
             }
         }
-        if status.is_none() {
-            status = child.wait().await.ok();
-        }
+        let status = match status {
+            Some(s) => s,
+            None => status_rx.await.ok().flatten(),
+        };
         let (code, signal) = match status {
             Some(s) => {
                 use std::os::unix::process::ExitStatusExt;
@@ -121,28 +235,116 @@ pub fn spawn(
     Ok(Source {
         events: ev_rx,
         control: ctl_tx,
-        stopper: Stopper::Call(Box::new(move || kill_group(pid))),
+        stopper: Stopper::Signal(stop_tx),
     })
 }
 
+/// Waits for the program to exit, or for a stop request (an explicit stop, or the
+/// channel dropping its stopper) and then ends its process group: SIGHUP (as a terminal
+/// closing would) and SIGCONT, then SIGKILL after [`KILL_GRACE`] for anything that
+/// ignored it. `signal` is only ever called while `child` is unreaped: tokio reaps a
+/// child only inside `wait`, and once `wait` has returned this function signals no more.
+/// So the group id still belongs to this program (a zombie keeps its pid).
+async fn reap(
+    child: &mut tokio::process::Child,
+    stop: oneshot::Receiver<()>,
+    mut signal: impl FnMut(Signal),
+) -> Option<ExitStatus> {
+    tokio::select! {
+        s = child.wait() => s.ok(),
+        _ = stop => {
+            signal(Signal::SIGHUP);
+            signal(Signal::SIGCONT);
+            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                Ok(s) => s.ok(),
+                Err(_) => {
+                    signal(Signal::SIGKILL);
+                    child.wait().await.ok()
+                }
+            }
+        }
+    }
+}
+
 fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
+    Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
-/// Ends a PTY program's whole process group: SIGHUP (as a terminal closing would), then
-/// SIGKILL two seconds later for anything that ignored it.
-pub fn kill_group(pid: i32) {
-    use nix::sys::signal::{killpg, Signal};
-    use nix::unistd::Pid;
-    let pgid = Pid::from_raw(pid);
-    if killpg(pgid, Signal::SIGHUP).is_err() {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn spawn_group(script: &str) -> tokio::process::Child {
+        tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .expect("spawn")
     }
-    let _ = killpg(pgid, Signal::SIGCONT);
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let _ = killpg(pgid, Signal::SIGKILL);
-    });
+
+    type Sent = Arc<Mutex<Vec<Signal>>>;
+
+    /// A signaller that records and really signals the test child's group.
+    fn recorder(child: &tokio::process::Child) -> (Sent, impl FnMut(Signal)) {
+        let sent: Sent = Arc::default();
+        let pgid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+        let s = sent.clone();
+        (sent, move |sig| {
+            s.lock().expect("lock").push(sig);
+            let _ = nix::sys::signal::killpg(pgid, sig);
+        })
+    }
+
+    #[tokio::test]
+    async fn an_exited_and_reaped_program_is_never_signalled() {
+        let mut child = spawn_group("exit 3");
+        let (sent, signal) = recorder(&child);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let status = reap(&mut child, stop_rx, signal).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+        // A stop after the exit reaches nobody: the reaper is done.
+        assert!(stop_tx.send(()).is_err());
+        tokio::time::sleep(KILL_GRACE + Duration::from_millis(300)).await;
+        assert!(sent.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_program_that_exits_on_hangup_gets_no_delayed_kill() {
+        let mut child = spawn_group("sleep 30");
+        let (sent, signal) = recorder(&child);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let _ = stop_tx.send(());
+        let status = reap(&mut child, stop_rx, signal).await;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.and_then(|s| s.signal()), Some(Signal::SIGHUP as i32));
+        tokio::time::sleep(KILL_GRACE + Duration::from_millis(300)).await;
+        assert_eq!(
+            *sent.lock().expect("lock"),
+            vec![Signal::SIGHUP, Signal::SIGCONT]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_program_ignoring_hangup_is_killed_then_reaped() {
+        let mut child = spawn_group("trap '' HUP; sleep 30 & wait");
+        let (sent, signal) = recorder(&child);
+        // Let the shell install its trap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A dropped stopper stops the program too.
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        drop(stop_tx);
+        let status = reap(&mut child, stop_rx, signal).await;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.and_then(|s| s.signal()),
+            Some(Signal::SIGKILL as i32)
+        );
+        assert_eq!(
+            *sent.lock().expect("lock"),
+            vec![Signal::SIGHUP, Signal::SIGCONT, Signal::SIGKILL]
+        );
+    }
 }

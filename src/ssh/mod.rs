@@ -49,12 +49,15 @@ pub struct Target {
     pub credential_id: Option<String>,
     pub cols: u16,
     pub rows: u16,
+    /// Whether the user opening it is an admin (`[ssh] saved_sessions_only` spares admins).
+    pub admin: bool,
 }
 
 struct Resolved {
     host: String,
     port: u16,
-    username: String,
+    /// From the open frame, else the saved session; the credential set is the last resort.
+    username: Option<String>,
     credential_id: String,
 }
 
@@ -63,6 +66,7 @@ enum Step {
     Handshake(russh::Error),
     Auth(russh::Error),
     AuthRejected,
+    AuthPrompt(String),
     Channel(russh::Error),
 }
 
@@ -83,6 +87,15 @@ struct Handler {
     /// Set once the user is asked about the key: from then on the handshake waits for a
     /// person, not a network, and the connect timeout no longer applies.
     asked: Arc<AtomicBool>,
+}
+
+impl Handler {
+    async fn refuse_channel(&self, kind: &str, reply: client::ChannelOpenHandle) {
+        tracing::warn!(host = %self.host, port = self.port, kind, "refused a channel the SSH server tried to open");
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+    }
 }
 
 fn key_facts(key: &russh::keys::PublicKeyOrCertificate) -> (String, String) {
@@ -179,6 +192,103 @@ impl client::Handler for Handler {
             }
         }
     }
+
+    // The gateway asks the server for a PTY and a shell, nothing else: it never requests
+    // agent or X11 forwarding or remote port forwards. russh accepts server-initiated
+    // channels by default; a server opening one anyway (a compromised or hostile device
+    // reaching back through the gateway) is refused explicitly.
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("auth-agent", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("x11", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("forwarded-tcpip", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("direct-tcpip", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("forwarded-streamlocal", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("direct-streamlocal", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("session", reply).await;
+        Ok(())
+    }
+
+    async fn server_channel_open_unknown(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("unknown", reply).await;
+        Ok(())
+    }
 }
 
 fn invalid(message: impl Into<String>) -> OpenError {
@@ -186,6 +296,7 @@ fn invalid(message: impl Into<String>) -> OpenError {
 }
 
 async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, OpenError> {
+    let from_frame = t.username.clone().filter(|u| !u.is_empty());
     if let Some(sid) = t.session_id.clone() {
         let o = owner.to_string();
         let s = app
@@ -202,20 +313,21 @@ async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, Op
         return Ok(Resolved {
             host: s.host,
             port: s.port,
-            username: t.username.clone().unwrap_or(s.username),
+            username: from_frame.or(s.username),
             credential_id,
         });
+    }
+    if app.cfg.ssh.saved_sessions_only && !t.admin {
+        return Err(OpenError::new(
+            codes::TARGET_DENIED,
+            "this gateway only opens saved sessions (ssh.saved_sessions_only); give session_id",
+        ));
     }
     let host = t
         .host
         .clone()
         .filter(|h| inventory::valid_host(h))
         .ok_or_else(|| invalid("give session_id, or a valid host"))?;
-    let username = t
-        .username
-        .clone()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| invalid("username is required"))?;
     let credential_id = t
         .credential_id
         .clone()
@@ -223,11 +335,14 @@ async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, Op
     Ok(Resolved {
         host,
         port: t.port.unwrap_or(22).max(1),
-        username,
+        username: from_frame,
         credential_id,
     })
 }
 
+/// Resolves `host` once, drops every address `[ssh]` networks do not allow, and connects
+/// to the remaining addresses in order. The address checked is the address connected
+/// to: nothing is resolved twice, so a DNS answer cannot change between check and use.
 async fn connect_tcp(app: &App, host: &str, port: u16) -> Result<tokio::net::TcpStream, OpenError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let limit = Duration::from_secs(app.cfg.ssh.connect_timeout_secs.max(1));
@@ -247,78 +362,186 @@ async fn connect_tcp(app: &App, host: &str, port: u16) -> Result<tokio::net::Tcp
                 ))
             }
         };
-    let Some(addr) = addrs.first().copied() else {
+    if addrs.is_empty() {
         return Err(OpenError::new(
             codes::DNS_FAILED,
             format!("{bare} has no address"),
         ));
-    };
-    match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(OpenError::new(
-            codes::CONNECT_REFUSED,
-            format!("{addr} refused the connection"),
-        )),
-        Ok(Err(e)) => Err(OpenError::new(
-            codes::CONNECT_REFUSED,
-            format!("cannot connect to {addr}: {e}"),
-        )),
-        Err(_) => Err(OpenError::new(
-            codes::CONNECT_TIMEOUT,
-            format!("no answer from {addr} within {} s", limit.as_secs()),
-        )),
     }
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        addrs.into_iter().partition(|a| app.cfg.ssh.allows(a.ip()));
+    if allowed.is_empty() {
+        let list: Vec<String> = denied.iter().map(|a| a.ip().to_string()).collect();
+        return Err(OpenError::new(
+            codes::TARGET_DENIED,
+            format!(
+                "{bare} ({}) is outside the networks this gateway may connect to",
+                list.join(", ")
+            ),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = None;
+    for addr in allowed {
+        let err =
+            match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => OpenError::new(
+                    codes::CONNECT_REFUSED,
+                    format!("{addr} refused the connection"),
+                ),
+                Ok(Err(e)) => OpenError::new(
+                    codes::CONNECT_REFUSED,
+                    format!("cannot connect to {addr}: {e}"),
+                ),
+                Err(_) => {
+                    return Err(OpenError::new(
+                        codes::CONNECT_TIMEOUT,
+                        format!("no answer from {addr} within {} s", limit.as_secs()),
+                    ))
+                }
+            };
+        last = Some(err);
+    }
+    Err(last.unwrap_or_else(|| OpenError::new(codes::CONNECT_REFUSED, "no address to connect to")))
+}
+
+/// What to type at one keyboard-interactive prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PromptAnswer {
+    Password,
+    Username,
+}
+
+/// Decides how to answer one keyboard-interactive prompt. Only two prompts are answered:
+/// a hidden password prompt (once per login: a second one means the first was wrong or
+/// the device wants something else, such as a new password) and an echoed user-name
+/// prompt. Anything else (a one-time code, a token, "new password") is refused with
+/// the prompt's text, so the user learns what the device asked for.
+pub(crate) fn answer_prompt(
+    prompt: &str,
+    echo: bool,
+    password_given: bool,
+) -> Result<PromptAnswer, String> {
+    let p = prompt.trim().to_ascii_lowercase();
+    let refuse = || {
+        format!(
+            "the device asked {:?}, which opsgate cannot answer",
+            prompt.trim()
+        )
+    };
+    if echo {
+        let name = p.trim_end_matches(':').trim();
+        let is_username = ["username", "user name", "login", "user"]
+            .iter()
+            .any(|w| name == *w || name.ends_with(&format!(" {w}")));
+        return if is_username {
+            Ok(PromptAnswer::Username)
+        } else {
+            Err(refuse())
+        };
+    }
+    const OTHER: &[&str] = &[
+        "one-time", "one time", "otp", "token", "code", "pin", "new ", "again", "retype",
+        "confirm", "verif", "expired", "old ", "current",
+    ];
+    let is_password = p.contains("password") && !OTHER.iter().any(|w| p.contains(w));
+    match (is_password, password_given) {
+        (true, false) => Ok(PromptAnswer::Password),
+        (true, true) => Err(format!(
+            "the device asked for a password again ({:?}): the password was not accepted",
+            prompt.trim()
+        )),
+        (false, _) => Err(refuse()),
+    }
+}
+
+/// Why authentication did not succeed.
+enum AuthFail {
+    /// The server said no.
+    Rejected,
+    /// A keyboard-interactive prompt we do not answer.
+    Prompt(String),
+    Error(russh::Error),
+}
+
+impl From<russh::Error> for AuthFail {
+    fn from(e: russh::Error) -> Self {
+        AuthFail::Error(e)
+    }
+}
+
+/// The secret an SSH login uses, ready: a private key is decoded before connecting.
+enum LoginSecret {
+    Password(String),
+    Key(Arc<russh::keys::PrivateKey>),
 }
 
 async fn authenticate(
     handle: &mut client::Handle<Handler>,
     username: &str,
-    kind: CredentialKind,
-    secret: &inventory::CredentialSecret,
-) -> Result<bool, russh::Error> {
-    match kind {
-        CredentialKind::Password => {
+    secret: &LoginSecret,
+) -> Result<(), AuthFail> {
+    match secret {
+        LoginSecret::Password(password) => {
             if handle
-                .authenticate_password(username, secret.secret.clone())
+                .authenticate_password(username, password.clone())
                 .await?
                 .success()
             {
-                return Ok(true);
+                return Ok(());
             }
-            // Many network devices only offer keyboard-interactive: answer every
-            // prompt with the password.
+            // Many network devices only offer keyboard-interactive.
             let mut reply = handle
                 .authenticate_keyboard_interactive_start(username, None)
                 .await?;
+            let mut password_given = false;
+            // A bound on rounds: each answered round must make progress.
             for _ in 0..5 {
                 match reply {
-                    client::KeyboardInteractiveAuthResponse::Success => return Ok(true),
-                    client::KeyboardInteractiveAuthResponse::Failure { .. } => return Ok(false),
+                    client::KeyboardInteractiveAuthResponse::Success => return Ok(()),
+                    client::KeyboardInteractiveAuthResponse::Failure { .. } => {
+                        return Err(AuthFail::Rejected)
+                    }
                     client::KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
-                        let answers = prompts.iter().map(|_| secret.secret.clone()).collect();
+                        let mut answers = Vec::with_capacity(prompts.len());
+                        for p in &prompts {
+                            match answer_prompt(&p.prompt, p.echo, password_given)
+                                .map_err(AuthFail::Prompt)?
+                            {
+                                PromptAnswer::Password => {
+                                    password_given = true;
+                                    answers.push(password.clone());
+                                }
+                                PromptAnswer::Username => answers.push(username.to_string()),
+                            }
+                        }
                         reply = handle
                             .authenticate_keyboard_interactive_respond(answers)
                             .await?;
                     }
                 }
             }
-            Ok(false)
+            Err(AuthFail::Rejected)
         }
-        CredentialKind::PrivateKey => {
-            let key = russh::keys::decode_secret_key(&secret.secret, secret.passphrase.as_deref())
-                .map_err(russh::Error::from)?;
+        LoginSecret::Key(key) => {
             let hash = if key.algorithm().is_rsa() {
                 handle.best_supported_rsa_hash().await?.flatten()
             } else {
                 None
             };
-            Ok(handle
-                .authenticate_publickey(username, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            if handle
+                .authenticate_publickey(username, PrivateKeyWithHashAlg::new(key.clone(), hash))
                 .await?
-                .success())
+                .success()
+            {
+                Ok(())
+            } else {
+                Err(AuthFail::Rejected)
+            }
         }
     }
 }
@@ -343,6 +566,34 @@ pub async fn start(
             InventoryError::NotFound(_) => invalid("credential not found"),
             other => OpenError::new(codes::CHANNEL_FAILED, other.to_string()),
         })?;
+    let login_user = r
+        .username
+        .clone()
+        .or_else(|| cred.username.clone())
+        .ok_or_else(|| {
+            invalid(if target.session_id.is_some() {
+                "no username: the open frame, the saved session and its credential set give none"
+            } else {
+                "no username: give username in the open frame or on the credential set"
+            })
+        })?;
+    let login_secret = match cred.kind {
+        CredentialKind::Password => LoginSecret::Password(secret.secret.clone()),
+        // Stored keys are already decrypted (no KDF here); a record from before that
+        // change goes through the same cost limits and bounded pool as an upload.
+        CredentialKind::PrivateKey => {
+            match inventory::keys::decode(secret.secret.clone(), secret.passphrase.clone()).await {
+                Ok(k) => LoginSecret::Key(Arc::new(k.key)),
+                Err(e) => {
+                    return Err(OpenError::new(
+                        codes::AUTH_FAILED,
+                        format!("the credential's private key cannot be used: {e}"),
+                    ))
+                }
+            }
+        }
+    };
+    drop(secret);
     let stream = connect_tcp(&app, &r.host, r.port).await?;
     let outcome = Arc::new(Mutex::new(None));
     let asked = Arc::new(AtomicBool::new(false));
@@ -367,7 +618,7 @@ pub async fn start(
     let connect_limit = Duration::from_secs(app.cfg.ssh.connect_timeout_secs.max(1));
     let hostkey_limit = Duration::from_secs(app.cfg.mux.hostkey_answer_secs) + connect_limit;
     let (term, cols, rows) = (app.cfg.ssh.term.clone(), target.cols, target.rows);
-    let username = r.username.clone();
+    let username = login_user.clone();
     let metrics = app.metrics.clone();
     let handshake_done = Arc::new(AtomicBool::new(false));
     let done = handshake_done.clone();
@@ -376,10 +627,11 @@ pub async fn start(
             .await
             .map_err(Step::Handshake)?;
         done.store(true, Ordering::Release);
-        match authenticate(&mut handle, &username, cred.kind, &secret).await {
-            Ok(true) => {}
-            Ok(false) => return Err(Step::AuthRejected),
-            Err(e) => return Err(Step::Auth(e)),
+        match authenticate(&mut handle, &username, &login_secret).await {
+            Ok(()) => {}
+            Err(AuthFail::Rejected) => return Err(Step::AuthRejected),
+            Err(AuthFail::Prompt(p)) => return Err(Step::AuthPrompt(p)),
+            Err(AuthFail::Error(e)) => return Err(Step::Auth(e)),
         }
         metrics.ssh_connected(began.elapsed());
         let channel = handle.channel_open_session().await.map_err(Step::Channel)?;
@@ -402,7 +654,7 @@ pub async fn start(
         }
         Err(_) => None,
     };
-    let target_name = format!("{}@{}:{}", r.username, r.host, r.port);
+    let target_name = format!("{}@{}:{}", login_user, r.host, r.port);
     let (handle, channel) = match established {
         Some(Ok(v)) => v,
         Some(Err(step)) => {
@@ -429,6 +681,10 @@ pub async fn start(
                 (None, Step::AuthRejected) => OpenError::new(
                     codes::AUTH_FAILED,
                     format!("authentication failed for {target_name}"),
+                ),
+                (None, Step::AuthPrompt(p)) => OpenError::new(
+                    codes::AUTH_FAILED,
+                    format!("authentication failed for {target_name}: {p}"),
                 ),
                 (None, Step::Auth(e)) => OpenError::new(
                     codes::AUTH_FAILED,
@@ -604,5 +860,60 @@ fn append(buf: &mut BytesMut, data: &[u8], carry: &mut Option<bytes::Bytes>) {
 impl From<StoreError> for OpenError {
     fn from(e: StoreError) -> Self {
         OpenError::new(codes::CHANNEL_FAILED, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{answer_prompt, PromptAnswer};
+
+    #[test]
+    fn keyboard_interactive_answers_only_password_and_username_prompts() {
+        // Hidden password prompts, as PAM, OpenSSH and network devices word them.
+        for p in [
+            "Password: ",
+            "password:",
+            "opsgate@10.0.0.1's password: ",
+            "Enter password:",
+        ] {
+            assert_eq!(
+                answer_prompt(p, false, false),
+                Ok(PromptAnswer::Password),
+                "{p}"
+            );
+        }
+        // Echoed user-name prompts.
+        for p in ["Username:", "login: ", "User Name:", "user:"] {
+            assert_eq!(
+                answer_prompt(p, true, false),
+                Ok(PromptAnswer::Username),
+                "{p}"
+            );
+            assert_eq!(
+                answer_prompt(p, true, true),
+                Ok(PromptAnswer::Username),
+                "{p}"
+            );
+        }
+        // The password once only: a second password prompt is a failure, named.
+        let again = answer_prompt("Password: ", false, true).expect_err("second password");
+        assert!(again.contains("Password"), "{again}");
+        // Codes, tokens, password changes, and an echoed password prompt are refused.
+        for (p, echo) in [
+            ("Verification code: ", false),
+            ("One-time password (OATH) for `admin': ", false),
+            ("OTP: ", false),
+            ("Enter PASSCODE:", false),
+            ("Token: ", false),
+            ("New password: ", false),
+            ("Retype new password: ", false),
+            ("(current) UNIX password: ", false),
+            ("Password: ", true),
+            ("Username:", false),
+            ("Press enter to continue", true),
+        ] {
+            let e = answer_prompt(p, echo, false).expect_err(p);
+            assert!(e.contains(p.trim()), "{e} should name {p:?}");
+        }
     }
 }
