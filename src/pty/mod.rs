@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use nix::sys::signal::Signal;
 use opsgate_protocol::{codes, DATA_HEADER_LEN};
@@ -31,6 +31,8 @@ use crate::source::{
 /// Largest output chunk handed to the channel at once. Reads are coalesced up to this
 /// while the PTY has more ready, so bulk output travels in few, large frames.
 const CHUNK: usize = MAX_SOURCE_CHUNK;
+/// What a waiting read holds: enough for keystroke echo and a prompt.
+const FIRST_READ: usize = 2048;
 /// Chunks queued between the reader and the channel: the only output buffered outside
 /// the channel's window.
 const EVENT_QUEUE: usize = 2;
@@ -169,14 +171,17 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut status: Option<Option<ExitStatus>> = None;
         loop {
-            let mut buf = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
+            // An idle terminal waits with a small buffer; a full first read grows it to a
+            // whole chunk for the reads that follow.
+            let mut buf = BytesMut::with_capacity(FIRST_READ + DATA_HEADER_LEN);
             buf.resize(DATA_HEADER_LEN, 0);
+            let mut first = (&mut buf).limit(FIRST_READ);
             let read = tokio::select! {
-                r = reader.read_buf(&mut buf) => r,
+                r = reader.read_buf(&mut first) => r,
                 s = &mut status_rx, if status.is_none() => {
                     status = Some(s.ok().flatten());
                     // The program is gone; collect what it left in the PTY, then stop.
-                    match tokio::time::timeout(Duration::from_millis(200), reader.read_buf(&mut buf)).await {
+                    match tokio::time::timeout(Duration::from_millis(200), reader.read_buf(&mut first)).await {
                         Ok(r) => r,
                         Err(_) => Ok(0),
                     }
@@ -187,8 +192,12 @@ pub fn spawn(
             if n == 0 {
                 break;
             }
+            if n == FIRST_READ {
+                buf.reserve(CHUNK - FIRST_READ);
+            }
             while buf.len() < CHUNK + DATA_HEADER_LEN {
-                match reader.read_buf(&mut buf).now_or_never() {
+                let room = CHUNK + DATA_HEADER_LEN - buf.len();
+                match reader.read_buf(&mut (&mut buf).limit(room)).now_or_never() {
                     Some(Ok(k)) if k > 0 => {}
                     _ => break,
                 }

@@ -1,0 +1,111 @@
+//! Regression guards for the terminal path's efficiency (issue 9). Not timed tests: they
+//! count what the benchmarks explain (frames per MiB on the `ssh` path, the size cap of
+//! data frames, memory kept after logins), so they hold on a busy 2-core machine.
+
+mod common;
+mod sshd;
+mod ws;
+
+use common::{Server, ServerOptions, ADMIN, ADMIN_PASSWORD};
+use opsgate_protocol::ServerFrame;
+use serde_json::json;
+use ws::{connect, Event};
+
+/// The data-frame cap (`source::MAX_SOURCE_CHUNK`) plus the 5-byte header.
+const MAX_FRAME: usize = 32 * 1024 + 5;
+
+#[tokio::test]
+async fn ssh_bulk_output_travels_in_few_full_frames() {
+    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+    let s = Server::start(ServerOptions::default()).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let cred = admin
+        .post(
+            "/api/credentials",
+            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
+        )
+        .await;
+    cred.assert_status(201);
+    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let mut w = connect(&s, &cookie).await;
+    w.send_json(
+        json!({"type":"open","ch":1,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
+        "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24}),
+    )
+    .await;
+    if let ServerFrame::Hostkey { .. } = w
+        .expect_control(|f| {
+            matches!(
+                f,
+                ServerFrame::Hostkey { ch: 1, .. } | ServerFrame::Opened { ch: 1, .. }
+            )
+        })
+        .await
+    {
+        w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+        w.expect_opened(1).await;
+    }
+    w.input(
+        1,
+        b"stty -echo; printf 'GO\\n'; head -c 6291456 /dev/zero | base64 -w 0; printf 'DONE\\n'\n",
+    )
+    .await;
+    w.expect_output(1, "GO\r\n").await;
+    let (mut frames, mut bytes, mut largest) = (0usize, 0usize, 0usize);
+    let mut tail = Vec::new();
+    loop {
+        match w.next_event(std::time::Duration::from_secs(20)).await {
+            Some(Event::Data(1, d)) => {
+                frames += 1;
+                bytes += d.len();
+                largest = largest.max(d.len() + 5);
+                tail.extend_from_slice(&d);
+                if tail.len() > 64 {
+                    tail.drain(..tail.len() - 64);
+                }
+                if String::from_utf8_lossy(&tail).contains("DONE") {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => panic!("output stopped after {bytes} bytes"),
+        }
+    }
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    let per_mib = frames as f64 / mib;
+    println!(
+        "ssh bulk: {bytes} bytes in {frames} frames ({per_mib:.0} per MiB, largest {largest})"
+    );
+    assert!(bytes > 8_000_000, "only {bytes} bytes");
+    assert!(
+        largest <= MAX_FRAME,
+        "a data frame of {largest} bytes exceeds the cap"
+    );
+    // Before coalescing: about 160 frames per MiB (6.5 KB each). A full frame is 32 per MiB.
+    assert!(
+        per_mib <= 100.0,
+        "{per_mib:.0} frames per MiB: ssh output is no longer coalesced"
+    );
+}
+
+#[tokio::test]
+async fn memory_after_many_logins_is_that_after_one() {
+    let s = Server::start(ServerOptions::default()).await;
+    let _first = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let after_one = s.rss_kib().expect("rss");
+    let mut logins = Vec::new();
+    for _ in 0..5 {
+        logins.push(s.login(ADMIN, ADMIN_PASSWORD).await);
+    }
+    // Concurrent logins hash on several threads at once.
+    let more = futures_util::future::join_all((0..4).map(|_| s.login(ADMIN, ADMIN_PASSWORD))).await;
+    let after_many = s.rss_kib().expect("rss");
+    println!("RSS after 1 login: {after_one} KiB; after 10: {after_many} KiB");
+    drop((logins, more));
+    // argon2id's work area is 19 MiB; keeping it per hashing thread was +19.5 MB a login.
+    assert!(
+        after_many < after_one + 8 * 1024,
+        "RSS grew from {after_one} to {after_many} KiB over 9 more logins"
+    );
+}
