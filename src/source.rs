@@ -8,10 +8,12 @@
 //! source blocks. Input travels the other way through an [`InputQueue`]: a byte buffer
 //! bounded by the channel's input window, which the client may never overrun.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
+use futures_util::Stream;
 use opsgate_protocol::HostkeyStatus;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -59,9 +61,20 @@ impl Stopper {
     }
 }
 
+/// A source's output as the channel task polls it: only while the channel's window has
+/// room, so a slow client's back-pressure reaches the source. A PTY is read right here,
+/// in the channel task; an SSH channel's driver task feeds a small queue
+/// ([`queue_stream`]).
+pub type SourceEvents = Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
+
+/// A bounded queue's receiving end as [`SourceEvents`].
+pub fn queue_stream(mut rx: mpsc::Receiver<SourceEvent>) -> SourceEvents {
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
 /// A started source.
 pub struct Source {
-    pub events: mpsc::Receiver<SourceEvent>,
+    pub events: SourceEvents,
     pub control: mpsc::Sender<SourceCtl>,
     pub stopper: Stopper,
 }

@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use opsgate_protocol::{codes, write_data_header, ServerFrame, DATA_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -453,7 +454,7 @@ impl ChannelTask {
                 _ => None,
             };
             tokio::select! {
-                ev = events.recv(), if can_read => match ev {
+                ev = events.next(), if can_read => match ev {
                     Some(SourceEvent::Data(mut chunk)) => {
                         let n = chunk.len().saturating_sub(DATA_HEADER_LEN);
                         self.flow.produced(&chunk[DATA_HEADER_LEN..]);

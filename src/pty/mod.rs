@@ -33,9 +33,6 @@ use crate::source::{
 const CHUNK: usize = MAX_SOURCE_CHUNK;
 /// What a waiting read holds: enough for keystroke echo and a prompt.
 const FIRST_READ: usize = 2048;
-/// Chunks queued between the reader and the channel: the only output buffered outside
-/// the channel's window.
-const EVENT_QUEUE: usize = 2;
 const CONTROL_QUEUE: usize = 8;
 /// How long a stopped program has after SIGHUP before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -153,11 +150,10 @@ pub fn spawn(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| fail(&"no pid"))?;
-    let (mut reader, mut writer) = pty.into_split();
-    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let (reader, mut writer) = pty.into_split();
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (status_tx, mut status_rx) = oneshot::channel::<Option<ExitStatus>>();
+    let (status_tx, status_rx) = oneshot::channel::<Option<ExitStatus>>();
 
     let pgid = nix::unistd::Pid::from_raw(pid);
     tokio::spawn(async move {
@@ -168,56 +164,17 @@ pub fn spawn(
         let _ = status_tx.send(status);
     });
 
-    tokio::spawn(async move {
-        let mut status: Option<Option<ExitStatus>> = None;
-        loop {
-            // An idle terminal waits with a small buffer; a full first read grows it to a
-            // whole chunk for the reads that follow.
-            let mut buf = BytesMut::with_capacity(FIRST_READ + DATA_HEADER_LEN);
-            buf.resize(DATA_HEADER_LEN, 0);
-            let mut first = (&mut buf).limit(FIRST_READ);
-            let read = tokio::select! {
-                r = reader.read_buf(&mut first) => r,
-                s = &mut status_rx, if status.is_none() => {
-                    status = Some(s.ok().flatten());
-                    // The program is gone; collect what it left in the PTY, then stop.
-                    match tokio::time::timeout(Duration::from_millis(200), reader.read_buf(&mut first)).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(0),
-                    }
-                }
-            };
-            // EIO after the child exits is how a PTY says end of file.
-            let n = read.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            if n == FIRST_READ {
-                buf.reserve(CHUNK - FIRST_READ);
-            }
-            while buf.len() < CHUNK + DATA_HEADER_LEN {
-                let room = CHUNK + DATA_HEADER_LEN - buf.len();
-                match reader.read_buf(&mut (&mut buf).limit(room)).now_or_never() {
-                    Some(Ok(k)) if k > 0 => {}
-                    _ => break,
-                }
-            }
-            if ev_tx.send(SourceEvent::Data(buf)).await.is_err() {
-                return;
-            }
-        }
-        let status = match status {
-            Some(s) => s,
-            None => status_rx.await.ok().flatten(),
-        };
-        let (code, signal) = match status {
-            Some(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                (s.code(), s.signal().map(signal_name))
-            }
-            None => (None, None),
-        };
-        let _ = ev_tx.send(SourceEvent::Exit { code, signal }).await;
+    // Output is read by the channel task itself (no reader task, no queue hop on the
+    // echo path): the stream is polled only while the channel's window has room.
+    let output = PtyOutput {
+        reader,
+        status_rx,
+        status: None,
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(output, |mut out| async move {
+        let ev = out.next_event().await?;
+        Some((ev, out))
     });
 
     // Writer: input in order, whole; the program's reading pace is the input window's.
@@ -242,10 +199,76 @@ pub fn spawn(
     });
 
     Ok(Source {
-        events: ev_rx,
+        events: Box::pin(events),
         control: ctl_tx,
         stopper: Stopper::Signal(stop_tx),
     })
+}
+
+/// A PTY program's output as the channel reads it.
+struct PtyOutput {
+    reader: pty_process::OwnedReadPty,
+    status_rx: oneshot::Receiver<Option<ExitStatus>>,
+    /// The exit status, once the reaper reported it.
+    status: Option<Option<ExitStatus>>,
+    finished: bool,
+}
+
+impl PtyOutput {
+    /// The next chunk of output, then the exit, then nothing.
+    async fn next_event(&mut self) -> Option<SourceEvent> {
+        if self.finished {
+            return None;
+        }
+        // An idle terminal waits with a small buffer; a full first read grows it to a
+        // whole chunk for the reads that follow.
+        let mut buf = BytesMut::with_capacity(FIRST_READ + DATA_HEADER_LEN);
+        buf.resize(DATA_HEADER_LEN, 0);
+        let mut first = (&mut buf).limit(FIRST_READ);
+        let read = tokio::select! {
+            r = self.reader.read_buf(&mut first) => r,
+            s = &mut self.status_rx, if self.status.is_none() => {
+                self.status = Some(s.ok().flatten());
+                // The program is gone; collect what it left in the PTY, then stop.
+                match tokio::time::timeout(Duration::from_millis(200), self.reader.read_buf(&mut first)).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(0),
+                }
+            }
+        };
+        // EIO after the child exits is how a PTY says end of file.
+        let n = read.unwrap_or(0);
+        if n == 0 {
+            self.finished = true;
+            let status = match self.status.take() {
+                Some(s) => s,
+                None => (&mut self.status_rx).await.ok().flatten(),
+            };
+            let (code, signal) = match status {
+                Some(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    (s.code(), s.signal().map(signal_name))
+                }
+                None => (None, None),
+            };
+            return Some(SourceEvent::Exit { code, signal });
+        }
+        if n == FIRST_READ {
+            buf.reserve(CHUNK - FIRST_READ);
+        }
+        while buf.len() < CHUNK + DATA_HEADER_LEN {
+            let room = CHUNK + DATA_HEADER_LEN - buf.len();
+            match self
+                .reader
+                .read_buf(&mut (&mut buf).limit(room))
+                .now_or_never()
+            {
+                Some(Ok(k)) if k > 0 => {}
+                _ => break,
+            }
+        }
+        Some(SourceEvent::Data(buf))
+    }
 }
 
 /// Waits for the program to exit, or for a stop request (an explicit stop, or the

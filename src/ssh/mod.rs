@@ -840,7 +840,7 @@ pub async fn start(
     });
 
     Ok(Source {
-        events: ev_rx,
+        events: crate::source::queue_stream(ev_rx),
         control: ctl_tx,
         stopper: Stopper::Signal(stop_tx),
     })
