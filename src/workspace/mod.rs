@@ -159,7 +159,9 @@ fn check_team_name(name: &str) -> Result<String, WorkspaceError> {
 
 /// Read access to the team tables from either kind of transaction.
 pub trait TeamsRead {
+    /// A team by id.
     fn team(&self, id: &str) -> Result<Option<Team>, WorkspaceError>;
+    /// `username`'s role in team `team_id`, if a member.
     fn role_in(&self, team_id: &str, username: &str) -> Result<Option<Role>, WorkspaceError>;
 }
 

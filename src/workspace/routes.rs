@@ -145,6 +145,7 @@ pub async fn get_team(
     Ok(Json(view(team, role, members, user.role == Role::Admin)))
 }
 
+/// The body of `POST /api/teams` and `PUT /api/teams/{id}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamBody {
@@ -220,6 +221,7 @@ async fn require_member_manager(app: &App, user: &CurrentUser, id: &str) -> Resu
     )))
 }
 
+/// The body of `PUT /api/teams/{id}/members/{username}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
