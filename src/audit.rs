@@ -59,6 +59,10 @@ pub struct AuditEvent {
     /// Extra human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The team whose workspace it happened in (its id); absent for a personal
+    /// workspace and for what belongs to no workspace (logins, users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// What to record; `seq` and `at` are filled in.
@@ -69,6 +73,8 @@ pub struct Entry {
     pub target: Option<String>,
     pub ip: Option<String>,
     pub detail: Option<String>,
+    /// A team id (see [`AuditEvent::workspace`]).
+    pub workspace: Option<String>,
 }
 
 impl Entry {
@@ -91,6 +97,11 @@ impl Entry {
         self.detail = Some(d.into());
         self
     }
+    /// The team whose workspace this is about, if any.
+    pub fn workspace(mut self, team_id: Option<String>) -> Self {
+        self.workspace = team_id;
+        self
+    }
 }
 
 /// Appends an event inside the caller's transaction.
@@ -108,15 +119,35 @@ pub fn record(tx: &WriteTransaction, entry: Entry) -> Result<(), StoreError> {
         target: entry.target,
         ip: entry.ip,
         detail: entry.detail,
+        workspace: entry.workspace,
     };
     table.insert(seq, store::encode(&event)?.as_slice())?;
     Ok(())
 }
 
-/// Newest-first page of events with `seq < before`, optionally only one actor's.
+/// Which events a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Only events in this team's workspace (a team id).
+    pub workspace: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, e: &AuditEvent) -> bool {
+        self.actor.as_ref().is_none_or(|a| *a == e.actor)
+            && self
+                .workspace
+                .as_ref()
+                .is_none_or(|w| e.workspace.as_ref() == Some(w))
+    }
+}
+
+/// Newest-first page of events with `seq < before` that pass `filter`.
 pub fn list(
     tx: &ReadTransaction,
-    actor: Option<&str>,
+    filter: &Filter,
     before: Option<u64>,
     limit: usize,
 ) -> Result<Vec<AuditEvent>, StoreError> {
@@ -126,7 +157,7 @@ pub fn list(
     for row in table.range(..upper)?.rev() {
         let (_, v) = row?;
         let event: AuditEvent = store::decode(v.value())?;
-        if actor.is_none_or(|a| a == event.actor) {
+        if filter.matches(&event) {
             out.push(event);
             if out.len() >= limit {
                 break;

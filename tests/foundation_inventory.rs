@@ -139,7 +139,7 @@ fn seed_known_host(server: &Server, owner: &str, host: &str) -> String {
         .write_blocking(|tx| {
             opsgate::inventory::add_known_host(
                 tx,
-                owner,
+                &opsgate::workspace::Scope::personal(owner),
                 host,
                 22,
                 "ssh-ed25519",

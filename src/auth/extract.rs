@@ -60,6 +60,22 @@ impl FromRequestParts<Arc<App>> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let user = CurrentUser::any_role(parts, app).await?;
+        // Viewers are read-only everywhere; logging out is the one write they may do.
+        // (Inventory routes use `workspace::Workspace` instead, where a team membership
+        // role decides inside the team.)
+        let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if user.role == Role::Viewer && writes && !parts.uri.path().ends_with("/api/auth/logout") {
+            return Err(ApiError::forbidden("viewers have read-only access"));
+        }
+        Ok(user)
+    }
+}
+
+impl CurrentUser {
+    /// The logged-in user whatever their global role, for extractors that decide what a
+    /// role may do themselves (a team's workspace, where the membership role decides).
+    pub(crate) async fn any_role(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let session = Session::from_request_parts(parts, app)
             .await
             .map_err(|(_, m)| ApiError::internal(m))?;
@@ -91,11 +107,6 @@ impl FromRequestParts<Arc<App>> for CurrentUser {
                 .insert(LOGIN_KEY, &login)
                 .await
                 .map_err(ApiError::internal)?;
-        }
-        // Viewers are read-only everywhere; logging out is the one write they may do.
-        let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if user.role == Role::Viewer && writes && !parts.uri.path().ends_with("/api/auth/logout") {
-            return Err(ApiError::forbidden("viewers have read-only access"));
         }
         let ip = client_ip(parts, &app.cfg.trusted_proxies).to_string();
         // Every log line of this request says whose it is.

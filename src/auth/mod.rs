@@ -260,7 +260,8 @@ pub fn update_user(
     })
 }
 
-/// Deletes a user, their whole inventory and their login sessions.
+/// Deletes a user, their personal inventory, their team memberships and their login
+/// sessions (team workspaces keep their objects).
 pub fn delete_user(tx: &WriteTransaction, username: &str, actor: &str) -> Result<(), UserError> {
     let user: User = {
         let table = tx.open_table(USERS)?;
@@ -275,6 +276,7 @@ pub fn delete_user(tx: &WriteTransaction, username: &str, actor: &str) -> Result
     }
     tx.open_table(USERS)?.remove(username)?;
     crate::inventory::delete_all_of(tx, username)?;
+    crate::workspace::forget_user(tx, username)?;
     delete_sessions_of(tx, username)?;
     audit::record(tx, audit::Entry::new(actor, "user.delete").target(username))?;
     Ok(())

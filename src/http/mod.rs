@@ -29,6 +29,7 @@ use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Ro
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
 use crate::store::{StoreError, HTTP_SESSIONS};
+use crate::workspace::{self, routes as teams};
 
 /// `Json<T>` whose rejections use the JSON error shape.
 pub struct ApiJson<T>(pub T);
@@ -138,6 +139,21 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::delete(inv::delete_known_host),
         )
         .route("/api/audit", get(list_audit))
+        .route("/api/workspaces", get(teams::list_workspaces))
+        .route(
+            "/api/teams",
+            get(teams::list_teams).post(teams::create_team),
+        )
+        .route(
+            "/api/teams/{id}",
+            get(teams::get_team)
+                .put(teams::rename_team)
+                .delete(teams::delete_team),
+        )
+        .route(
+            "/api/teams/{id}/members/{username}",
+            put(teams::put_member).delete(teams::delete_member),
+        )
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -349,21 +365,37 @@ struct AuditQuery {
     actor: Option<String>,
 }
 
-/// `GET /api/audit?before=&limit=[&actor=]`: admins see everyone, others themselves.
+/// `GET /api/audit?before=&limit=[&actor=][&workspace=]`: admins see everyone, others
+/// themselves. With a team selected, only that team's events: everyone's for a global
+/// admin or a team admin, the caller's own for other members, 404 for non-members.
 async fn list_audit(
     State(app): State<Arc<App>>,
     user: CurrentUser,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let actor = if user.role == Role::Admin {
-        q.actor
-    } else {
-        Some(user.username)
+    let selected = workspace::selector_of(&uri, &headers)?;
+    let sees_all = match &selected {
+        None => user.role == Role::Admin,
+        Some(_) if user.role == Role::Admin => true,
+        Some(id) => {
+            let ws = workspace::Workspace::resolve(&app, user.clone(), Some(id.clone())).await?;
+            ws.role == Role::Admin
+        }
+    };
+    let filter = crate::audit::Filter {
+        actor: if sees_all {
+            q.actor
+        } else {
+            Some(user.username)
+        },
+        workspace: selected,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let events = app
         .store
-        .read(move |tx| crate::audit::list(tx, actor.as_deref(), q.before, limit))
+        .read(move |tx| crate::audit::list(tx, &filter, q.before, limit))
         .await?;
     let next_before = events
         .last()

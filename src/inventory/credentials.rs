@@ -8,6 +8,7 @@ use super::keys::{self, KeyError};
 use super::{InventoryError, SavedSession, Sealer};
 use crate::audit;
 use crate::store::{self, CREDENTIALS, SAVED_SESSIONS};
+use crate::workspace::Scope;
 
 /// What kind of secret a credential set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,9 +277,10 @@ pub(crate) fn list(
 pub(crate) fn create(
     tx: &WriteTransaction,
     sealer: &Sealer,
-    owner: &str,
+    ws: &Scope,
     input: PreparedCredential,
 ) -> Result<CredentialView, InventoryError> {
+    let owner = ws.key.as_str();
     let (name, kind, username) = (input.name.clone(), input.kind, input.username.clone());
     let (secret, has_passphrase) = merge(input, None)?;
     let id = store::new_id();
@@ -297,20 +299,18 @@ pub(crate) fn create(
     };
     tx.open_table(CREDENTIALS)?
         .insert((owner, c.id.as_str()), store::encode(&c)?.as_slice())?;
-    audit::record(
-        tx,
-        audit::Entry::new(owner, "credential.create").target(&c.id),
-    )?;
+    audit::record(tx, ws.audit("credential.create").target(&c.id))?;
     Ok(CredentialView::from(&c))
 }
 
 pub(crate) fn update(
     tx: &WriteTransaction,
     sealer: &Sealer,
-    owner: &str,
+    ws: &Scope,
     id: &str,
     input: PreparedCredential,
 ) -> Result<CredentialView, InventoryError> {
+    let owner = ws.key.as_str();
     let old: Credential = store::get_owned(&tx.open_table(CREDENTIALS)?, owner, id)?
         .ok_or(InventoryError::NotFound("credential"))?;
     let old_secret: CredentialSecret =
@@ -332,11 +332,12 @@ pub(crate) fn update(
     };
     tx.open_table(CREDENTIALS)?
         .insert((owner, id), store::encode(&c)?.as_slice())?;
-    audit::record(tx, audit::Entry::new(owner, "credential.update").target(id))?;
+    audit::record(tx, ws.audit("credential.update").target(id))?;
     Ok(CredentialView::from(&c))
 }
 
-pub(crate) fn delete(tx: &WriteTransaction, owner: &str, id: &str) -> Result<(), InventoryError> {
+pub(crate) fn delete(tx: &WriteTransaction, ws: &Scope, id: &str) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     let users: Vec<(String, SavedSession)> =
         store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
     let mut table = tx.open_table(CREDENTIALS)?;
@@ -355,7 +356,7 @@ pub(crate) fn delete(tx: &WriteTransaction, owner: &str, id: &str) -> Result<(),
     }
     table.remove((owner, id))?;
     drop(table);
-    audit::record(tx, audit::Entry::new(owner, "credential.delete").target(id))?;
+    audit::record(tx, ws.audit("credential.delete").target(id))?;
     Ok(())
 }
 

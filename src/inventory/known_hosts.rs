@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::InventoryError;
 use crate::audit;
 use crate::store::{self, KNOWN_HOSTS};
+use crate::workspace::Scope;
 
 /// A trusted host key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,12 +40,13 @@ pub fn find_known_host(
 /// Trusts a key for `host:port` (replacing nothing: a changed key must be deleted first).
 pub fn add_known_host(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     host: &str,
     port: u16,
     algorithm: &str,
     fingerprint: &str,
 ) -> Result<KnownHost, InventoryError> {
+    let owner = ws.key.as_str();
     let k = KnownHost {
         id: store::new_id(),
         host: host.to_string(),
@@ -57,18 +59,19 @@ pub fn add_known_host(
         .insert((owner, k.id.as_str()), store::encode(&k)?.as_slice())?;
     audit::record(
         tx,
-        audit::Entry::new(owner, "known_host.add")
+        ws.audit("known_host.add")
             .target(format!("{host}:{port}"))
             .detail(fingerprint),
     )?;
     Ok(k)
 }
 
-pub(crate) fn delete(tx: &WriteTransaction, owner: &str, id: &str) -> Result<(), InventoryError> {
+pub(crate) fn delete(tx: &WriteTransaction, ws: &Scope, id: &str) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     let removed = tx.open_table(KNOWN_HOSTS)?.remove((owner, id))?.is_some();
     if !removed {
         return Err(InventoryError::NotFound("known host"));
     }
-    audit::record(tx, audit::Entry::new(owner, "known_host.delete").target(id))?;
+    audit::record(tx, ws.audit("known_host.delete").target(id))?;
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Each user's private workspace: folders, saved sessions, credential sets and known
-//! hosts. Every object is keyed by (owner, id); another user's id is simply not found.
+//! The inventory of a workspace: folders, saved sessions, credential sets and known
+//! hosts. Every object is keyed by (workspace key, id) (see [`crate::workspace`]); an id
+//! of another workspace is simply not found. Reads take the workspace key, writes a
+//! [`crate::workspace::Scope`] (the key and the acting user, for the audit log).
 
 mod credentials;
 pub mod keys;
@@ -69,7 +71,7 @@ impl From<InventoryError> for ApiError {
     }
 }
 
-/// Removes everything a user owns (used when the user is deleted).
+/// Removes everything in a user's personal workspace (used when the user is deleted).
 pub fn delete_all_of(tx: &WriteTransaction, owner: &str) -> Result<(), StoreError> {
     store::delete_owned(&mut tx.open_table(SAVED_SESSIONS)?, owner)?;
     store::delete_owned(&mut tx.open_table(FOLDERS)?, owner)?;

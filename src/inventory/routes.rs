@@ -1,4 +1,6 @@
 //! REST handlers for the inventory: thin wrappers over the functions of this module.
+//! Every handler takes a [`Workspace`] (the `?workspace=` / `X-Opsgate-Workspace`
+//! selector, checked for the caller's role there), so every route works per workspace.
 
 use std::sync::Arc;
 
@@ -15,9 +17,9 @@ use super::known_hosts;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
 use crate::app::App;
-use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
+use crate::workspace::Workspace;
 
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -27,10 +29,10 @@ pub struct SearchQuery {
 /// `GET /api/sessions[?q=]`
 pub async fn list_sessions(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Query(query): Query<SearchQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope.key;
     let folders = app
         .store
         .read(move |tx| sessions::list_folders(tx, &owner, query.q.as_deref()))
@@ -41,10 +43,10 @@ pub async fn list_sessions(
 /// `GET /api/sessions/{id}`
 pub async fn get_session(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope.key;
     let s = app
         .store
         .read(move |tx| sessions::get_session(tx, &owner, &id))
@@ -56,11 +58,11 @@ pub async fn get_session(
 /// `POST /api/sessions`
 pub async fn create_session(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     ApiJson(input): ApiJson<SessionInput>,
 ) -> ApiResult<impl IntoResponse> {
     let v = input.validate()?;
-    let owner = user.username;
+    let owner = ws.scope;
     let s = app
         .store
         .write(move |tx| sessions::create_session(tx, &owner, v))
@@ -71,12 +73,12 @@ pub async fn create_session(
 /// `PUT /api/sessions/{id}`
 pub async fn update_session(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<SessionInput>,
 ) -> ApiResult<impl IntoResponse> {
     let v = input.validate()?;
-    let owner = user.username;
+    let owner = ws.scope;
     let s = app
         .store
         .write(move |tx| sessions::update_session(tx, &owner, &id, v))
@@ -87,10 +89,10 @@ pub async fn update_session(
 /// `DELETE /api/sessions/{id}`
 pub async fn delete_session(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let owner = user.username;
+    let owner = ws.scope;
     app.store
         .write(move |tx| sessions::delete_session(tx, &owner, &id))
         .await?;
@@ -106,10 +108,10 @@ pub struct FolderBody {
 /// `POST /api/folders`
 pub async fn create_folder(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     ApiJson(body): ApiJson<FolderBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope;
     let name = body.name.trim().to_string();
     let n2 = name.clone();
     app.store
@@ -121,11 +123,11 @@ pub async fn create_folder(
 /// `PUT /api/folders/{name}` (rename)
 pub async fn rename_folder(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<FolderBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope;
     let to = body.name.trim().to_string();
     let t2 = to.clone();
     app.store
@@ -137,10 +139,10 @@ pub async fn rename_folder(
 /// `DELETE /api/folders/{name}` (409 unless empty)
 pub async fn delete_folder(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let owner = user.username;
+    let owner = ws.scope;
     app.store
         .write(move |tx| sessions::delete_folder(tx, &owner, &name))
         .await?;
@@ -150,9 +152,9 @@ pub async fn delete_folder(
 /// `GET /api/sessions/export` (YAML)
 pub async fn export_sessions(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope.key;
     let folders = app
         .store
         .read(move |tx| sessions::list_folders(tx, &owner, None))
@@ -178,7 +180,7 @@ pub struct ImportQuery {
 /// `POST /api/sessions/import?mode=merge|replace` (YAML body; all or nothing)
 pub async fn import_sessions(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Query(q): Query<ImportQuery>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
@@ -186,7 +188,7 @@ pub async fn import_sessions(
         .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
     let rows = yaml::parse(text)?;
     let mode = q.mode.unwrap_or(ImportMode::Merge);
-    let owner = user.username;
+    let owner = ws.scope;
     let report = app
         .store
         .write(move |tx| yaml::apply(tx, &owner, rows, mode))
@@ -197,9 +199,9 @@ pub async fn import_sessions(
 /// `GET /api/credentials`
 pub async fn list_credentials(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope.key;
     let list = app
         .store
         .read(move |tx| credentials::list(tx, &owner))
@@ -210,10 +212,10 @@ pub async fn list_credentials(
 /// `POST /api/credentials`
 pub async fn create_credential(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     ApiJson(input): ApiJson<CredentialInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope;
     // A private key is decrypted here, before the write transaction: its KDF must never
     // hold the database's write lock.
     let input = credentials::prepare(input).await?;
@@ -228,11 +230,11 @@ pub async fn create_credential(
 /// `PUT /api/credentials/{id}`
 pub async fn update_credential(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<CredentialInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope;
     let input = credentials::prepare(input).await?;
     let a = app.clone();
     let view = app
@@ -245,10 +247,10 @@ pub async fn update_credential(
 /// `DELETE /api/credentials/{id}`
 pub async fn delete_credential(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let owner = user.username;
+    let owner = ws.scope;
     app.store
         .write(move |tx| credentials::delete(tx, &owner, &id))
         .await?;
@@ -258,9 +260,9 @@ pub async fn delete_credential(
 /// `GET /api/known-hosts`
 pub async fn list_known_hosts(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = user.username;
+    let owner = ws.scope.key;
     let list = app
         .store
         .read(move |tx| known_hosts::list(tx, &owner))
@@ -271,10 +273,10 @@ pub async fn list_known_hosts(
 /// `DELETE /api/known-hosts/{id}`
 pub async fn delete_known_host(
     State(app): State<Arc<App>>,
-    user: CurrentUser,
+    ws: Workspace,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let owner = user.username;
+    let owner = ws.scope;
     app.store
         .write(move |tx| known_hosts::delete(tx, &owner, &id))
         .await?;

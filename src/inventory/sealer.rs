@@ -1,9 +1,11 @@
 //! Encryption at rest for credential secrets.
 //!
 //! A 32-byte master key lives in `data_dir/master.key` (mode 0600, made on first start).
-//! Each owner gets a key derived from it, and every sealed secret is bound (as AEAD
-//! associated data) to its owner and credential id, so a ciphertext copied to another
-//! user's record or another id fails to open.
+//! Each workspace gets a key derived from it and its workspace key (the username of a
+//! personal workspace, `team:<id>` of a team's: the same string schema 1 used as owner,
+//! so secrets sealed before workspaces open unchanged), and every sealed secret is bound
+//! (as AEAD associated data) to its workspace and credential id, so a ciphertext copied
+//! to another user's or team's record, or another id, fails to open.
 //!
 //! The database keeps a key-check value (a one-way hash of the master key) in its
 //! `meta` table. At start a missing or different `master.key` is refused while sealed
@@ -187,7 +189,7 @@ impl Sealer {
         format!("opsgate-credential-v1\0{owner}\0{id}").into_bytes()
     }
 
-    /// Encrypts `plaintext` for (owner, id); returns base64(nonce || ciphertext).
+    /// Encrypts `plaintext` for (workspace key `owner`, id); returns base64(nonce || ciphertext).
     pub fn seal(&self, owner: &str, id: &str, plaintext: &[u8]) -> Result<String, InventoryError> {
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let nonce = XNonce::from(nonce_bytes);

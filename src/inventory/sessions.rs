@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::InventoryError;
 use crate::audit;
 use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
+use crate::workspace::Scope;
 
 /// The device families opsgate knows how to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,9 +387,10 @@ fn check_credential(
 /// Stores a new saved session (creating its folder if needed).
 pub(crate) fn create_session(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     v: ValidSession,
 ) -> Result<SavedSession, InventoryError> {
+    let owner = ws.key.as_str();
     check_credential(tx, owner, v.credential_id.as_deref())?;
     ensure_folder(tx, owner, &v.folder)?;
     let now = store::now();
@@ -409,7 +411,7 @@ pub(crate) fn create_session(
         .insert((owner, s.id.as_str()), store::encode(&s)?.as_slice())?;
     audit::record(
         tx,
-        audit::Entry::new(owner, "session.create")
+        ws.audit("session.create")
             .target(&s.id)
             .detail(&s.display_name),
     )?;
@@ -419,10 +421,11 @@ pub(crate) fn create_session(
 /// Replaces the fields of an existing saved session.
 pub(crate) fn update_session(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     id: &str,
     v: ValidSession,
 ) -> Result<SavedSession, InventoryError> {
+    let owner = ws.key.as_str();
     let old: SavedSession = store::get_owned(&tx.open_table(SAVED_SESSIONS)?, owner, id)?
         .ok_or(InventoryError::NotFound("saved session"))?;
     check_credential(tx, owner, v.credential_id.as_deref())?;
@@ -442,15 +445,16 @@ pub(crate) fn update_session(
     };
     tx.open_table(SAVED_SESSIONS)?
         .insert((owner, id), store::encode(&s)?.as_slice())?;
-    audit::record(tx, audit::Entry::new(owner, "session.update").target(id))?;
+    audit::record(tx, ws.audit("session.update").target(id))?;
     Ok(s)
 }
 
 pub(crate) fn delete_session(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     id: &str,
 ) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     if tx
         .open_table(SAVED_SESSIONS)?
         .remove((owner, id))?
@@ -458,15 +462,16 @@ pub(crate) fn delete_session(
     {
         return Err(InventoryError::NotFound("saved session"));
     }
-    audit::record(tx, audit::Entry::new(owner, "session.delete").target(id))?;
+    audit::record(tx, ws.audit("session.delete").target(id))?;
     Ok(())
 }
 
 pub(crate) fn create_folder(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     name: &str,
 ) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     let name = check_folder_name(name)?;
     if tx
         .open_table(FOLDERS)?
@@ -479,16 +484,17 @@ pub(crate) fn create_folder(
         });
     }
     ensure_folder(tx, owner, &name)?;
-    audit::record(tx, audit::Entry::new(owner, "folder.create").target(name))?;
+    audit::record(tx, ws.audit("folder.create").target(name))?;
     Ok(())
 }
 
 pub(crate) fn rename_folder(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     from: &str,
     to: &str,
 ) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     let to = check_folder_name(to)?;
     {
         let mut folders = tx.open_table(FOLDERS)?;
@@ -522,7 +528,7 @@ pub(crate) fn rename_folder(
     drop(table);
     audit::record(
         tx,
-        audit::Entry::new(owner, "folder.rename")
+        ws.audit("folder.rename")
             .target(from)
             .detail(format!("to {to}")),
     )?;
@@ -531,9 +537,10 @@ pub(crate) fn rename_folder(
 
 pub(crate) fn delete_folder(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     name: &str,
 ) -> Result<(), InventoryError> {
+    let owner = ws.key.as_str();
     let sessions: Vec<(String, SavedSession)> =
         store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
     let mut folders = tx.open_table(FOLDERS)?;
@@ -549,7 +556,7 @@ pub(crate) fn delete_folder(
     }
     folders.remove((owner, name))?;
     drop(folders);
-    audit::record(tx, audit::Entry::new(owner, "folder.delete").target(name))?;
+    audit::record(tx, ws.audit("folder.delete").target(name))?;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use super::sessions::{self, SavedSession, SessionInput, ValidSession};
 use super::InventoryError;
 use crate::audit;
 use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
+use crate::workspace::Scope;
 
 /// One refused row of an import.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -260,10 +261,11 @@ pub struct ImportReport {
 /// Applies validated rows in the caller's transaction (all or nothing).
 pub fn apply(
     tx: &WriteTransaction,
-    owner: &str,
+    ws: &Scope,
     rows: Vec<(RowError, ValidSession)>,
     mode: ImportMode,
 ) -> Result<ImportReport, InventoryError> {
+    let owner = ws.key.as_str();
     // Credentials are the owner's own ids: check them all before writing anything, so a
     // bad one is reported by row like any other mistake.
     let creds = tx.open_table(CREDENTIALS)?;
@@ -297,11 +299,11 @@ pub fn apply(
         let key = (v.folder.clone(), v.display_name.to_lowercase());
         match by_name.get(&key) {
             Some(id) => {
-                sessions::update_session(tx, owner, id, v)?;
+                sessions::update_session(tx, ws, id, v)?;
                 updated += 1;
             }
             None => {
-                let s = sessions::create_session(tx, owner, v)?;
+                let s = sessions::create_session(tx, ws, v)?;
                 by_name.insert(key, s.id);
                 created += 1;
             }
@@ -309,7 +311,7 @@ pub fn apply(
     }
     audit::record(
         tx,
-        audit::Entry::new(owner, "sessions.import").detail(format!(
+        ws.audit("sessions.import").detail(format!(
             "{mode:?}: {created} created, {updated} updated, {removed} removed"
         )),
     )?;

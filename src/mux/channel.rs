@@ -91,6 +91,11 @@ pub struct ChannelHandle {
     /// What the channel runs, for the audit log: `user@host:port`, a saved session, or
     /// the program's name.
     pub target: Arc<str>,
+    /// The workspace key whose objects (saved session, credential, known hosts) the
+    /// channel uses: set by the `ssh` source once its target is resolved, never for a
+    /// PTY program (nobody's object). Team membership changes end channels by it
+    /// ([`super::Mux::close_workspace`]).
+    pub workspace: Arc<OnceLock<Arc<str>>>,
     pub cmd: mpsc::Sender<ChannelCmd>,
     pub shared: Arc<ChannelShared>,
 }
@@ -112,6 +117,7 @@ impl ChannelHandle {
             username: login.username.clone(),
             ip: Arc::from(login.ip.as_str()),
             target: Arc::from(target),
+            workspace: Arc::new(OnceLock::new()),
             cmd,
             shared: Arc::new(ChannelShared {
                 input: Arc::new(InputQueue::new(input_window, wake.clone())),

@@ -135,6 +135,19 @@ impl Mux {
         self.inner.end_where(|_, user| user == username, reason);
     }
 
+    /// Ends the channels that use workspace `key`'s objects, of one user or everyone's
+    /// (a team membership removed or reduced to viewer, a team deleted). Their sockets
+    /// and other channels stay.
+    pub fn close_workspace(&self, key: &str, username: Option<&str>, reason: &'static str) {
+        self.inner.close_where(
+            |h| {
+                username.is_none_or(|u| *h.username == *u)
+                    && h.workspace.get().is_some_and(|w| **w == *key)
+            },
+            reason,
+        );
+    }
+
     /// Closes everything (graceful shutdown).
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
@@ -226,7 +239,16 @@ impl MuxInner {
             ));
         }
         let kind = target.kind();
-        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") {
+        // A saved session may be a team's, where the membership role decides: the ssh
+        // source checks the role once it knows the session's workspace.
+        let saved = matches!(
+            &target,
+            OpenTarget::Ssh {
+                session_id: Some(_),
+                ..
+            }
+        );
+        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") && !saved {
             return Err(OpenError::new(
                 codes::FORBIDDEN,
                 "viewers cannot open terminals or run tools",
@@ -316,13 +338,14 @@ impl MuxInner {
                     credential_id,
                     cols,
                     rows,
-                    admin: login.role == Role::Admin,
+                    role: login.role,
                 };
                 let owner = login.username.to_string();
+                let workspace = handle.workspace.clone();
                 (
-                    Box::pin(
-                        async move { crate::ssh::start(app, owner, target, qtx, input).await },
-                    ),
+                    Box::pin(async move {
+                        crate::ssh::start(app, owner, target, workspace, qtx, input).await
+                    }),
                     Some(qrx),
                 )
             }
@@ -402,7 +425,8 @@ impl MuxInner {
             audit::Entry::new(&handle.username, "channel.open")
                 .target(handle.id.to_string())
                 .ip(Some(handle.ip.to_string()))
-                .detail(detail),
+                .detail(detail)
+                .workspace(team_of(handle)),
         );
     }
 
@@ -420,7 +444,8 @@ impl MuxInner {
         self.audit(
             audit::Entry::new(&handle.username, "channel.close")
                 .target(handle.id.to_string())
-                .detail(format!("{} {}: {reason}", handle.kind, handle.target)),
+                .detail(format!("{} {}: {reason}", handle.kind, handle.target))
+                .workspace(team_of(handle)),
         );
     }
 
@@ -496,6 +521,12 @@ async fn login_sweeper(inner: Weak<MuxInner>) {
         drop((mux, app));
         tokio::time::sleep(every).await;
     }
+}
+
+/// The team whose objects a channel uses, for its audit events.
+fn team_of(handle: &ChannelHandle) -> Option<String> {
+    let key = handle.workspace.get()?;
+    crate::workspace::team_of_key(key).map(str::to_string)
 }
 
 fn check_size(cols: u16, rows: u16) -> Result<(), OpenError> {

@@ -1,5 +1,10 @@
 //! SSH terminals through russh: connect, verify the host key with the user (trust on
-//! first use, per user), authenticate with a stored credential, open a PTY shell.
+//! first use, per workspace), authenticate with a stored credential, open a PTY shell.
+//!
+//! A saved session is looked up in every workspace the user may see (their personal one,
+//! then their teams); the channel then uses that workspace's credential and known hosts,
+//! so a key one team operator trusted is trusted for the whole team. An ad-hoc target
+//! uses the personal workspace.
 //!
 //! russh hands channel data to us with an awaited send into a bounded queue and reopens
 //! the SSH window on arrival, not on consumption. So each SSH channel is drained by its
@@ -10,7 +15,7 @@
 //! so one stalled terminal never stalls another.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -22,12 +27,14 @@ use russh::ChannelMsg;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::app::App;
+use crate::auth::Role;
 use crate::inventory::{self, CredentialKind, InventoryError};
 use crate::source::{
     HostkeyQuestion, InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper,
     MAX_SOURCE_CHUNK,
 };
 use crate::store::StoreError;
+use crate::workspace::{self, Scope, WorkspaceError};
 
 const CHUNK: usize = MAX_SOURCE_CHUNK;
 const EVENT_QUEUE: usize = 4;
@@ -49,11 +56,14 @@ pub struct Target {
     pub credential_id: Option<String>,
     pub cols: u16,
     pub rows: u16,
-    /// Whether the user opening it is an admin (`[ssh] saved_sessions_only` spares admins).
-    pub admin: bool,
+    /// The global role of the user opening it: it decides in their personal workspace
+    /// (and `[ssh] saved_sessions_only` spares admins); in a team's, the membership does.
+    pub role: Role,
 }
 
 struct Resolved {
+    /// The workspace whose credential and known hosts the channel uses.
+    scope: Scope,
     host: String,
     port: u16,
     /// From the open frame, else the saved session; the credential set is the last resort.
@@ -79,7 +89,8 @@ enum HostkeyOutcome {
 
 struct Handler {
     app: Arc<App>,
-    owner: String,
+    /// Whose known hosts are consulted and written, and who trusts a new key.
+    scope: Scope,
     host: String,
     port: u16,
     questions: mpsc::Sender<HostkeyQuestion>,
@@ -119,11 +130,11 @@ impl client::Handler for Handler {
         key: &russh::keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
         let (algorithm, fingerprint) = key_facts(key);
-        let (owner, host, port) = (self.owner.clone(), self.host.clone(), self.port);
+        let (key, host, port) = (self.scope.key.clone(), self.host.clone(), self.port);
         let known = self
             .app
             .store
-            .read(move |tx| inventory::find_known_host(tx, &owner, &host, port))
+            .read(move |tx| inventory::find_known_host(tx, &key, &host, port))
             .await;
         let known = match known {
             Ok(k) => k,
@@ -172,12 +183,12 @@ impl client::Handler for Handler {
         let wait = Duration::from_secs(self.app.cfg.mux.hostkey_answer_secs);
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(true)) => {
-                let (owner, host, port) = (self.owner.clone(), self.host.clone(), self.port);
+                let (scope, host, port) = (self.scope.clone(), self.host.clone(), self.port);
                 let stored = self
                     .app
                     .store
                     .write(move |tx| {
-                        inventory::add_known_host(tx, &owner, &host, port, &algorithm, &fingerprint)
+                        inventory::add_known_host(tx, &scope, &host, port, &algorithm, &fingerprint)
                     })
                     .await;
                 Ok(stored.is_ok())
@@ -295,29 +306,41 @@ fn invalid(message: impl Into<String>) -> OpenError {
     OpenError::new(codes::INVALID_OPEN, message)
 }
 
-async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, OpenError> {
+async fn resolve(app: &Arc<App>, user: &str, t: &Target) -> Result<Resolved, OpenError> {
     let from_frame = t.username.clone().filter(|u| !u.is_empty());
     if let Some(sid) = t.session_id.clone() {
-        let o = owner.to_string();
-        let s = app
+        let (u, role) = (user.to_string(), t.role);
+        let found = app
             .store
-            .read(move |tx| inventory::get_session(tx, &o, &sid))
+            .read(move |tx| workspace::find_session(tx, &u, role, &sid))
             .await
             .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
             .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "saved session not found"))?;
+        if found.role < Role::Operator {
+            return Err(OpenError::new(
+                codes::FORBIDDEN,
+                if found.scope.team_id().is_some() {
+                    "team viewers cannot open the team's terminals"
+                } else {
+                    "viewers cannot open terminals or run tools"
+                },
+            ));
+        }
+        let s = found.session;
         let credential_id = t
             .credential_id
             .clone()
             .or(s.credential_id)
             .ok_or_else(|| invalid("the saved session has no credential; pick one"))?;
         return Ok(Resolved {
+            scope: found.scope,
             host: s.host,
             port: s.port,
             username: from_frame.or(s.username),
             credential_id,
         });
     }
-    if app.cfg.ssh.saved_sessions_only && !t.admin {
+    if app.cfg.ssh.saved_sessions_only && t.role != Role::Admin {
         return Err(OpenError::new(
             codes::TARGET_DENIED,
             "this gateway only opens saved sessions (ssh.saved_sessions_only); give session_id",
@@ -333,6 +356,7 @@ async fn resolve(app: &Arc<App>, owner: &str, t: &Target) -> Result<Resolved, Op
         .clone()
         .ok_or_else(|| invalid("credential_id is required"))?;
     Ok(Resolved {
+        scope: Scope::personal(user),
         host,
         port: t.port.unwrap_or(22).max(1),
         username: from_frame,
@@ -546,24 +570,54 @@ async fn authenticate(
     }
 }
 
-/// Connects and opens a shell; host-key questions go to `questions`.
+/// Why the credential could not be loaded.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error("no longer allowed to use this workspace")]
+    AccessGone,
+}
+
+impl From<StoreError> for LoadError {
+    fn from(e: StoreError) -> Self {
+        LoadError::Inventory(e.into())
+    }
+}
+
+/// Connects and opens a shell; host-key questions go to `questions`. Once the target's
+/// workspace is known it is written to `workspace_slot` (the channel handle's), before access
+/// is checked again and the credential loaded: a membership removed at any moment
+/// either is seen by that check or finds the channel by its workspace and ends it.
 pub async fn start(
     app: Arc<App>,
     owner: String,
     target: Target,
+    workspace_slot: Arc<OnceLock<Arc<str>>>,
     questions: mpsc::Sender<HostkeyQuestion>,
     input: Arc<InputQueue>,
 ) -> Result<Source, OpenError> {
     let began = Instant::now();
     let r = resolve(&app, &owner, &target).await?;
-    let (o, cid) = (owner.clone(), r.credential_id.clone());
+    let _ = workspace_slot.set(Arc::from(r.scope.key.as_str()));
+    let (scope, cid, role) = (r.scope.clone(), r.credential_id.clone(), target.role);
     let a = app.clone();
     let (cred, secret) = app
         .store
-        .read(move |tx| inventory::load_secret(tx, &a.sealer, &o, &cid))
+        .read(move |tx| -> Result<_, LoadError> {
+            let now = workspace::current_role(tx, &scope, role)?;
+            if now.is_none_or(|r| r < Role::Operator) {
+                return Err(LoadError::AccessGone);
+            }
+            Ok(inventory::load_secret(tx, &a.sealer, &scope.key, &cid)?)
+        })
         .await
         .map_err(|e| match e {
-            InventoryError::NotFound(_) => invalid("credential not found"),
+            LoadError::Inventory(InventoryError::NotFound(_)) => invalid("credential not found"),
+            LoadError::AccessGone => OpenError::new(codes::FORBIDDEN, e.to_string()),
+            // Never the secret: a seal that does not open says only that.
             other => OpenError::new(codes::CHANNEL_FAILED, other.to_string()),
         })?;
     let login_user = r
@@ -600,7 +654,7 @@ pub async fn start(
     let handler = Handler {
         asked: asked.clone(),
         app: app.clone(),
-        owner: owner.clone(),
+        scope: r.scope.clone(),
         host: r.host.clone(),
         port: r.port,
         questions,

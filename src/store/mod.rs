@@ -11,13 +11,19 @@ use std::sync::Arc;
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
-    WriteTransaction,
+    TableHandle, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Schema version this binary writes. A database with a higher one is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: objects keyed by (owner username, id).
+/// - 2: workspaces. The first key component of every owned table is a *workspace key*:
+///   a personal workspace's key is its user's name (usernames cannot contain `:`), a team
+///   workspace's is `team:<id>`. A schema-1 store is already valid schema 2 (every row in
+///   its owner's personal workspace); opening it checks that and bumps the version.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Key/value metadata (`schema_version`).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -25,15 +31,23 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// hex SHA-256 of an HTTP login session id → its tower-sessions record minus the id (JSON).
 pub const HTTP_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("http_sessions");
-/// (owner, folder name) → folder record.
+/// (workspace key, folder name) → folder record.
 pub const FOLDERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("folders");
-/// (owner, id) → saved session.
+/// (workspace key, id) → saved session.
 pub const SAVED_SESSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("saved_sessions");
-/// (owner, id) → credential set (secrets sealed).
+/// (workspace key, id) → credential set (secrets sealed, bound to the workspace key).
 pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("credentials");
-/// (owner, id) → trusted host key.
+/// (workspace key, id) → trusted host key.
 pub const KNOWN_HOSTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("known_hosts");
+/// team id → team record (schema 2).
+pub const TEAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("teams");
+/// (team id, username) → membership record with its role (schema 2).
+pub const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("members");
+
+/// The tables whose rows belong to a workspace, keyed (workspace key, id).
+pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
+    [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
 /// sequence number → audit event.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -49,6 +63,8 @@ pub enum StoreError {
     Locked { path: String },
     #[error("the database was written by a newer opsgate (schema {found}); this binary understands schema {supported} and will not touch it")]
     NewerSchema { found: u32, supported: u32 },
+    #[error("cannot migrate the database from schema {from}: {reason}")]
+    Migration { from: u32, reason: String },
     #[error("stored record is unreadable: {0}")]
     Codec(#[from] serde_json::Error),
     #[error("storage task failed: {0}")]
@@ -133,7 +149,12 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     })
                 }
-                Some(_) => {}
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    migrate(&tx, v)?;
+                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                    tracing::info!(from = v, to = SCHEMA_VERSION, "database schema migrated");
+                }
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())?;
                 }
@@ -145,6 +166,8 @@ impl Store {
             tx.open_table(CREDENTIALS)?;
             tx.open_table(KNOWN_HOSTS)?;
             tx.open_table(AUDIT)?;
+            tx.open_table(TEAMS)?;
+            tx.open_table(MEMBERS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -203,6 +226,45 @@ impl Store {
     }
 }
 
+/// Brings a store of schema `from` to [`SCHEMA_VERSION`], inside the opening transaction
+/// (a failure leaves the file as it was).
+///
+/// 1 → 2: every owned row is keyed by its owner's username, which is exactly that user's
+/// personal workspace key, so no row moves and no sealed secret changes (secrets are
+/// bound to that same key). What must hold is that no key could be mistaken for a team
+/// workspace's: no username and no row owner contains `:`.
+fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+    if from != 1 {
+        return Err(StoreError::Migration {
+            from,
+            reason: "no migration path from this version".into(),
+        });
+    }
+    let refuse = |what: String| StoreError::Migration {
+        from,
+        reason: format!("{what} contains ':', which schema 2 reserves for team workspaces"),
+    };
+    for row in tx.open_table(USERS)?.iter()? {
+        let (k, _) = row?;
+        if k.value().contains(':') {
+            return Err(refuse(format!("username {:?}", k.value())));
+        }
+    }
+    for def in OWNED_TABLES {
+        for row in tx.open_table(def)?.iter()? {
+            let (k, _) = row?;
+            let (owner, _) = k.value();
+            if owner.contains(':') {
+                return Err(refuse(format!(
+                    "the owner {owner:?} of a {} row",
+                    def.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn decode_version(bytes: &[u8]) -> u32 {
     let mut b = [0u8; 4];
     let n = bytes.len().min(4);
@@ -248,6 +310,22 @@ where
         out.push((id.to_string(), decode(v.value())?));
     }
     Ok(out)
+}
+
+/// Counts the records of one owner.
+pub fn count_owned<Tb>(table: &Tb, owner: &str) -> Result<usize, StoreError>
+where
+    Tb: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let mut n = 0;
+    for row in table.range((owner, "")..)? {
+        let (k, _) = row?;
+        if k.value().0 != owner {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Removes every record of one owner; returns how many.
@@ -303,6 +381,59 @@ mod tests {
         match Store::open(dir.path()) {
             Err(StoreError::NewerSchema { found: 99, .. }) => {}
             other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    fn set_version(store: &Store, v: u32) {
+        store
+            .write_blocking(|tx| -> Result<(), StoreError> {
+                tx.open_table(META)?
+                    .insert("schema_version", v.to_be_bytes().as_slice())?;
+                Ok(())
+            })
+            .expect("write");
+    }
+
+    fn version(store: &Store) -> u32 {
+        store
+            .read_blocking(|tx| -> Result<u32, StoreError> {
+                let meta = tx.open_table(META)?;
+                let v = meta
+                    .get("schema_version")?
+                    .map(|v| decode_version(v.value()));
+                Ok(v.unwrap_or(0))
+            })
+            .expect("read")
+    }
+
+    #[test]
+    fn schema_1_is_bumped_and_a_colon_owner_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            set_version(&store, 1);
+            store
+                .write_blocking(|tx| -> Result<(), StoreError> {
+                    tx.open_table(FOLDERS)?
+                        .insert(("alice", "Core"), b"{}".as_slice())?;
+                    Ok(())
+                })
+                .expect("write");
+        }
+        let store = Store::open(dir.path()).expect("migrates");
+        assert_eq!(version(&store), SCHEMA_VERSION);
+        set_version(&store, 1);
+        store
+            .write_blocking(|tx| -> Result<(), StoreError> {
+                tx.open_table(FOLDERS)?
+                    .insert(("team:x", "Core"), b"{}".as_slice())?;
+                Ok(())
+            })
+            .expect("write");
+        drop(store);
+        match Store::open(dir.path()) {
+            Err(StoreError::Migration { from: 1, .. }) => {}
+            other => panic!("expected a refused migration, got {other:?}"),
         }
     }
 }
