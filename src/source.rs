@@ -36,7 +36,20 @@ pub enum SourceEvent {
     },
     /// The source failed after it started (e.g. the SSH connection dropped).
     Failed { code: &'static str, message: String },
+    /// A structured event (tool run state and result, job progress) sent to the client
+    /// as a `progress` frame. It is not output: it does not count against the window and
+    /// is not in the ring. The channel keeps the latest event per `key` (e.g. a job's
+    /// target id, or "state") and replays those to a socket that attaches later, so a
+    /// reload shows the current state of everything; at most [`MAX_PROGRESS_KEYS`] keys
+    /// are kept (beyond that the oldest key is forgotten).
+    Progress {
+        key: String,
+        event: serde_json::Map<String, serde_json::Value>,
+    },
 }
+
+/// Progress keys a channel remembers for replay on attach.
+pub const MAX_PROGRESS_KEYS: usize = 10_000;
 
 /// What the channel tells its source besides input.
 pub enum SourceCtl {

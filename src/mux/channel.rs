@@ -235,6 +235,7 @@ impl ChannelTask {
         offset: u64,
         acks: &mut InputAcks,
         exit: &Option<ServerFrame>,
+        progress: &ProgressLog,
     ) {
         let id = self.handle.id.clone();
         let replay = match self.flow.attach(offset) {
@@ -299,6 +300,13 @@ impl ChannelTask {
                     frames.push(Bytes::from(opsgate_protocol::encode_data(ch, piece)));
                 }
             }
+        }
+        for event in progress.latest() {
+            self.frame(ServerFrame::Progress {
+                ch,
+                event: event.clone(),
+            })
+            .await;
         }
         let mut delivered = true;
         for f in frames {
@@ -432,6 +440,7 @@ impl ChannelTask {
             due: None,
         };
         let mut exit: Option<ServerFrame> = None;
+        let mut progress = ProgressLog::default();
         let mut exited_at: Option<Instant> = None;
         let mut source_done = false;
         let Source {
@@ -480,6 +489,11 @@ impl ChannelTask {
                         exited_at = Some(Instant::now());
                         self.handle.shared.input.close();
                     }
+                    Some(SourceEvent::Progress { key, event }) => {
+                        let ch = self.ch();
+                        progress.remember(key, event.clone());
+                        self.frame(ServerFrame::Progress { ch, event }).await;
+                    }
                     Some(SourceEvent::Failed { code, message }) => {
                         let ch = self.ch();
                         self.frame(ServerFrame::Error { ch: Some(ch), code: code.into(), message }).await;
@@ -494,7 +508,7 @@ impl ChannelTask {
                     }
                 },
                 _ = wake.notified() => {}
-                cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut acks, &exit).await {
+                cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut acks, &exit, &progress).await {
                     Outcome::Continue => {}
                     Outcome::End(r) => break r,
                 },
@@ -512,6 +526,7 @@ impl ChannelTask {
         control: &mpsc::Sender<SourceCtl>,
         acks: &mut InputAcks,
         exit: &Option<ServerFrame>,
+        progress: &ProgressLog,
     ) -> Outcome {
         match cmd {
             None => return Outcome::End("closed"),
@@ -520,7 +535,7 @@ impl ChannelTask {
                 let _ = control.try_send(SourceCtl::Resize { cols, rows });
             }
             Some(ChannelCmd::Attach { socket, offset }) => {
-                self.attach(socket, offset, acks, exit).await;
+                self.attach(socket, offset, acks, exit, progress).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
             Some(ChannelCmd::InputResume) => {
@@ -559,6 +574,39 @@ impl ChannelTask {
         }
         tracing::debug!(channel = %id, reason, "channel ended");
         self.inner.channel_ended(&self.handle, reason);
+    }
+}
+
+/// The latest progress event per key, in the order keys first appeared (bounded by
+/// [`crate::source::MAX_PROGRESS_KEYS`]).
+#[derive(Default)]
+struct ProgressLog {
+    index: std::collections::HashMap<String, usize>,
+    events: std::collections::VecDeque<(String, serde_json::Map<String, serde_json::Value>)>,
+}
+
+impl ProgressLog {
+    fn remember(&mut self, key: String, event: serde_json::Map<String, serde_json::Value>) {
+        if let Some(&i) = self.index.get(&key) {
+            if let Some(slot) = self.events.get_mut(i) {
+                slot.1 = event;
+                return;
+            }
+        }
+        if self.events.len() >= crate::source::MAX_PROGRESS_KEYS {
+            if let Some((old, _)) = self.events.pop_front() {
+                self.index.remove(&old);
+                for v in self.index.values_mut() {
+                    *v -= 1;
+                }
+            }
+        }
+        self.index.insert(key.clone(), self.events.len());
+        self.events.push_back((key, event));
+    }
+
+    fn latest(&self) -> impl Iterator<Item = &serde_json::Map<String, serde_json::Value>> {
+        self.events.iter().map(|(_, e)| e)
     }
 }
 
