@@ -617,11 +617,13 @@ async fn metrics_count_logins_and_requests() {
 #[tokio::test]
 async fn idle_and_absolute_timeouts_end_a_login() {
     // Idle: a login unused for longer than the idle timeout is gone.
-    let idle = Server::start(ServerOptions::default().config("[session]\nidle_timeout_secs = 1\n"));
+    // (Seconds, not one: a login on a busy 2-core machine running the suite in parallel
+    // can take longer than a second to reach its first status check.)
+    let idle = Server::start(ServerOptions::default().config("[session]\nidle_timeout_secs = 3\n"));
     // Absolute: a login older than the absolute timeout is gone, however active.
     let absolute = Server::start(
         ServerOptions::default()
-            .config("[session]\nidle_timeout_secs = 3600\nabsolute_timeout_secs = 2\n"),
+            .config("[session]\nidle_timeout_secs = 3600\nabsolute_timeout_secs = 3\n"),
     );
     let (idle, absolute) = tokio::join!(idle, absolute);
     let a = idle.admin().await;
@@ -630,7 +632,7 @@ async fn idle_and_absolute_timeouts_end_a_login() {
     b.get("/api/auth/status").await.assert_status(200);
     let start = std::time::Instant::now();
     // Keep the absolute-timeout login busy the whole time.
-    while start.elapsed() < std::time::Duration::from_millis(3200) {
+    while start.elapsed() < std::time::Duration::from_millis(4200) {
         b.get("/api/sessions").await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
