@@ -476,3 +476,52 @@ async fn terminal_activity_keeps_a_login_alive_and_an_idle_login_ends_its_socket
     assert!(!msg.is_empty());
     idle.get("/api/auth/status").await.assert_status(401);
 }
+
+#[tokio::test]
+async fn channel_audit_names_the_target_and_the_outcome() {
+    let s = server_with("").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let cred = admin
+        .post(
+            "/api/credentials",
+            &json!({"name":"pw","kind":"password","secret":"x-password-1"}),
+        )
+        .await;
+    cred.assert_status(201);
+    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.expect_opened(1).await;
+    // Nothing listens on this port: the open fails with connect_refused.
+    let port = common::free_port();
+    w.send_json(
+        json!({"type":"open","ch":2,"kind":"ssh","host":"127.0.0.1","port":port,
+        "username":"ops","credential_id":cred,"cols":80,"rows":24}),
+    )
+    .await;
+    w.expect_error(Some(2), "connect_refused").await;
+    let want = [
+        "pty program cat: ok".to_string(),
+        format!("ssh ops@127.0.0.1:{port}: failed (connect_refused)"),
+    ];
+    let mut details = Vec::new();
+    for _ in 0..50 {
+        let events = admin.get("/api/audit?limit=100").await.json();
+        details = events
+            .as_array()
+            .or_else(|| events["events"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["action"] == "channel.open")
+                    .filter_map(|e| e["detail"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if want.iter().all(|w| details.contains(w)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("channel.open audit details {details:?} lack {want:?}");
+}

@@ -329,9 +329,6 @@ impl ChannelTask {
         mut questions: Option<mpsc::Receiver<HostkeyQuestion>>,
     ) {
         let id = self.handle.id.clone();
-        let span = tracing::info_span!("channel", id = %id, kind = self.handle.kind);
-        let _enter = span.enter();
-        drop(_enter);
         let wake = self.handle.shared.wake.clone();
         let mut detached_at: Option<Instant> = None;
         let mut pending_answer: Option<oneshot::Sender<bool>> = None;

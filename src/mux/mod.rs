@@ -26,6 +26,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use opsgate_protocol::{codes, OpenTarget, ServerFrame, SUBPROTOCOL};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::audit;
@@ -366,7 +367,9 @@ impl MuxInner {
             flow: OutputFlow::new(self.cfg.window_bytes, self.cfg.ring_bytes),
             attached: Some(socket),
         };
-        tokio::spawn(task.run(cmd_rx, start, questions));
+        // Every log line of the channel carries its id, kind, user and login.
+        let span = tracing::info_span!("channel", id = %id, kind, user = %login.username, login = %login.login_id);
+        tokio::spawn(task.run(cmd_rx, start, questions).instrument(span));
         Ok(handle)
     }
 
@@ -591,5 +594,8 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         .write_buffer_size(0)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| socket::run(inner, socket, login, socket_id, kick, activity))
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("socket", id = socket_id, user = %login.username, login = %login.login_id);
+            socket::run(inner, socket, login, socket_id, kick, activity).instrument(span)
+        })
 }

@@ -295,9 +295,6 @@ pub(crate) async fn run(
     mut kick: watch::Receiver<Option<&'static str>>,
     activity: Arc<AtomicI64>,
 ) {
-    let span = tracing::info_span!("socket", id, user = %login.username);
-    let _e = span.enter();
-    drop(_e);
     let (outbox, mut out_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let mut sock = Socket {
         inner: inner.clone(),
