@@ -61,8 +61,10 @@ pub enum ChannelCmd {
         cols: u16,
         rows: u16,
     },
+    /// Boxed: every channel's command queue allocates a block of slots up front, so the
+    /// slot size is paid per idle terminal.
     Attach {
-        socket: SocketRef,
+        socket: Box<SocketRef>,
         offset: u64,
     },
     Hostkey(bool),
@@ -173,7 +175,7 @@ impl ChannelTask {
     }
 
     async fn frame(&mut self, f: ServerFrame) {
-        self.send(Outbound::Control(f)).await;
+        self.send(Outbound::Control(Box::new(f))).await;
     }
 
     fn ch(&self) -> u32 {
@@ -242,11 +244,11 @@ impl ChannelTask {
             Ok(r) => r,
             Err(OffsetPastEnd { end }) => {
                 let refuse = [
-                    Outbound::Control(ServerFrame::Error {
+                    Outbound::Control(Box::new(ServerFrame::Error {
                         ch: Some(socket.ch),
                         code: codes::INVALID_OFFSET.into(),
                         message: format!("offset {offset} is past the end of the output ({end})"),
-                    }),
+                    })),
                     Outbound::Released {
                         ch: socket.ch,
                         id,
@@ -361,6 +363,7 @@ impl ChannelTask {
                         if let Some(tx) = pending_answer.take() { let _ = tx.send(yes); }
                     }
                     Some(ChannelCmd::Attach { socket, .. }) => {
+                        let socket = *socket;
                         // Not started yet: nothing to replay; `opened` follows the start.
                         if let Some(old) = self.attached.take() {
                             if old.socket_id != socket.socket_id || old.ch != socket.ch {
@@ -532,7 +535,7 @@ impl ChannelTask {
                 let _ = control.try_send(SourceCtl::Resize { cols, rows });
             }
             Some(ChannelCmd::Attach { socket, offset }) => {
-                self.attach(socket, offset, acks, exit, progress).await;
+                self.attach(*socket, offset, acks, exit, progress).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
             Some(ChannelCmd::InputResume) => {

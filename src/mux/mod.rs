@@ -40,8 +40,9 @@ use crate::source::{HostkeyQuestion, OpenError};
 pub enum Outbound {
     /// A complete binary data frame.
     Frame(Bytes),
-    /// A control frame.
-    Control(ServerFrame),
+    /// A control frame (boxed: the socket's queue allocates its slots up front, and a
+    /// frame is ten times the size of the other variants).
+    Control(Box<ServerFrame>),
     /// Channel `id` no longer uses number `ch` on this socket (it ended, or moved to
     /// another socket); the socket frees the number and sends `closed`.
     Released {

@@ -246,7 +246,10 @@ impl Socket {
                     ));
                 }
                 let (socket, acked) = self.attach_ref(ch);
-                match handle.cmd.try_send(ChannelCmd::Attach { socket, offset }) {
+                match handle.cmd.try_send(ChannelCmd::Attach {
+                    socket: Box::new(socket),
+                    offset,
+                }) {
                     Ok(()) => {
                         self.recently_closed.retain(|(c, _)| *c != ch);
                         self.channels.insert(ch, Attachment { handle, acked });
@@ -279,7 +282,7 @@ impl Socket {
 fn outbound_message(sock: &mut Socket, out: Outbound) -> Message {
     match out {
         Outbound::Frame(b) => Message::Binary(b),
-        Outbound::Control(f) => Message::Text(encode_json(&f).into()),
+        Outbound::Control(f) => Message::Text(encode_json(&*f).into()),
         Outbound::Released { ch, id, reason } => {
             Message::Text(encode_json(&sock.released(ch, &id, reason)).into())
         }
