@@ -114,6 +114,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/sessions/export", get(inv::export_sessions))
         .route("/api/sessions/import", post(inv::import_sessions))
+        .route("/api/sessions/import/template.csv", get(inv::csv_template))
         .route(
             "/api/sessions/{id}",
             get(inv::get_session)

@@ -274,6 +274,16 @@ pub(crate) fn list(
     Ok(all.iter().map(|(_, c)| CredentialView::from(c)).collect())
 }
 
+/// (id, name) of every credential of a workspace, inside a write transaction (CSV import
+/// names credentials by name).
+pub(crate) fn names(
+    tx: &WriteTransaction,
+    owner: &str,
+) -> Result<Vec<(String, String)>, InventoryError> {
+    let all: Vec<(String, Credential)> = store::list_owned(&tx.open_table(CREDENTIALS)?, owner)?;
+    Ok(all.into_iter().map(|(id, c)| (id, c.name)).collect())
+}
+
 pub(crate) fn create(
     tx: &WriteTransaction,
     sealer: &Sealer,

@@ -4,6 +4,7 @@
 //! [`crate::workspace::Scope`] (the key and the acting user, for the audit log).
 
 mod credentials;
+pub mod csv_import;
 pub mod keys;
 mod known_hosts;
 pub mod routes;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::{self, CredentialInput};
+use super::csv_import;
 use super::known_hosts;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
@@ -175,25 +176,63 @@ pub async fn export_sessions(
 #[derive(Deserialize)]
 pub struct ImportQuery {
     mode: Option<ImportMode>,
+    /// `yaml` (default) or `csv`.
+    format: Option<String>,
+    /// CSV only: what to do with rows already in the inventory.
+    on_duplicate: Option<csv_import::OnDuplicate>,
 }
 
-/// `POST /api/sessions/import?mode=merge|replace` (YAML body; all or nothing)
+/// `POST /api/sessions/import?mode=merge|replace[&format=csv&on_duplicate=fail|skip|update]`
+/// (YAML or CSV body; all or nothing)
 pub async fn import_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
     Query(q): Query<ImportQuery>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
+    let mode = q.mode.unwrap_or(ImportMode::Merge);
+    match q.format.as_deref() {
+        None | Some("yaml") => {}
+        Some("csv") => {
+            let rows = csv_import::parse(&body)?;
+            let on_duplicate = q.on_duplicate.unwrap_or_default();
+            let owner = ws.scope;
+            let report = app
+                .store
+                .write(move |tx| csv_import::apply(tx, &owner, rows, mode, on_duplicate))
+                .await?;
+            return Ok(Json(report).into_response());
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("format {other:?} is not yaml or csv"),
+            ))
+        }
+    }
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
     let rows = yaml::parse(text)?;
-    let mode = q.mode.unwrap_or(ImportMode::Merge);
     let owner = ws.scope;
     let report = app
         .store
         .write(move |tx| yaml::apply(tx, &owner, rows, mode))
         .await?;
-    Ok(Json(report))
+    Ok(Json(report).into_response())
+}
+
+/// `GET /api/sessions/import/template.csv`: the CSV header and one example row.
+pub async fn csv_template(_ws: Workspace) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"opsgate-sessions.csv\"",
+            ),
+        ],
+        csv_import::TEMPLATE,
+    )
 }
 
 /// `GET /api/credentials`
