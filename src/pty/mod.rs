@@ -20,6 +20,15 @@ const CHUNK: usize = MAX_SOURCE_CHUNK;
 const EVENT_QUEUE: usize = 2;
 const CONTROL_QUEUE: usize = 8;
 
+/// `GET /api/programs`: the names of the allow-listed programs (`[pty.programs]`), for
+/// any logged-in user. Never the argv: what runs is the admin's business.
+pub async fn list_programs(
+    axum::extract::State(app): axum::extract::State<Arc<crate::app::App>>,
+    _user: crate::auth::CurrentUser,
+) -> axum::Json<Vec<String>> {
+    axum::Json(app.cfg.pty.programs.keys().cloned().collect())
+}
+
 /// Starts `argv` in a new PTY of `cols`×`rows` with `TERM=xterm-256color`; its input
 /// comes from `input`.
 pub fn spawn(
