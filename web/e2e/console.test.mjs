@@ -177,6 +177,9 @@ top = ["top"]
     await typeInTerminal('echo hello\n');
     await until('hello on its own line', async () => lines(await text()).includes('hello'));
     await shot('terminal-ssh');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shot('terminal-ssh-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
   });
 
   step('follows window resizes with stty size', async () => {
@@ -217,6 +220,27 @@ top = ["top"]
     assert.equal(seen.length, N, `expected ${N} numbered lines, got ${seen.length}`);
     seen.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} is n=${n}`));
     await shot('terminal-after-reload');
+  });
+
+  step('survives socket drops mid-output and keeps input typed while away', async () => {
+    const N = 2000;
+    await typeInTerminal(`clear; i=1; while [ $i -le ${N} ]; do echo "m=$i"; i=$((i+1)); case $i in *00) sleep 0.05;; esac; done\n`);
+    await until('output under way', async () => lines(await text()).includes('m=300'));
+    await hook(() => window.__opsgate.drop());
+    await until('reconnected', async () => (await hook(() => window.__opsgate.socket())) === 'open' && (await terms())[0].state === 'live');
+    await until('output under way again', async () => lines(await text()).includes('m=1200'));
+    await hook(() => window.__opsgate.drop());
+    await until(`m=${N}`, async () => lines(await text()).includes(`m=${N}`), 30_000);
+    const seen = lines(await text())
+      .filter((l) => /^m=\d+$/.test(l))
+      .map((l) => Number(l.slice(2)));
+    assert.equal(seen.length, N);
+    seen.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} is m=${n}`));
+    // Typed while the socket is down: queued in the client, sent after the re-attach.
+    await hook(() => window.__opsgate.drop());
+    await page.keyboard.type('echo back-$((40+2))\n');
+    await until('input typed while away ran', async () => lines(await text()).some((l) => /^(\$ )?back-42$/.test(l)));
+    assert.equal(await hook(() => window.__opsgate.socket()), 'open');
   });
 
   step('pastes 200 KB into a slow reader without losing a byte', async () => {

@@ -117,7 +117,7 @@ export async function startSshd() {
 
 /** The gateway binary (target/debug/opsgate unless OPSGATE_BIN says otherwise). */
 export async function startGateway(extraToml = '') {
-  const bin = process.env.OPSGATE_BIN ?? join(ROOT, 'target/debug/opsgate');
+  const bin = process.env.E2E_GATEWAY_BIN ?? join(ROOT, 'target/debug/opsgate');
   if (!existsSync(bin)) throw new Error(`${bin} is missing: build it first (cargo build)`);
   const dir = join(TMP, 'gateway');
   mkdirSync(join(dir, 'data'), { recursive: true });
@@ -150,5 +150,5 @@ export async function stopAll() {
       /* gone */
     }
   }
-  if (!process.env.OPSGATE_E2E_KEEP) rmSync(TMP, { recursive: true, force: true });
+  if (!process.env.E2E_KEEP_TMP) rmSync(TMP, { recursive: true, force: true });
 }

@@ -185,6 +185,11 @@ export class Connection {
     this.setState('closed');
   }
 
+  /** Drops the socket as a network blip would (tests): channels detach, then resume. */
+  drop(): void {
+    this.ws?.close(4000, 'dropped');
+  }
+
   /** Opens a new channel. */
   open(target: OpenTarget, events: ChannelEvents): Channel {
     const c = new Channel(this, target, events);

@@ -35,17 +35,37 @@ async function boot(): Promise<void> {
 
 // Test hook for the end-to-end suite (enabled by the test only): reads terminals'
 // buffers and the socket state the way a person would see them.
+const echoSeen: Record<string, number> = {};
 if (localStorage.getItem('opsgate.testHook') === '1') {
   (window as unknown as Record<string, unknown>).__opsgate = {
     socket: () => current?.conn.state ?? 'none',
+    drop: () => current?.conn.drop(),
     terms: () =>
-      current?.ws.all().map((v) => ({ key: v.key, title: v.spec.title, state: v.state, id: v.channel?.id, cols: v.term.cols, rows: v.term.rows })) ?? [],
+      current?.ws.all().map((v) => ({
+        key: v.key,
+        title: v.spec.title,
+        state: v.state,
+        id: v.channel?.id,
+        cols: v.term.cols,
+        rows: v.term.rows,
+        received: v.channel?.output.received ?? 0,
+      })) ?? [],
     text: (key?: string) => {
       const views = current?.ws.all() ?? [];
       const v = key ? views.find((x) => x.key === key) : current?.ws.active?.focused;
       return v?.text() ?? '';
     },
     paste: (text: string) => current?.ws.active?.focused.term.paste(text),
+    /** Records the wall-clock time (ms) at which each of `chars` first shows in `title`'s cursor line. */
+    echoProbe: (title: string, chars: string) => {
+      const v = current?.ws.all().find((x) => x.spec.title === title);
+      v?.term.onWriteParsed(() => {
+        const b = v.term.buffer.active;
+        const line = b.getLine(b.baseY + b.cursorY)?.translateToString(true) ?? '';
+        for (const c of chars) if (!(c in echoSeen) && line.includes(c)) echoSeen[c] = Date.now();
+      });
+    },
+    echoSeen: () => echoSeen,
     inputQueued: () => {
       const c = current?.ws.active?.focused.channel;
       return c ? { queued: c.input.queued, inFlight: c.input.inFlight, window: c.input.window } : null;

@@ -71,7 +71,7 @@ export class ConsoleApp {
     this.nav = h('nav', { class: 'pages', 'aria-label': 'Pages' });
     this.main = h('main', { class: 'content', id: 'content' });
     this.statusSocket = h('span', { class: 'socket', role: 'status', 'aria-live': 'polite' });
-    this.statusCount = h('span', { class: 'count' });
+    this.statusCount = h('span', { class: 'count' }, '0 terminal(s)');
     const header = h(
       'header',
       { class: 'topbar' },

@@ -233,7 +233,7 @@ export class InventoryPage {
   }
 
   private async importExport(): Promise<void> {
-    const text = h('textarea', { id: 'import-text', rows: 14, spellcheck: 'false', placeholder: '- folder_name: Core\n  sessions:\n    - display_name: core-sw1\n      host: 10.0.0.1\n      port: \'22\'\n      DeviceType: cisco_ios\n      username: admin' });
+    const text = h('textarea', { id: 'import-text', rows: 8, spellcheck: 'false', placeholder: '- folder_name: Core\n  sessions:\n    - display_name: core-sw1\n      host: 10.0.0.1\n      port: \'22\'\n      DeviceType: cisco_ios\n      username: admin' });
     const file = h('input', { type: 'file', id: 'import-file', accept: '.yaml,.yml,text/yaml' });
     file.addEventListener('change', async () => {
       const f = file.files?.[0];
@@ -292,9 +292,13 @@ export class InventoryPage {
       h('h2', {}, 'Export'),
       h('p', {}, h('a', { href: url('api/sessions/export'), download: 'opsgate-sessions.yaml', class: 'button' }, 'Download YAML')),
       h('h2', {}, 'Import'),
-      h('div', { class: 'field' }, h('label', { for: 'import-file' }, 'YAML file'), file),
+      h(
+        'div',
+        { class: 'import-row' },
+        h('div', { class: 'field' }, h('label', { for: 'import-file' }, 'YAML file'), file),
+        h('div', { class: 'field' }, h('label', { for: 'import-mode' }, 'Mode'), mode),
+      ),
       h('div', { class: 'field' }, h('label', { for: 'import-text' }, 'or paste YAML'), text),
-      h('div', { class: 'field' }, h('label', { for: 'import-mode' }, 'Mode'), mode),
       h('div', { class: 'toolbar' }, h('button', { type: 'button', onclick: () => void preview() }, 'Preview'), apply),
       result,
     );
