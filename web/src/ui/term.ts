@@ -72,6 +72,8 @@ export class TermView {
   private findBar?: HTMLElement;
   private resizeRaf = 0;
   private opened = false;
+  /** Which channel's events this view still listens to (a reconnect starts a new one). */
+  private gen = 0;
   private observer: ResizeObserver;
 
   constructor(
@@ -228,36 +230,43 @@ export class TermView {
   }
 
   private events() {
+    const gen = ++this.gen;
+    // Events of a channel this view has replaced (Reconnect) or let go (closed pane)
+    // are ignored: its late `closed` must not paint over the new channel.
+    const mine = <A extends unknown[]>(f: (...a: A) => void) => (...a: A) => {
+      if (gen === this.gen) f(...a);
+    };
     return {
-      state: (s: ChannelState) => {
+      state: mine((s: ChannelState) => {
         this.setState(s);
         if (s === 'live') this.hideBanner();
-      },
-      data: (payload: Uint8Array, gen: number) => {
+      }),
+      data: mine((payload: Uint8Array, outGen: number) => {
         this.log.append(payload);
         const n = payload.length;
+        const ch = this.channel;
         // Acknowledge only once xterm has processed these bytes.
-        this.term.write(payload, () => this.channel?.rendered(gen, n));
-      },
-      opened: (_id: string, lost: number) => {
+        this.term.write(payload, () => ch?.rendered(outGen, n));
+      }),
+      opened: mine((_id: string, lost: number) => {
         if (lost > 0) {
           this.term.write(`\r\n\x1b[2m[${lost} bytes of earlier output are no longer buffered]\x1b[0m\r\n`);
         }
-      },
-      hostkey: (algorithm: string, fingerprint: string, status: 'unknown' | 'changed') => {
+      }),
+      hostkey: mine((algorithm: string, fingerprint: string, status: 'unknown' | 'changed') => {
         if (status === 'unknown') {
           hostkeyDialog(this.spec.where ?? this.spec.title, algorithm, fingerprint, (yes) =>
             this.channel?.answerHostkey(yes),
           );
         }
-      },
-      exit: (code?: number, signal?: string) => {
+      }),
+      exit: mine((code?: number, signal?: string) => {
         this.exitInfo = { code, signal };
         const how = signal ? `was ended by ${signal}` : `exited with code ${code ?? '?'}`;
         this.showBanner(`The ${this.spec.kind === 'ssh' ? 'remote shell' : 'process'} ${how}.`, true);
-      },
-      error: (code: string, message: string) => this.error(code, message),
-      closed: (reason?: string) => {
+      }),
+      error: mine((code: string, message: string) => this.error(code, message)),
+      closed: mine((reason?: string) => {
         if (reason === 'attached_elsewhere') {
           this.showBanner('This terminal is now open in another browser tab.', false, [
             ['Take it back', () => this.channel?.takeBack()],
@@ -265,7 +274,7 @@ export class TermView {
         } else if (!this.exitInfo && this.banner.hidden) {
           this.showBanner(reason ? `The terminal closed (${reason}).` : 'The terminal closed.', true);
         }
-      },
+      }),
     };
   }
 
@@ -333,6 +342,7 @@ export class TermView {
 
   /** Ends the channel (kills the program) and frees the pane. */
   dispose(): void {
+    this.gen++;
     this.channel?.close();
     this.observer.disconnect();
     this.term.dispose();
