@@ -14,8 +14,23 @@ import { ADMIN_PASSWORD, CHROMIUM, ROOT, SSH_PASSWORD, SSH_USER, startGateway, s
 const SHOTS = join(ROOT, 'web/artifacts/screens');
 const PASTE_BYTES = 200 * 1024;
 
-let browser, page, gw, sshd;
+let browser, ctx, page, gw, sshd;
 const sockets = [];
+
+/** A browser tab of the shared context (same cookie, its own sessionStorage). */
+async function newPage() {
+  page = await ctx.newPage();
+  page.setDefaultTimeout(10_000);
+  page.on('websocket', (ws) => {
+    const rec = { url: ws.url(), closed: false };
+    ws.on('close', () => (rec.closed = true));
+    sockets.push(rec);
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error') process.stderr.write(`[browser] ${m.text()}\n`);
+  });
+  return page;
+}
 
 const hook = (fn, arg) => page.evaluate(fn, arg);
 const text = () => hook(() => window.__opsgate.text());
@@ -78,18 +93,9 @@ slowpaste = ["sh", "-c", "stty raw -echo; printf 'READY\\\\n'; sleep 3; head -c 
 top = ["top"]
 `);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
     await ctx.addInitScript(() => localStorage.setItem('opsgate.testHook', '1'));
-    page = await ctx.newPage();
-    page.setDefaultTimeout(10_000);
-    page.on('websocket', (ws) => {
-      const rec = { url: ws.url(), closed: false };
-      ws.on('close', () => (rec.closed = true));
-      sockets.push(rec);
-    });
-    page.on('console', (m) => {
-      if (m.type() === 'error') process.stderr.write(`[browser] ${m.text()}\n`);
-    });
+    await newPage();
   });
 
   after(async () => {
@@ -241,6 +247,23 @@ top = ["top"]
     await page.keyboard.type('echo back-$((40+2))\n');
     await until('input typed while away ran', async () => lines(await text()).some((l) => /^(\$ )?back-42$/.test(l)));
     assert.equal(await hook(() => window.__opsgate.socket()), 'open');
+  });
+
+  step('a new tab without stored state finds the terminal through /api/channels', async () => {
+    const before = (await terms())[0];
+    await page.close();
+    await newPage();
+    await page.goto(gw.url);
+    await until('terminal adopted', async () => {
+      const t = await terms().catch(() => []);
+      return t[0]?.id === before.id && t[0]?.state === 'live';
+    });
+    // The gateway still holds all of this channel's output: it is replayed from byte 0.
+    await until('scrollback replayed', async () => lines(await text()).includes('m=2000'));
+    const seen = lines(await text()).filter((l) => /^m=\d+$/.test(l));
+    assert.equal(seen.length, 2000);
+    await typeInTerminal('echo adopted-$((6*7))\n');
+    await until('the adopted shell answers', async () => lines(await text()).includes('adopted-42'));
   });
 
   step('pastes 200 KB into a slow reader without losing a byte', async () => {

@@ -138,9 +138,10 @@ export class ConsoleApp {
       for (const [v, st] of made) v.resume(st, OutputLog.decode(loadLog(st.key)));
     } else if (this.me.role !== 'viewer') {
       // Storage was cleared (or a new tab): take back this login's detached terminals.
-      for (const c of this.sidebar.liveChannels()) {
-        if (!c.attached && !c.exited) this.adopt(c, this.sidebar.titleOf(c));
-      }
+      // Right after a reload the old page's socket may not have closed yet, so its
+      // channels still look attached: look once more a moment later.
+      this.adoptDetached();
+      window.setTimeout(() => void this.sidebar.reloadLive().then(() => this.adoptDetached()), 1500);
     }
     this.conn.start();
     this.sidebar.render();
@@ -150,6 +151,13 @@ export class ConsoleApp {
     this.show('terminals');
     this.ws.open(spec, where);
     window.setTimeout(() => this.sidebar.render(), 500);
+  }
+
+  private adoptDetached(): void {
+    const shown = new Set(this.ws.all().map((v) => v.channel?.id));
+    for (const c of this.sidebar.liveChannels()) {
+      if (!c.attached && !c.exited && !shown.has(c.id)) this.adopt(c, this.sidebar.titleOf(c));
+    }
   }
 
   private adopt(c: LiveChannel, title: string): void {
