@@ -1,20 +1,115 @@
-//! The web client's assets. Until the browser client lands (see `web/README.md`), the
-//! gateway serves a small landing page.
+//! The browser client, built from `web/` by `build.rs` (Vite) into `web/dist/` and
+//! embedded in the binary with rust-embed.
+//!
+//! - `{base}/` serves `index.html` with `Cache-Control: no-cache` and its own CSP: a
+//!   fresh nonce per response, stamped into the page (a `<meta>` the client reads) and
+//!   into `style-src`, so the `<style>` elements xterm.js creates at run time are
+//!   allowed while injected markup styles are not. Scripts are `'self'` only.
+//! - `{base}/assets/…` serves Vite's content-hashed files with a one-year `immutable`
+//!   cache: a new build has new names, so a cached file is never stale.
 
-use axum::response::Html;
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
 
-const INDEX: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>opsgate</title>
-<style>body{font:15px system-ui,sans-serif;margin:3em;max-width:46em;color:#222}code{background:#eee;padding:0 .3em}</style>
-</head><body>
-<h1>opsgate</h1>
-<p>The gateway is running. The REST API lives under <code>api/</code> and the multiplexed
-WebSocket at <code>ws</code> (subprotocol <code>opsgate.v1</code>); see the README and
-<code>protocol/PROTOCOL.md</code>.</p>
-<p><a href="healthz">healthz</a> · <a href="metrics">metrics</a></p>
-</body></html>"#;
+use crate::error::ApiError;
 
-/// `GET /`
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX)
+#[derive(rust_embed::Embed)]
+#[folder = "web/dist/"]
+struct Dist;
+
+/// Where the page reads its nonce from; replaced per response.
+const NONCE_PLACEHOLDER: &str = "__OPSGATE_NONCE__";
+
+/// The page's policy. `style-src-attr 'unsafe-inline'` is there for one reason: xterm.js's
+/// DOM renderer colours true-colour cells with `style` attributes, which a nonce cannot
+/// cover. Style attributes run no script and load nothing beyond `img-src`.
+fn page_csp(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; \
+         style-src-attr 'unsafe-inline'; img-src 'self' data:; font-src 'self'; \
+         connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; \
+         form-action 'self'"
+    )
+}
+
+/// `GET {base}/`: the console.
+pub async fn index() -> Response {
+    let Some(file) = Dist::get("index.html") else {
+        return ApiError::internal("web/dist/index.html is missing from the build").into_response();
+    };
+    let nonce = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let html = String::from_utf8_lossy(&file.data).replace(NONCE_PLACEHOLDER, &nonce);
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&page_csp(&nonce)) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// `GET {base}/assets/{*path}`: a hashed build file.
+pub async fn asset(Path(path): Path<String>) -> Response {
+    let Some(file) = Dist::get(&format!("assets/{path}")) else {
+        return ApiError::not_found("asset").into_response();
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type(&path)),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+/// Content types of what Vite emits; anything else is served as bytes (and `nosniff`
+/// keeps the browser from guessing).
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("woff") => "font/woff",
+        Some("wasm") => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_has_a_page_with_the_nonce_placeholder() {
+        let page = Dist::get("index.html").expect("web/dist/index.html");
+        let text = String::from_utf8_lossy(&page.data);
+        assert!(text.contains(NONCE_PLACEHOLDER));
+        // No inline script: every script comes from a file.
+        assert!(!text.contains("<script>"));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            content_type("index-abc.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(content_type("index-abc.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
 }

@@ -155,7 +155,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/teams/{id}/members/{username}",
             put(teams::put_member).delete(teams::delete_member),
         )
+        .route("/api/programs", get(crate::pty::list_programs))
+        .route("/api/channels", get(crate::mux::list_channels))
         .route("/ws", get(crate::mux::ws_handler))
+        .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
@@ -254,12 +257,16 @@ async fn edge(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
         }
     }
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
+    // The console page sets its own policy (with a per-response style nonce, see
+    // `crate::web`); everything else gets this one.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

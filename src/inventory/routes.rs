@@ -17,6 +17,7 @@ use super::csv_import;
 use super::known_hosts;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
+use super::InventoryError;
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
@@ -180,16 +181,21 @@ pub struct ImportQuery {
     format: Option<String>,
     /// CSV only: what to do with rows already in the inventory.
     on_duplicate: Option<csv_import::OnDuplicate>,
+    /// YAML: check and count, write nothing (the console's preview).
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// `POST /api/sessions/import?mode=merge|replace[&format=csv&on_duplicate=fail|skip|update]`
-/// (YAML or CSV body; all or nothing)
+/// `POST /api/sessions/import?mode=merge|replace[&dry_run=true]
+/// [&format=csv&on_duplicate=fail|skip|update]` (YAML or CSV body; all or nothing). A
+/// YAML dry run answers 200 `{"valid","created","updated","removed","errors"}` with every
+/// bad row, and writes nothing.
 pub async fn import_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
     Query(q): Query<ImportQuery>,
     body: Bytes,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<axum::response::Response> {
     let mode = q.mode.unwrap_or(ImportMode::Merge);
     match q.format.as_deref() {
         None | Some("yaml") => {}
@@ -212,8 +218,11 @@ pub async fn import_sessions(
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
-    let rows = yaml::parse(text)?;
     let owner = ws.scope;
+    if q.dry_run {
+        return Ok(Json(preview_import(&app, owner, text, mode).await?).into_response());
+    }
+    let rows = yaml::parse(text)?;
     let report = app
         .store
         .write(move |tx| yaml::apply(tx, &owner, rows, mode))
@@ -233,6 +242,53 @@ pub async fn csv_template(_ws: Workspace) -> impl IntoResponse {
         ],
         csv_import::TEMPLATE,
     )
+}
+
+/// How a dry run leaves its write transaction: always by `Err`, so it is aborted.
+enum DryRun {
+    Counted(yaml::ImportReport),
+    Refused(InventoryError),
+}
+
+impl From<crate::store::StoreError> for DryRun {
+    fn from(e: crate::store::StoreError) -> Self {
+        DryRun::Refused(e.into())
+    }
+}
+
+/// Runs the whole import, rows and credential checks included, in a transaction that
+/// is never committed, and reports what it would do.
+async fn preview_import(
+    app: &App,
+    owner: crate::workspace::Scope,
+    text: &str,
+    mode: ImportMode,
+) -> ApiResult<serde_json::Value> {
+    let refused = |rows: Vec<yaml::RowError>| json!({"valid": false, "created": 0, "updated": 0, "removed": 0, "errors": rows});
+    let rows = match yaml::parse(text) {
+        Ok(r) => r,
+        Err(InventoryError::Import(rows)) => return Ok(refused(rows)),
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = app
+        .store
+        .write(move |tx| -> Result<(), DryRun> {
+            Err(match yaml::apply(tx, &owner, rows, mode) {
+                Ok(report) => DryRun::Counted(report),
+                Err(e) => DryRun::Refused(e),
+            })
+        })
+        .await;
+    match outcome {
+        Err(DryRun::Counted(r)) => Ok(json!({
+            "valid": true, "created": r.created, "updated": r.updated, "removed": r.removed, "errors": [],
+        })),
+        Err(DryRun::Refused(InventoryError::Import(rows))) => Ok(refused(rows)),
+        Err(DryRun::Refused(e)) => Err(e.into()),
+        Ok(()) => Err(ApiError::internal(
+            "dry run committed nothing and reported nothing",
+        )),
+    }
 }
 
 /// `GET /api/credentials`

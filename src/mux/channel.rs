@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -79,6 +79,39 @@ pub struct ChannelShared {
     /// Wakes the channel task: an ack arrived, input was consumed, or it must stop.
     pub wake: Arc<Notify>,
     stop: OnceLock<&'static str>,
+    /// What `GET /api/channels` reports; see [`ChannelStatus`].
+    pub status: ChannelStatus,
+}
+
+/// A read-only view of a channel's progress for listings (`GET /api/channels`), so a
+/// reloaded page or a second tab can find its terminals. Written only by the channel
+/// task, with plain atomic stores after each event; readers may see a value one event
+/// old, which is fine for a listing (the `attach` that follows is exact).
+#[derive(Default)]
+pub struct ChannelStatus {
+    /// Output bytes the source has produced so far (the offset just past the newest).
+    produced: AtomicU64,
+    /// Bound to a socket right now.
+    attached: AtomicBool,
+    /// Set once when the source ended: its exit code, if it reported one.
+    exit: OnceLock<Option<i32>>,
+}
+
+impl ChannelStatus {
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Acquire)
+    }
+    pub fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+    /// `None` while running; `Some(code)` once ended (`Some(None)`: no code, e.g. a
+    /// signal or a dropped SSH connection).
+    pub fn exit(&self) -> Option<Option<i32>> {
+        self.exit.get().copied()
+    }
+    fn ended(&self, code: Option<i32>) {
+        let _ = self.exit.set(code);
+    }
 }
 
 /// A handle to a running channel, held by the registry and by sockets.
@@ -125,6 +158,7 @@ impl ChannelHandle {
                 input: Arc::new(InputQueue::new(input_window, wake.clone())),
                 wake,
                 stop: OnceLock::new(),
+                status: ChannelStatus::default(),
             }),
         }
     }
@@ -180,6 +214,14 @@ impl ChannelTask {
 
     fn ch(&self) -> u32 {
         self.attached.as_ref().map_or(0, |s| s.ch)
+    }
+
+    /// Publishes output and attachment for listings ([`ChannelStatus`]).
+    fn publish_status(&self) {
+        let st = &self.handle.shared.status;
+        st.produced.store(self.flow.end(), Ordering::Release);
+        st.attached
+            .store(self.attached.is_some(), Ordering::Release);
     }
 
     /// Takes the acks the attached client sent since the last look.
@@ -343,6 +385,7 @@ impl ChannelTask {
             if let Some(r) = self.handle.shared.stop.get().copied() {
                 return self.end(None, r).await;
             }
+            self.publish_status();
             let deadline = detached_at.map(|t| t + self.grace);
             tokio::select! {
                 r = &mut start => break r,
@@ -454,6 +497,9 @@ impl ChannelTask {
             }
             self.take_acks();
             self.report_input(&mut acks).await;
+            // Every change of attachment or output passes through here (the loop runs
+            // after each event), so the listing is at most one event behind.
+            self.publish_status();
             if self.attached.is_some() {
                 detached_at = None;
             } else if detached_at.is_none() {
@@ -482,6 +528,7 @@ impl ChannelTask {
                         }
                     }
                     Some(SourceEvent::Exit { code, signal }) => {
+                        self.handle.shared.status.ended(code);
                         let f = ServerFrame::Exit { ch: self.ch(), code, signal };
                         self.frame(f.clone()).await;
                         exit = Some(f);
@@ -495,6 +542,7 @@ impl ChannelTask {
                         self.frame(ServerFrame::Progress { ch, event }).await;
                     }
                     Some(SourceEvent::Failed { code, message }) => {
+                        self.handle.shared.status.ended(None);
                         let ch = self.ch();
                         self.frame(ServerFrame::Error { ch: Some(ch), code: code.into(), message }).await;
                         source_done = true;
@@ -502,6 +550,7 @@ impl ChannelTask {
                         self.handle.shared.input.close();
                     }
                     None => {
+                        self.handle.shared.status.ended(None);
                         source_done = true;
                         exited_at = Some(Instant::now());
                         self.handle.shared.input.close();

@@ -7,11 +7,13 @@
 
 mod channel;
 mod flow;
+mod listing;
 mod ring;
 mod socket;
 
 pub use channel::{ChannelHandle, Starter};
 pub use flow::{OutputFlow, Replay};
+pub use listing::{list_channels, ChannelInfo};
 pub use ring::RingBuffer;
 
 use std::collections::HashMap;

@@ -107,6 +107,15 @@ fn run_as() -> Option<&'static RunAs> {
         .as_ref()
 }
 
+/// `GET /api/programs`: the names of the allow-listed programs (`[pty.programs]`), for
+/// any logged-in user. Never the argv: what runs is the admin's business.
+pub async fn list_programs(
+    axum::extract::State(app): axum::extract::State<Arc<crate::app::App>>,
+    _user: crate::auth::CurrentUser,
+) -> axum::Json<Vec<String>> {
+    axum::Json(app.cfg.pty.programs.keys().cloned().collect())
+}
+
 /// Starts `argv` in a new PTY of `cols`×`rows` with `TERM=xterm-256color`; its input
 /// comes from `input`.
 pub fn spawn(

@@ -1,0 +1,352 @@
+// End to end in Debian's Chromium against the real gateway binary and a real sshd:
+// sign-in (wrong password, throttle), host-key trust, a shell, resize, a reload that
+// keeps every byte of the scrollback, a 200 KB paste into a slow reader, the inventory
+// and admin screens, and sign-out closing the socket. Screenshots of every screen at
+// 1280×720 and 1920×1080 go to web/artifacts/screens/.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { ADMIN_PASSWORD, CHROMIUM, ROOT, SSH_PASSWORD, SSH_USER, startGateway, startSshd, stopAll } from './fixtures.mjs';
+
+const SHOTS = join(ROOT, 'web/artifacts/screens');
+const PASTE_BYTES = 200 * 1024;
+
+let browser, ctx, page, gw, sshd;
+const sockets = [];
+
+/** A browser tab of the shared context (same cookie, its own sessionStorage). */
+async function newPage() {
+  page = await ctx.newPage();
+  page.setDefaultTimeout(10_000);
+  page.on('websocket', (ws) => {
+    const rec = { url: ws.url(), closed: false };
+    ws.on('close', () => (rec.closed = true));
+    sockets.push(rec);
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error') process.stderr.write(`[browser] ${m.text()}\n`);
+  });
+  return page;
+}
+
+const hook = (fn, arg) => page.evaluate(fn, arg);
+const text = () => hook(() => window.__opsgate.text());
+const terms = () => hook(() => window.__opsgate.terms());
+
+async function until(what, fn, ms = 15_000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function shot(name) {
+  await page.waitForTimeout(150);
+  await page.screenshot({ path: join(SHOTS, `${name}-1280x720.png`) });
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await page.waitForTimeout(250);
+  await page.screenshot({ path: join(SHOTS, `${name}-1920x1080.png`) });
+  await page.setViewportSize({ width: 1280, height: 720 });
+  await page.waitForTimeout(200);
+}
+
+async function typeInTerminal(s) {
+  await page.locator('.pane.focused .xterm-helper-textarea, .pane .xterm-helper-textarea').last().focus();
+  await page.keyboard.type(s);
+}
+
+const lines = (t) => t.split('\n').map((l) => l.trimEnd());
+
+// The steps build on each other: after a failure the rest are skipped, not timed out.
+let failed = false;
+function step(name, fn) {
+  it(name, async (t) => {
+    if (failed) return t.skip('an earlier step failed');
+    try {
+      await fn(t);
+    } catch (e) {
+      failed = true;
+      await page?.screenshot({ path: join(SHOTS, `FAILED-${name.replace(/\W+/g, '-')}.png`) }).catch(() => {});
+      throw e;
+    }
+  });
+}
+
+describe('opsgate console in Chromium', { timeout: 170_000 }, () => {
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    sshd = await startSshd();
+    gw = await startGateway(`
+[login_limit]
+per_ip = 3
+window_secs = 6
+
+[pty.programs]
+slowpaste = ["sh", "-c", "stty raw -echo; printf 'READY\\\\n'; sleep 3; head -c ${PASTE_BYTES} | sha256sum"]
+top = ["top"]
+`);
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+    ctx = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+    await ctx.addInitScript(() => localStorage.setItem('opsgate.testHook', '1'));
+    await newPage();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await stopAll();
+  });
+
+  step('serves the page with a strict CSP and cacheable assets', async () => {
+    const r = await fetch(gw.url);
+    assert.equal(r.status, 200);
+    const csp = r.headers.get('content-security-policy');
+    assert.match(csp, /script-src 'self';/);
+    assert.doesNotMatch(csp, /script-src[^;]*unsafe-inline/);
+    assert.match(csp, /style-src 'self' 'nonce-[A-Za-z0-9+/=]+'/);
+    assert.equal(r.headers.get('cache-control'), 'no-cache');
+    const html = await r.text();
+    const js = html.match(/src="\.\/(assets\/[^"]+\.js)"/)[1];
+    const a = await fetch(gw.url + js);
+    assert.equal(a.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    assert.match(a.headers.get('content-type'), /^text\/javascript/);
+  });
+
+  step('signs in: wrong password, then the throttle with its wait, then success', async () => {
+    await page.goto(gw.url);
+    await page.getByLabel('Username').fill('admin');
+    await page.getByLabel('Password').fill('wrong-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('Wrong username or password.').waitFor();
+    await shot('signin-wrong-password');
+    for (let i = 0; i < 6; i++) {
+      const resp = page.waitForResponse((r) => r.url().endsWith('/api/auth/login'));
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      if ((await resp).status() === 429) break;
+      await page.getByText('Wrong username or password.').waitFor();
+    }
+    await page.getByText(/Too many failed sign-ins\. Try again in \d+ s\./).waitFor();
+    await shot('signin-throttled');
+    await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 10_000 });
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('admin · admin').waitFor();
+    await until('socket open', async () => (await hook(() => window.__opsgate.socket())) === 'open');
+  });
+
+  step('adds a credential and a saved session through the inventory forms', async () => {
+    await page.getByRole('button', { name: 'Inventory' }).click();
+    await page.getByRole('tab', { name: 'Credentials' }).click();
+    await page.getByRole('button', { name: 'New credential' }).click();
+    const dlg = page.getByRole('dialog');
+    await dlg.getByLabel('Name', { exact: true }).fill('lab password');
+    await dlg.getByLabel('Username', { exact: true }).fill(SSH_USER);
+    await dlg.getByLabel('Password', { exact: true }).fill(SSH_PASSWORD);
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('cell', { name: 'lab password', exact: true }).waitFor();
+    await shot('inventory-credentials');
+
+    await page.getByRole('tab', { name: 'Sessions' }).click();
+    await page.getByRole('button', { name: 'New session' }).click();
+    const s = page.getByRole('dialog');
+    await s.getByLabel('Name', { exact: true }).fill('lab-ssh');
+    await s.getByLabel('Host', { exact: true }).fill('127.0.0.1');
+    await s.getByLabel('Port', { exact: true }).fill(String(sshd.port));
+    await s.getByLabel('Username', { exact: true }).fill(SSH_USER);
+    await s.getByLabel('Credential', { exact: true }).selectOption({ label: 'lab password (password)' });
+    await s.getByLabel('Folder', { exact: true }).fill('Lab');
+    await s.getByLabel('Tags', { exact: true }).fill('site=lab, linux');
+    await s.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('cell', { name: 'lab-ssh', exact: true }).waitFor();
+    await shot('inventory-sessions');
+  });
+
+  step('finds the device by tag, trusts its host key, and runs echo hello', async () => {
+    await page.getByRole('button', { name: 'Terminals' }).click();
+    await page.getByLabel(/Search devices/).fill('site=lab');
+    await page.getByRole('button', { name: 'lab-ssh', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'lab-ssh', exact: true }).press('Enter');
+    const dlg = page.getByRole('dialog', { name: 'Unknown host key' });
+    await dlg.waitFor();
+    await dlg.getByText(sshd.fingerprint()).waitFor();
+    await dlg.getByText('ssh-ed25519').waitFor();
+    await shot('hostkey-dialog');
+    await dlg.getByRole('button', { name: 'Trust' }).click();
+    await until('terminal live', async () => (await terms())[0]?.state === 'live');
+    await until('a prompt', async () => /\$ ?$/.test((await text()).trimEnd()));
+    await typeInTerminal('echo hello\n');
+    await until('hello on its own line', async () => lines(await text()).includes('hello'));
+    await shot('terminal-ssh');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await shot('terminal-ssh-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+  });
+
+  step('follows window resizes with stty size', async () => {
+    const sizeSeen = async (t) => {
+      const [{ cols, rows }] = await terms();
+      await typeInTerminal(`stty size; echo mark${t}\n`);
+      const l = await until('stty output', async () => {
+        const ls = lines(await text());
+        const i = ls.lastIndexOf(`mark${t}`);
+        return i > 0 ? ls[i - 1] : undefined;
+      });
+      assert.equal(l, `${rows} ${cols}`);
+      return { cols, rows };
+    };
+    const small = await sizeSeen(1);
+    await page.setViewportSize({ width: 1920, height: 1080 });
+    await until('terminal refit', async () => (await terms())[0].cols > small.cols);
+    const big = await sizeSeen(2);
+    assert.ok(big.rows > small.rows);
+    await page.setViewportSize({ width: 1280, height: 720 });
+    await until('terminal refit back', async () => (await terms())[0].cols === small.cols);
+  });
+
+  step('keeps the scrollback byte-exact across a reload mid-output', async () => {
+    const N = 3000;
+    await typeInTerminal(`i=1; while [ $i -le ${N} ]; do echo "n=$i"; i=$((i+1)); case $i in *00) sleep 0.05;; esac; done\n`);
+    await until('output under way', async () => lines(await text()).includes('n=400'));
+    const before = (await terms())[0];
+    await page.reload();
+    await until('terminal back', async () => {
+      const t = await terms().catch(() => []);
+      return t[0]?.id === before.id && t[0]?.state === 'live';
+    });
+    await until(`n=${N}`, async () => lines(await text()).includes(`n=${N}`), 30_000);
+    const seen = lines(await text())
+      .filter((l) => /^n=\d+$/.test(l))
+      .map((l) => Number(l.slice(2)));
+    assert.equal(seen.length, N, `expected ${N} numbered lines, got ${seen.length}`);
+    seen.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} is n=${n}`));
+    await shot('terminal-after-reload');
+  });
+
+  step('survives socket drops mid-output and keeps input typed while away', async () => {
+    const N = 2000;
+    await typeInTerminal(`clear; i=1; while [ $i -le ${N} ]; do echo "m=$i"; i=$((i+1)); case $i in *00) sleep 0.05;; esac; done\n`);
+    await until('output under way', async () => lines(await text()).includes('m=300'));
+    await hook(() => window.__opsgate.drop());
+    await until('reconnected', async () => (await hook(() => window.__opsgate.socket())) === 'open' && (await terms())[0].state === 'live');
+    await until('output under way again', async () => lines(await text()).includes('m=1200'));
+    await hook(() => window.__opsgate.drop());
+    await until(`m=${N}`, async () => lines(await text()).includes(`m=${N}`), 30_000);
+    const seen = lines(await text())
+      .filter((l) => /^m=\d+$/.test(l))
+      .map((l) => Number(l.slice(2)));
+    assert.equal(seen.length, N);
+    seen.forEach((n, i) => assert.equal(n, i + 1, `line ${i + 1} is m=${n}`));
+    // Typed while the socket is down: queued in the client, sent after the re-attach.
+    await hook(() => window.__opsgate.drop());
+    await page.keyboard.type('echo back-$((40+2))\n');
+    await until('input typed while away ran', async () => lines(await text()).some((l) => /^(\$ )?back-42$/.test(l)));
+    assert.equal(await hook(() => window.__opsgate.socket()), 'open');
+  });
+
+  step('a new tab without stored state finds the terminal through /api/channels', async () => {
+    const before = (await terms())[0];
+    await page.close();
+    await newPage();
+    await page.goto(gw.url);
+    await until('terminal adopted', async () => {
+      const t = await terms().catch(() => []);
+      return t[0]?.id === before.id && t[0]?.state === 'live';
+    });
+    // The gateway still holds all of this channel's output: it is replayed from byte 0.
+    await until('scrollback replayed', async () => lines(await text()).includes('m=2000'));
+    const seen = lines(await text()).filter((l) => /^m=\d+$/.test(l));
+    assert.equal(seen.length, 2000);
+    await typeInTerminal('echo adopted-$((6*7))\n');
+    await until('the adopted shell answers', async () => lines(await text()).includes('adopted-42'));
+  });
+
+  step('pastes 200 KB into a slow reader without losing a byte', async () => {
+    const data = randomBytes(PASTE_BYTES * 0.75).toString('base64').slice(0, PASTE_BYTES);
+    const want = createHash('sha256').update(data).digest('hex');
+    await page.getByRole('button', { name: 'slowpaste', exact: true }).click();
+    await until('slowpaste live', async () => (await terms()).some((t) => t.title === 'slowpaste' && t.state === 'live'));
+    await until('READY', async () => (await text()).includes('READY'));
+    await hook((d) => window.__opsgate.paste(d), data);
+    const q = await hook(() => window.__opsgate.inputQueued());
+    assert.ok(q.queued > 0, 'the paste waits in the client beyond the input window');
+    assert.ok(q.inFlight <= q.window, 'never more in flight than the window');
+    await until('sha256 of the paste', async () => (await text()).includes(want), 30_000);
+  });
+
+  step('splits panes and shows the shortcut list', async () => {
+    await page.locator('.pane.focused .xterm-helper-textarea').focus();
+    await page.keyboard.press('Alt+Backslash');
+    const pal = page.getByRole('dialog', { name: 'Open to the right' });
+    await pal.waitFor();
+    await pal.getByRole('combobox').fill('top');
+    await shot('quick-open');
+    await page.keyboard.press('Enter');
+    await until('two panes', async () => (await page.locator('.tab-panel:not([hidden]) .pane').count()) === 2);
+    await until('top live', async () => (await terms()).some((t) => t.title === 'top' && t.state === 'live'));
+    await page.waitForTimeout(500);
+    await shot('split-panes');
+    await page.locator('.statusbar').getByRole('button', { name: 'Keyboard shortcuts' }).click();
+    await page.getByRole('dialog', { name: 'Keyboard shortcuts' }).waitFor();
+    await shot('shortcuts');
+    await page.keyboard.press('Escape');
+  });
+
+  step('previews a YAML import with per-row errors, then imports', async () => {
+    await page.getByRole('button', { name: 'Inventory' }).click();
+    await page.getByRole('tab', { name: 'Import / export' }).click();
+    const yaml = "- folder_name: Core\n  sessions:\n    - {display_name: core-sw1, host: 10.0.0.1, port: '22', DeviceType: cisco_ios, username: admin}\n    - {display_name: core-sw2, host: 10.0.0.2, port: '70000', DeviceType: cisco_ios, username: admin}\n";
+    await page.getByLabel('or paste YAML').fill(yaml);
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.getByText('1 bad row(s)').waitFor();
+    await page.getByRole('cell', { name: 'core-sw2', exact: true }).waitFor();
+    await shot('import-errors');
+    await page.getByLabel('or paste YAML').fill(yaml.replace("'70000'", "'22'"));
+    await page.getByRole('button', { name: 'Preview' }).click();
+    await page.getByText('This import will create 2, update 0.').waitFor();
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    await page.getByText('Imported: 2 created, 0 updated, 0 removed.').waitFor();
+    await page.getByRole('tab', { name: 'Known hosts' }).click();
+    await page.getByText(sshd.fingerprint()).waitFor();
+    await shot('inventory-known-hosts');
+  });
+
+  step('warns loudly when the host key changes', async () => {
+    await sshd.rekey();
+    await page.getByRole('button', { name: 'Terminals' }).click();
+    await page.getByRole('button', { name: 'lab-ssh', exact: true }).click();
+    await page.getByText('The host key of lab-ssh changed').waitFor();
+    await page.getByText(`Now: ${sshd.fingerprint()}`).waitFor();
+    await page.getByText('Trusted: SHA256:').waitFor();
+    await shot('hostkey-changed');
+  });
+
+  step('shows users and the audit log to an admin', async () => {
+    await page.getByRole('button', { name: 'Admin' }).click();
+    await page.getByRole('cell', { name: /^admin/ }).first().waitFor();
+    await shot('admin-users');
+    await page.getByRole('tab', { name: 'Audit log' }).click();
+    await page.getByLabel('Action', { exact: true }).fill('channel.open');
+    await page.getByRole('cell', { name: 'channel.open', exact: true }).first().waitFor();
+    await shot('admin-audit');
+  });
+
+  step('signs out and the socket closes', async () => {
+    await page.getByRole('button', { name: 'Terminals' }).click();
+    assert.ok(sockets.length > 0);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByText('Signed out.').waitFor();
+    // The page's live socket (earlier ones went with the reload).
+    const live = sockets[sockets.length - 1];
+    await until('the socket closed', async () => live.closed);
+    assert.equal(await hook(() => document.cookie.includes('opsgate_session')), false);
+    const status = await page.evaluate(async () => (await fetch('api/auth/status')).status);
+    assert.equal(status, 401);
+    await shot('signed-out');
+  });
+});

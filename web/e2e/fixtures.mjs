@@ -1,0 +1,154 @@
+// Real things for the end-to-end suite: an OpenSSH sshd on a free loopback port with a
+// throwaway user (as tests/sshd/mod.rs and load-tests/lib.sh do), the real gateway
+// binary with its own data directory, and Debian's Chromium driven by playwright-core.
+// Everything started here is stopped by stopAll(), in its own process group.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+export const SSH_USER = 'opsgate-test';
+export const SSH_PASSWORD = 'opsgate-test-pw-1';
+export const ADMIN_PASSWORD = 'e2e-admin-password-1';
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const children = [];
+export const TMP = mkdtempSync(join(tmpdir(), 'opsgate-e2e-'));
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+export async function waitPort(port, ms = 30_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const ok = await new Promise((r) => {
+      const c = connect(port, '127.0.0.1', () => (c.destroy(), r(true)));
+      c.on('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`port ${port} did not open`);
+}
+
+function start(name, cmd, args, env = {}) {
+  const log = join(TMP, `${name}.log`);
+  writeFileSync(log, '');
+  const out = spawn('sh', ['-c', `exec "$0" "$@" >>${log} 2>&1`, cmd, ...args], {
+    detached: true,
+    stdio: 'ignore',
+    env: { ...process.env, ...env },
+  });
+  children.push(out);
+  out.logFile = log;
+  return out;
+}
+
+function ensureUser() {
+  try {
+    execFileSync('id', [SSH_USER], { stdio: 'ignore' });
+  } catch {
+    try {
+      execFileSync('useradd', ['-m', '-s', '/bin/sh', SSH_USER], { stdio: 'ignore' });
+    } catch {
+      execFileSync('id', [SSH_USER], { stdio: 'ignore' }); // created meanwhile by another run
+    }
+  }
+  execFileSync('chpasswd', { input: `${SSH_USER}:${SSH_PASSWORD}\n` });
+  mkdirSync('/run/sshd', { recursive: true });
+}
+
+/** A real sshd; `rekey()` restarts it on the same port with a new host key. */
+export async function startSshd() {
+  ensureUser();
+  const dir = join(TMP, 'sshd');
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const sshd = { port, proc: undefined };
+  const keygen = () => {
+    rmSync(join(dir, 'host_ed25519'), { force: true });
+    rmSync(join(dir, 'host_ed25519.pub'), { force: true });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_ed25519')]);
+  };
+  const run = async () => {
+    writeFileSync(
+      join(dir, 'sshd_config'),
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${dir}/host_ed25519`,
+        `PidFile ${dir}/sshd.pid`,
+        'PasswordAuthentication yes',
+        'KbdInteractiveAuthentication yes',
+        'UsePAM yes',
+        'StrictModes no',
+        'PermitRootLogin no',
+        `AllowUsers ${SSH_USER}`,
+        'LogLevel ERROR',
+        'PrintMotd no',
+        'PrintLastLog no',
+        '',
+      ].join('\n'),
+    );
+    sshd.proc = start('sshd', '/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')]);
+    await waitPort(port, 10_000);
+  };
+  keygen();
+  await run();
+  sshd.fingerprint = () => execFileSync('ssh-keygen', ['-lf', join(dir, 'host_ed25519.pub')]).toString().split(' ')[1];
+  sshd.rekey = async () => {
+    kill(sshd.proc);
+    await new Promise((r) => setTimeout(r, 300));
+    keygen();
+    await run();
+  };
+  return sshd;
+}
+
+/** The gateway binary (target/debug/opsgate unless OPSGATE_BIN says otherwise). */
+export async function startGateway(extraToml = '') {
+  const bin = process.env.E2E_GATEWAY_BIN ?? join(ROOT, 'target/debug/opsgate');
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: build it first (cargo build)`);
+  const dir = join(TMP, 'gateway');
+  mkdirSync(join(dir, 'data'), { recursive: true });
+  const port = await freePort();
+  writeFileSync(join(dir, 'config.toml'), extraToml);
+  const proc = start('gateway', bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', join(dir, 'data'), '--config', join(dir, 'config.toml')], {
+    OPSGATE_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    OPSGATE_LOG: process.env.OPSGATE_LOG ?? 'warn',
+  });
+  await waitPort(port, 30_000);
+  return { port, url: `http://127.0.0.1:${port}/`, proc, log: () => readFileSync(proc.logFile, 'utf8') };
+}
+
+function kill(p) {
+  if (!p || p.exitCode !== null) return;
+  try {
+    process.kill(-p.pid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
+}
+
+export async function stopAll() {
+  for (const p of children) kill(p);
+  await new Promise((r) => setTimeout(r, 300));
+  for (const p of children) {
+    try {
+      process.kill(-p.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  if (!process.env.E2E_KEEP_TMP) rmSync(TMP, { recursive: true, force: true });
+}

@@ -1,0 +1,258 @@
+// The console: header (pages, user, sign out), the device sidebar, the terminal
+// workspace or an inventory/admin page, and a status bar with the socket's state.
+
+import { api, LiveChannel, Me } from '../api';
+import { Connection, SocketState } from '../connection';
+import { clearConsole, loadConsole, loadLog, saveConsole } from '../persist';
+import { AdminPage } from './admin';
+import { h, clear } from './dom';
+import { InventoryPage, InventoryTab } from './inventory';
+import { quickOpen } from './palette';
+import { installShortcuts, showHelp } from './shortcuts';
+import { Sidebar } from './sidebar';
+import { SavedTerm, TermSpec, TermView } from './term';
+import { fontSize, onThemeChange, setFontSize } from './theme';
+import { OutputLog } from './outlog';
+import { Workspace } from './workspace';
+
+type Page = 'terminals' | 'inventory' | 'admin';
+
+const FINAL_TEXT: Record<string, string> = {
+  logged_out: 'You were signed out.',
+  session_expired: 'Your sign-in expired. Sign in again; your terminals ended with it.',
+  password_changed: 'Your password was changed. Sign in again.',
+  role_changed: 'Your role was changed. Sign in again.',
+  user_deleted: 'Your account was removed.',
+};
+
+export class ConsoleApp {
+  readonly conn: Connection;
+  readonly ws: Workspace;
+  readonly sidebar: Sidebar;
+  private inventory: InventoryPage;
+  private admin?: AdminPage;
+  private main: HTMLElement;
+  private nav: HTMLElement;
+  private statusSocket: HTMLElement;
+  private statusCount: HTMLElement;
+  private retryAt?: number;
+  private dirty = false;
+  private timers: number[] = [];
+  private ended = false;
+
+  constructor(
+    root: HTMLElement,
+    readonly me: Me,
+    private signedOut: (notice?: string) => void,
+  ) {
+    const canOpen = me.role !== 'viewer';
+    this.conn = new Connection({
+      state: (s, d) => this.socketState(s, d.retryAt, d.rtt),
+      final: (code, message) => this.end(FINAL_TEXT[code] ?? message),
+    });
+    this.ws = new Workspace(
+      {
+        conn: this.conn,
+        changed: () => this.touch(),
+        focused: (v) => this.ws.focused(v),
+        openKnownHosts: () => this.show('inventory', 'known-hosts'),
+      },
+      () => this.touch(),
+    );
+    this.sidebar = new Sidebar({
+      canOpen,
+      open: (spec, where) => this.open(spec, where),
+      adopt: (c, title) => this.adopt(c, title),
+      shownChannelIds: () => new Set(this.ws.all().map((v) => v.channel?.id).filter((x): x is string => !!x)),
+    });
+    this.inventory = new InventoryPage(() => void this.sidebar.reload());
+    if (me.role === 'admin') this.admin = new AdminPage(me.username);
+
+    this.nav = h('nav', { class: 'pages', 'aria-label': 'Pages' });
+    this.main = h('main', { class: 'content', id: 'content' });
+    this.statusSocket = h('span', { class: 'socket', role: 'status', 'aria-live': 'polite' });
+    this.statusCount = h('span', { class: 'count' }, '0 terminal(s)');
+    const header = h(
+      'header',
+      { class: 'topbar' },
+      h('span', { class: 'brand' }, 'opsgate'),
+      this.nav,
+      h('span', { class: 'spacer' }),
+      h('span', { class: 'who' }, `${me.username} · ${me.role}`),
+      h('button', { type: 'button', class: 'ghost', onclick: () => void this.signOut() }, 'Sign out'),
+    );
+    const status = h(
+      'footer',
+      { class: 'statusbar' },
+      this.statusSocket,
+      this.statusCount,
+      h('span', { class: 'spacer' }),
+      h('span', { class: 'muted' }, 'Tools, jobs, configs and the dashboard arrive with their APIs.'),
+      h('button', { type: 'button', class: 'ghost', onclick: () => showHelp(), 'aria-label': 'Keyboard shortcuts' }, '? Shortcuts'),
+    );
+    root.replaceChildren(h('div', { class: 'shell' }, header, h('div', { class: 'body' }, this.sidebar.el, this.main), status));
+    this.show('terminals');
+
+    installShortcuts({
+      newTab: () => this.pick('tab'),
+      split: (d) => this.pick(d),
+      closePane: () => this.ws.closeFocused(),
+      move: (d) => this.ws.move(d),
+      tab: (i) => this.ws.selectIndex(i),
+      cycle: (d) => this.ws.cycle(d),
+      font: (d) => {
+        const n = setFontSize(d === 0 ? 13 : fontSize() + d);
+        for (const v of this.ws.all()) v.setFontSize(n);
+      },
+      find: () => this.ws.active?.focused.toggleFind(),
+      searchTree: () => this.sidebar.search.focus(),
+      help: () => showHelp(),
+    });
+    onThemeChange(() => {
+      for (const v of this.ws.all()) v.applyTheme();
+    });
+    window.addEventListener('resize', () => this.ws.fitAll());
+    window.addEventListener('pagehide', () => this.save());
+    document.addEventListener('visibilitychange', () => {
+      if (document.hidden) this.save();
+    });
+    this.timers.push(window.setInterval(() => this.dirty && this.save(), 2000));
+    this.timers.push(window.setInterval(() => this.renderSocket(), 1000));
+    this.timers.push(window.setInterval(() => void this.sidebar.reloadLive(), 15000));
+  }
+
+  /** Loads the lists, brings back the terminals of this tab (or of this login), connects. */
+  async start(): Promise<void> {
+    await this.sidebar.reload();
+    const saved = loadConsole(this.me.username);
+    if (saved && saved.terms.length > 0) {
+      const byKey = new Map(saved.terms.map((t) => [t.key, t]));
+      const made: [TermView, SavedTerm][] = [];
+      this.ws.restore(saved.layout, (key) => {
+        const st = byKey.get(key);
+        if (!st) return undefined;
+        const v = this.ws.makeView(st);
+        made.push([v, st]);
+        return v;
+      });
+      for (const [v, st] of made) v.resume(st, OutputLog.decode(loadLog(st.key)));
+    } else if (this.me.role !== 'viewer') {
+      // Storage was cleared (or a new tab): take back this login's detached terminals.
+      // Right after a reload the old page's socket may not have closed yet, so its
+      // channels still look attached: look once more a moment later.
+      this.adoptDetached();
+      window.setTimeout(() => void this.sidebar.reloadLive().then(() => this.adoptDetached()), 1500);
+    }
+    this.conn.start();
+    this.sidebar.render();
+  }
+
+  private open(spec: TermSpec, where: 'tab' | 'right' | 'down' = 'tab'): void {
+    this.show('terminals');
+    this.ws.open(spec, where);
+    window.setTimeout(() => this.sidebar.render(), 500);
+  }
+
+  private adoptDetached(): void {
+    const shown = new Set(this.ws.all().map((v) => v.channel?.id));
+    for (const c of this.sidebar.liveChannels()) {
+      if (!c.attached && !c.exited && !shown.has(c.id)) this.adopt(c, this.sidebar.titleOf(c));
+    }
+  }
+
+  private adopt(c: LiveChannel, title: string): void {
+    this.show('terminals');
+    const spec = this.sidebar.specOf(c);
+    spec.title = title;
+    this.ws.open(spec, 'tab', { key: crypto.randomUUID(), spec, channelId: c.id, received: 0 });
+    this.sidebar.render();
+  }
+
+  private pick(where: 'tab' | 'right' | 'down'): void {
+    if (this.me.role === 'viewer') return;
+    const title = where === 'tab' ? 'Open in a new tab' : where === 'right' ? 'Open to the right' : 'Open below';
+    quickOpen(title, this.sidebar.folders, this.sidebar.programs, (spec) => this.open(spec, this.ws.active ? where : 'tab'));
+  }
+
+  show(page: Page, sub?: InventoryTab): void {
+    const pages: [Page, string][] = [['terminals', 'Terminals'], ['inventory', 'Inventory']];
+    if (this.admin) pages.push(['admin', 'Admin']);
+    clear(
+      this.nav,
+      ...pages.map(([p, label]) =>
+        h('button', { type: 'button', class: 'ghost', 'aria-current': p === page ? 'page' : undefined, onclick: () => this.show(p) }, label),
+      ),
+    );
+    const el = page === 'terminals' ? this.ws.el : page === 'inventory' ? this.inventory.el : this.admin!.el;
+    if (this.main.firstChild !== el) clear(this.main, el);
+    if (page === 'inventory') this.inventory.show(sub);
+    if (page === 'admin') this.admin?.show();
+    if (page === 'terminals') {
+      this.ws.fitAll();
+      this.ws.active?.focused.focus();
+    }
+  }
+
+  private touch(): void {
+    this.dirty = true;
+    this.ws.refreshTitles();
+    this.statusCount.textContent = `${this.ws.all().length} terminal(s)`;
+  }
+
+  private save(): void {
+    if (this.ended) return;
+    this.dirty = false;
+    const views = this.ws.all();
+    saveConsole(
+      { username: this.me.username, layout: this.ws.save(), terms: views.map((v) => v.save()) },
+      views.map((v) => ({
+        key: v.key,
+        get dirty() {
+          return v.log.dirty;
+        },
+        set dirty(d: boolean) {
+          v.log.dirty = d;
+        },
+        encode: (limit: number) => v.log.encode(limit),
+      })),
+    );
+  }
+
+  private socketState(s: SocketState, retryAt?: number, rtt?: number): void {
+    this.retryAt = retryAt;
+    this.statusSocket.dataset.state = s;
+    this.statusSocket.dataset.rtt = rtt === undefined ? '' : String(rtt);
+    this.renderSocket();
+  }
+
+  private renderSocket(): void {
+    const s = this.statusSocket.dataset.state as SocketState | undefined;
+    const rtt = this.statusSocket.dataset.rtt;
+    let text = 'connecting…';
+    if (s === 'open') text = `connected${rtt ? ` · ${rtt} ms` : ''}`;
+    else if (s === 'reconnecting') {
+      const secs = this.retryAt ? Math.max(0, Math.ceil((this.retryAt - Date.now()) / 1000)) : 0;
+      text = secs > 0 ? `reconnecting in ${secs} s` : 'reconnecting…';
+    } else if (s === 'closed') text = 'offline';
+    this.statusSocket.textContent = text;
+    this.statusSocket.title = 'WebSocket to the gateway; round-trip time measured every 10 s';
+  }
+
+  private end(notice?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const t of this.timers) window.clearInterval(t);
+    this.conn.stop();
+    clearConsole();
+    this.signedOut(notice);
+  }
+
+  async signOut(): Promise<void> {
+    try {
+      await api.post('api/auth/logout');
+    } catch {
+      /* signed out locally anyway */
+    }
+    this.end('Signed out.');
+  }
+}
