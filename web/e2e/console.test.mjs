@@ -349,4 +349,21 @@ top = ["top"]
     assert.equal(status, 401);
     await shot('signed-out');
   });
+
+  step('signing in again starts clean: the old login\'s terminals ended, shortcuts reach the new console', async () => {
+    await page.getByLabel('Username').fill('admin');
+    await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText('admin · admin').waitFor();
+    await until('socket open', async () => (await hook(() => window.__opsgate.socket())) === 'open');
+    await page.waitForTimeout(1800); // past the second look for detached channels
+    assert.equal((await terms()).length, 0, 'logout ended every channel of the old login');
+    await page.keyboard.press('Alt+t');
+    const pal = page.getByRole('dialog', { name: 'Open in a new tab' });
+    await pal.waitFor();
+    assert.equal(await page.locator('dialog[open]').count(), 1);
+    await pal.getByRole('combobox').fill('top');
+    await page.keyboard.press('Enter');
+    await until('top live', async () => (await terms()).length === 1 && (await terms())[0].state === 'live');
+  });
 });

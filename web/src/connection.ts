@@ -167,12 +167,13 @@ export class Connection {
   private finalCode?: string;
   private stopped = false;
   private rttTimer?: number;
+  private listeners = new AbortController();
 
   constructor(private events: ConnectionEvents) {}
 
   start(): void {
     this.connect();
-    window.addEventListener('online', () => this.retryNow());
+    window.addEventListener('online', () => this.retryNow(), { signal: this.listeners.signal });
     this.rttTimer = window.setInterval(() => void this.measureRtt(), 10_000);
   }
 
@@ -181,6 +182,7 @@ export class Connection {
     this.stopped = true;
     window.clearTimeout(this.retryTimer);
     window.clearInterval(this.rttTimer);
+    this.listeners.abort();
     this.ws?.close(1000, 'signed out');
     this.setState('closed');
   }

@@ -39,6 +39,10 @@ export class ConsoleApp {
   private dirty = false;
   private timers: number[] = [];
   private ended = false;
+  private signingOut = false;
+  /** Removes every window/document listener of this login when it ends, so a next
+   * login in the same page starts clean (no shortcut reaching a dead workspace). */
+  private listeners = new AbortController();
 
   constructor(
     root: HTMLElement,
@@ -48,7 +52,7 @@ export class ConsoleApp {
     const canOpen = me.role !== 'viewer';
     this.conn = new Connection({
       state: (s, d) => this.socketState(s, d.retryAt, d.rtt),
-      final: (code, message) => this.end(FINAL_TEXT[code] ?? message),
+      final: (code, message) => this.end(this.signingOut ? 'Signed out.' : (FINAL_TEXT[code] ?? message)),
     });
     this.ws = new Workspace(
       {
@@ -93,7 +97,8 @@ export class ConsoleApp {
     root.replaceChildren(h('div', { class: 'shell' }, header, h('div', { class: 'body' }, this.sidebar.el, this.main), status));
     this.show('terminals');
 
-    installShortcuts({
+    const signal = this.listeners.signal;
+    installShortcuts(signal, {
       newTab: () => this.pick('tab'),
       split: (d) => this.pick(d),
       closePane: () => this.ws.closeFocused(),
@@ -108,14 +113,18 @@ export class ConsoleApp {
       searchTree: () => this.sidebar.search.focus(),
       help: () => showHelp(),
     });
-    onThemeChange(() => {
+    onThemeChange(signal, () => {
       for (const v of this.ws.all()) v.applyTheme();
     });
-    window.addEventListener('resize', () => this.ws.fitAll());
-    window.addEventListener('pagehide', () => this.save());
-    document.addEventListener('visibilitychange', () => {
-      if (document.hidden) this.save();
-    });
+    window.addEventListener('resize', () => this.ws.fitAll(), { signal });
+    window.addEventListener('pagehide', () => this.save(), { signal });
+    document.addEventListener(
+      'visibilitychange',
+      () => {
+        if (document.hidden) this.save();
+      },
+      { signal },
+    );
     this.timers.push(window.setInterval(() => this.dirty && this.save(), 2000));
     this.timers.push(window.setInterval(() => this.renderSocket(), 1000));
     this.timers.push(window.setInterval(() => void this.sidebar.reloadLive(), 15000));
@@ -242,12 +251,16 @@ export class ConsoleApp {
     if (this.ended) return;
     this.ended = true;
     for (const t of this.timers) window.clearInterval(t);
+    this.listeners.abort();
     this.conn.stop();
     clearConsole();
     this.signedOut(notice);
   }
 
   async signOut(): Promise<void> {
+    // The gateway ends this login's sockets (error `logged_out`) before the request
+    // returns; either way the page says the same thing.
+    this.signingOut = true;
     try {
       await api.post('api/auth/logout');
     } catch {

@@ -31,7 +31,7 @@ export interface Actions {
   help(): void;
 }
 
-export function installShortcuts(a: Actions): void {
+export function installShortcuts(signal: AbortSignal, a: Actions): void {
   window.addEventListener(
     'keydown',
     (ev) => {
@@ -57,7 +57,7 @@ export function installShortcuts(a: Actions): void {
         ev.stopPropagation();
       }
     },
-    true,
+    { capture: true, signal },
   );
 }
 

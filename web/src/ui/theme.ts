@@ -56,8 +56,8 @@ export function terminalTheme(): ITheme {
   return query.matches ? dark : light;
 }
 
-export function onThemeChange(fn: () => void): void {
-  query.addEventListener('change', fn);
+export function onThemeChange(signal: AbortSignal, fn: () => void): void {
+  query.addEventListener('change', fn, { signal });
 }
 
 const FONT_KEY = 'opsgate.fontSize';
