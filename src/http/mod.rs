@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Role};
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
+use crate::jobs::routes as jobs;
 use crate::store::{StoreError, HTTP_SESSIONS};
 use crate::workspace::{self, routes as teams};
 
@@ -154,6 +155,13 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/teams/{id}/members/{username}",
             put(teams::put_member).delete(teams::delete_member),
         )
+        .route("/api/jobs", get(jobs::list_jobs).post(jobs::create_job))
+        .route("/api/jobs/{id}", get(jobs::get_job))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/configs", get(jobs::list_configs))
+        .route("/api/configs/diff", get(jobs::diff_configs))
+        .route("/api/configs/search", get(jobs::search_configs))
+        .route("/api/configs/{id}", get(jobs::get_config))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
