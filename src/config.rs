@@ -377,6 +377,8 @@ pub struct JobsConfig {
     pub config_keep_versions: usize,
     /// Versions older than this many days are dropped (0 = keep forever).
     pub config_keep_days: u64,
+    /// Statistics call a device stale when its last successful backup is older.
+    pub stale_after_hours: u64,
 }
 
 impl Default for JobsConfig {
@@ -393,6 +395,7 @@ impl Default for JobsConfig {
             max_commands: 50,
             config_keep_versions: 100,
             config_keep_days: 365,
+            stale_after_hours: 48,
         }
     }
 }

@@ -188,6 +188,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
     }
+    // Cron schedules; a run missed while the gateway was down starts once now.
+    tokio::spawn(opsgate::jobs::schedules::scheduler(app.clone()));
     let cleaner = auth::RedbSessionStore::new(app.store.clone());
     tokio::spawn(async move {
         use tower_sessions::session_store::ExpiredDeletion;

@@ -676,3 +676,96 @@ async fn bad_job_requests_are_refused() {
         .await
         .assert_error(403, Some("forbidden"));
 }
+
+#[tokio::test]
+async fn schedules_and_statistics() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let job = json!({"type":"config_backup","targets":[ios]});
+    for (cron, why) in [
+        ("0 2 * *", "fields"),
+        ("0 2 * * * *", "fields"),
+        ("61 2 * * *", "cron"),
+        ("every day", "fields"),
+    ] {
+        let msg = admin
+            .post(
+                "/api/schedules",
+                &json!({"name":"nightly","cron":cron,"job":job}),
+            )
+            .await
+            .assert_error(400, Some("invalid_schedule"));
+        assert!(msg.contains(why), "{cron}: {msg}");
+    }
+    admin
+        .post(
+            "/api/schedules",
+            &json!({"name":"n","cron":"0 2 * * *","timezone":"Mars/Olympus","job":job}),
+        )
+        .await
+        .assert_error(400, Some("invalid_schedule"));
+    admin
+        .post("/api/schedules", &json!({"name":"n","cron":"0 2 * * *","job":{"type":"config_backup","targets":["nope"]}}))
+        .await
+        .assert_error(404, Some("not_found"));
+    let r = admin
+        .post(
+            "/api/schedules",
+            &json!({"name":"nightly","cron":"0 2 * * *","timezone":"+02:00","job":job}),
+        )
+        .await;
+    r.assert_status(201);
+    let sched = r.json();
+    let id = sched["id"].as_str().expect("id").to_string();
+    let next = sched["next_run"].as_i64().expect("next_run");
+    // 02:00 at +02:00 is 00:00 UTC.
+    assert_eq!(next % 86_400, 0, "{sched}");
+    assert!(sched["last_run"].is_null(), "{sched}");
+
+    let r = admin
+        .post(&format!("/api/schedules/{id}/run-now"), &json!({}))
+        .await;
+    r.assert_status(202);
+    let job_id = r.json()["id"].as_str().expect("id").to_string();
+    let j = wait_job(&admin, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["schedule_id"], id.as_str(), "{j}");
+    let list = admin.get("/api/schedules").await.json();
+    assert_eq!(list[0]["last_job_id"], job_id.as_str(), "{list}");
+    assert!(list[0]["last_run"].as_i64().is_some(), "{list}");
+
+    let r = admin
+        .put(
+            &format!("/api/schedules/{id}"),
+            &json!({"name":"n2","cron":"30 3 * * 1","job":job,"enabled":false}),
+        )
+        .await;
+    r.assert_status(200);
+    assert!(r.json()["next_run"].is_null(), "disabled: {}", r.json());
+
+    let st = admin.get("/api/statistics").await.json();
+    assert_eq!(st["devices"]["total"], 1, "{st}");
+    assert_eq!(st["devices"]["by_type"]["cisco_ios"], 1, "{st}");
+    assert_eq!(st["devices"]["by_folder"]["lab"], 1, "{st}");
+    assert_eq!(st["backups"]["last_24h"]["succeeded"], 1, "{st}");
+    assert_eq!(st["configs_changed_24h"], 1, "{st}");
+    assert_eq!(st["storage"]["config_versions"], 1, "{st}");
+    assert_eq!(st["jobs_by_state"]["succeeded"], 1, "{st}");
+    assert_eq!(
+        st["stale_devices"].as_array().map(Vec::len),
+        Some(0),
+        "{st}"
+    );
+
+    admin
+        .delete(&format!("/api/schedules/{id}"))
+        .await
+        .assert_status(204);
+    admin
+        .delete(&format!("/api/schedules/{id}"))
+        .await
+        .assert_error(404, Some("not_found"));
+}

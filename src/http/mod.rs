@@ -162,6 +162,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/configs/diff", get(jobs::diff_configs))
         .route("/api/configs/search", get(jobs::search_configs))
         .route("/api/configs/{id}", get(jobs::get_config))
+        .route(
+            "/api/schedules",
+            get(crate::jobs::schedules::list).post(crate::jobs::schedules::create),
+        )
+        .route(
+            "/api/schedules/{id}",
+            put(crate::jobs::schedules::update).delete(crate::jobs::schedules::delete),
+        )
+        .route(
+            "/api/schedules/{id}/run-now",
+            post(crate::jobs::schedules::run_now),
+        )
+        .route("/api/statistics", get(crate::jobs::stats::statistics))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

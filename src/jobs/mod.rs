@@ -6,6 +6,8 @@
 //! - `device`: the table of device types and the interactive-shell driver;
 //! - `runner`: the worker pool (one owner task per job), retries, cancel, progress;
 //! - `configs`: content-addressed config versions, diffs and search;
+//! - `schedules`: cron schedules that start jobs;
+//! - `stats`: dashboard statistics;
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
@@ -13,6 +15,8 @@ pub mod device;
 pub mod model;
 pub mod routes;
 pub mod runner;
+pub mod schedules;
+pub mod stats;
 
 pub use runner::Jobs;
 

@@ -44,7 +44,12 @@ fn bad(code: &'static str, m: impl Into<String>) -> ApiError {
 }
 
 /// Checks a job request and builds the job (targets must be saved sessions of `ws`).
-pub async fn build_job(app: &Arc<App>, ws: &Workspace, input: JobInput) -> ApiResult<Job> {
+pub async fn build_job(
+    app: &Arc<App>,
+    scope: &workspace::Scope,
+    owner_role: Role,
+    input: JobInput,
+) -> ApiResult<Job> {
     let cfg = &app.cfg.jobs;
     let kind = JobType::parse(&input.kind).ok_or_else(|| {
         bad(
@@ -112,7 +117,7 @@ pub async fn build_job(app: &Arc<App>, ws: &Workspace, input: JobInput) -> ApiRe
             format!("concurrency must be 1..={}", cfg.max_concurrency_per_job),
         ));
     }
-    let (key, ids) = (ws.scope.key.clone(), targets.clone());
+    let (key, ids) = (scope.key.clone(), targets.clone());
     let missing = app
         .store
         .read(move |tx| -> Result<Option<String>, JobError> {
@@ -132,9 +137,9 @@ pub async fn build_job(app: &Arc<App>, ws: &Workspace, input: JobInput) -> ApiRe
         id: store::new_id(),
         kind,
         state: JobState::Queued,
-        workspace: ws.scope.key.clone(),
-        owner: ws.user.username.clone(),
-        owner_role: ws.user.role,
+        workspace: scope.key.clone(),
+        owner: scope.actor.clone(),
+        owner_role,
         commands,
         concurrency,
         created_at: store::now(),
@@ -189,7 +194,7 @@ pub async fn create_job(
     ws: Workspace,
     ApiJson(input): ApiJson<JobInput>,
 ) -> ApiResult<impl IntoResponse> {
-    let job = build_job(&app, &ws, input).await?;
+    let job = build_job(&app, &ws.scope, ws.user.role, input).await?;
     let id = submit(&app, job).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }

@@ -51,6 +51,9 @@ pub const JOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("job
 pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("config_versions");
 
+/// (workspace key, schedule id) → cron schedule with its job (jobs module).
+pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schedules");
+
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
 pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
     [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
@@ -176,6 +179,7 @@ impl Store {
             tx.open_table(MEMBERS)?;
             tx.open_table(JOBS)?;
             tx.open_table(CONFIG_VERSIONS)?;
+            tx.open_table(SCHEDULES)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
