@@ -663,6 +663,22 @@ async fn bad_job_requests_are_refused() {
     bob.get("/api/jobs/whatever")
         .await
         .assert_error(404, Some("not_found"));
+    // A job of admin's (its host key is not trusted: it fails at once, never asking).
+    let id = run_job(&admin, json!({"type":"config_backup","targets":[mine]})).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(30)).await;
+    assert_eq!(j["targets"][0]["error"]["code"], "hostkey_unknown", "{j}");
+    bob.get(&format!("/api/jobs/{id}"))
+        .await
+        .assert_error(404, Some("not_found"));
+    bob.get(&format!("/api/configs?session_id={mine}"))
+        .await
+        .assert_status(200);
+    assert_eq!(bob.get("/api/jobs").await.json()["total"], 0);
+    // Nor can bob watch it on a job channel.
+    let mut w = connect(&s, bob.cookie.as_deref().expect("cookie")).await;
+    w.send_json(json!({"type":"open","ch":3,"kind":"job","job_id":id}))
+        .await;
+    w.expect_error(Some(3), "not_found").await;
     // Viewers watch but do not start jobs.
     admin
         .post(
