@@ -8,6 +8,7 @@
 //! - `configs`: content-addressed config versions, diffs and search;
 //! - `schedules`: cron schedules that start jobs;
 //! - `stats`: dashboard statistics;
+//! - `watch`: the `job` channel's source;
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
@@ -17,6 +18,7 @@ pub mod routes;
 pub mod runner;
 pub mod schedules;
 pub mod stats;
+pub mod watch;
 
 pub use runner::Jobs;
 

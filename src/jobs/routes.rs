@@ -339,7 +339,7 @@ pub async fn open_watch(
         .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
         .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "job not found"))?;
     let _ = workspace_slot.set(Arc::from(found.workspace.as_str()));
-    Ok(runner::watch_source(&app, found))
+    Ok(super::watch::source(&app, found))
 }
 
 // ---- config versions ----

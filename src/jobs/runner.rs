@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use opsgate_protocol::codes;
 use rand::Rng;
 use serde_json::{json, Map, Value};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 use super::device::{self, DriveError, Shell};
 use super::model::{self, CommandOutput, Job, JobState, JobType, TargetError, TargetState};
@@ -27,7 +27,7 @@ use super::{configs, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::inventory;
-use crate::source::{OpenError, Source, SourceEvent, Stopper};
+use crate::source::OpenError;
 use crate::ssh::DeviceConn;
 use crate::store;
 use crate::workspace::{team_of_key, Scope};
@@ -36,24 +36,22 @@ use crate::workspace::{team_of_key, Scope};
 const PROGRESS_BUFFER: usize = 1024;
 /// Worker reports waiting for the job's owner task.
 const UPDATE_QUEUE: usize = 64;
-/// A job channel's event queue (the channel's own window bounds the rest).
-const WATCH_QUEUE: usize = 64;
 
 /// Error code of a target that was running when the gateway stopped (command jobs).
 pub const INTERRUPTED: &str = "interrupted";
 
 /// A running job as others see it.
 #[derive(Clone)]
-struct LiveJob {
-    events: broadcast::Sender<(String, Map<String, Value>)>,
+pub(super) struct LiveJob {
+    pub(super) events: broadcast::Sender<(String, Map<String, Value>)>,
     cancel: watch::Sender<bool>,
-    snapshot: Arc<Mutex<Job>>,
+    pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
 /// The jobs registry: running jobs by id and the global concurrency limit.
 pub struct Jobs {
     global: Arc<Semaphore>,
-    live: DashMap<String, LiveJob>,
+    pub(super) live: DashMap<String, LiveJob>,
 }
 
 impl Jobs {
@@ -153,7 +151,7 @@ enum Update {
     },
 }
 
-fn target_event(job: &Job, idx: usize) -> (String, Map<String, Value>) {
+pub(super) fn target_event(job: &Job, idx: usize) -> (String, Map<String, Value>) {
     let t = &job.targets[idx];
     let mut m = Map::new();
     m.insert("event".into(), json!("target"));
@@ -176,7 +174,7 @@ fn target_event(job: &Job, idx: usize) -> (String, Map<String, Value>) {
     (t.session_id.clone(), m)
 }
 
-fn job_event(job: &Job) -> (String, Map<String, Value>) {
+pub(super) fn job_event(job: &Job) -> (String, Map<String, Value>) {
     let mut m = Map::new();
     m.insert("event".into(), json!("job"));
     m.insert("job_id".into(), json!(job.id));
@@ -565,85 +563,4 @@ async fn drive(
     }
     sh.close().await;
     Ok(out)
-}
-
-/// A `job` channel's source: the current state of every target and the summary
-/// first, then live progress until the job ends (`exit` 0 if it succeeded, else 1).
-pub fn watch_source(app: &Arc<App>, stored: Job) -> Source {
-    let (ev_tx, ev_rx) = mpsc::channel(WATCH_QUEUE);
-    let (ctl_tx, _ctl_rx) = mpsc::channel(1);
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    // Subscribe before taking the snapshot, so nothing falls between them.
-    // Only the snapshot and a receiver: holding the sender would keep the stream open
-    // after the job ends.
-    let (live, mut rx) = match app.jobs.live.get(&stored.id) {
-        Some(l) => (Some(l.snapshot.clone()), Some(l.events.subscribe())),
-        None => (None, None),
-    };
-    tokio::spawn(async move {
-        let snapshot = |live: &Option<Arc<Mutex<Job>>>| {
-            live.as_ref()
-                .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
-                .unwrap_or_else(|| stored.clone())
-        };
-        let send_all = |job: Job, tx: mpsc::Sender<SourceEvent>| async move {
-            for i in 0..job.targets.len() {
-                let (key, event) = target_event(&job, i);
-                if tx.send(SourceEvent::Progress { key, event }).await.is_err() {
-                    return false;
-                }
-            }
-            let (key, event) = job_event(&job);
-            tx.send(SourceEvent::Progress { key, event }).await.is_ok()
-        };
-        let mut last = snapshot(&live);
-        if !send_all(last.clone(), ev_tx.clone()).await {
-            return;
-        }
-        if let Some(rx) = rx.as_mut() {
-            loop {
-                let r = tokio::select! {
-                    r = rx.recv() => r,
-                    _ = &mut stop_rx => return,
-                };
-                match r {
-                    Ok((key, event)) => {
-                        if ev_tx
-                            .send(SourceEvent::Progress { key, event })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow for the live stream: start again from the state.
-                        if !send_all(snapshot(&live), ev_tx.clone()).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-            last = snapshot(&live);
-        }
-        let code = if last.state == JobState::Succeeded {
-            0
-        } else {
-            1
-        };
-        if last.state.is_done() {
-            let _ = ev_tx
-                .send(SourceEvent::Exit {
-                    code: Some(code),
-                    signal: None,
-                })
-                .await;
-        }
-    });
-    Source {
-        events: crate::source::queue_stream(ev_rx),
-        control: ctl_tx,
-        stopper: Stopper::Signal(stop_tx),
-    }
 }
