@@ -20,6 +20,8 @@ pub struct App {
     pub mux: Mux,
     /// Batched audit writer for hot paths.
     pub audit: AuditSink,
+    /// Running jobs and the global job concurrency limit.
+    pub jobs: crate::jobs::Jobs,
 }
 
 impl App {
@@ -36,6 +38,7 @@ impl App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
             audit: AuditSink::start(store.clone()),
+            jobs: crate::jobs::Jobs::new(&cfg.jobs),
             cfg,
             store,
             sealer,

@@ -57,6 +57,7 @@ pub struct Config {
     pub mux: MuxConfig,
     pub pty: PtyConfig,
     pub ssh: SshConfig,
+    pub jobs: JobsConfig,
 }
 
 impl Default for Config {
@@ -81,6 +82,7 @@ impl Default for Config {
             mux: MuxConfig::default(),
             pty: PtyConfig::default(),
             ssh: SshConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -346,6 +348,55 @@ impl SshConfig {
     pub fn allows(&self, ip: IpAddr) -> bool {
         (self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(ip)))
             && !self.denied_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// `[jobs]`: fleet jobs (config backups, commands) and config versions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Targets being worked on at once over all jobs (SSH connections held by jobs).
+    pub max_concurrency: usize,
+    /// A job's concurrency when its request gives none.
+    pub default_concurrency: usize,
+    /// The most a job may ask for.
+    pub max_concurrency_per_job: usize,
+    /// Extra attempts after a connection-level failure (refused, timeout, remote closed);
+    /// never after `auth_failed` or `hostkey_*`.
+    pub retries: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`, with jitter.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long one command (or the first prompt) may take on a device.
+    pub command_timeout_secs: u64,
+    /// Targets one job may name.
+    pub max_targets: usize,
+    /// Commands one `command` job may run per target.
+    pub max_commands: usize,
+    /// Config versions kept per device (the newest always stays).
+    pub config_keep_versions: usize,
+    /// Versions older than this many days are dropped (0 = keep forever).
+    pub config_keep_days: u64,
+    /// Statistics call a device stale when its last successful backup is older.
+    pub stale_after_hours: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 64,
+            default_concurrency: 16,
+            max_concurrency_per_job: 64,
+            retries: 2,
+            retry_base_ms: 1000,
+            retry_max_ms: 30_000,
+            command_timeout_secs: 60,
+            max_targets: 10_000,
+            max_commands: 50,
+            config_keep_versions: 100,
+            config_keep_days: 365,
+            stale_after_hours: 48,
+        }
     }
 }
 

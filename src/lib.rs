@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod inventory;
+pub mod jobs;
 pub mod metrics;
 pub mod mux;
 pub mod pty;

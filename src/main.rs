@@ -181,6 +181,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         println!("created user 'admin' with password: {pw}");
         println!("(shown once; change it with `opsgate user passwd admin`)");
     }
+    // Jobs that were pending or running when the gateway stopped continue now.
+    let resumed = opsgate::jobs::runner::resume_all(&app)
+        .await
+        .context("resuming jobs")?;
+    if resumed > 0 {
+        tracing::info!(jobs = resumed, "resumed unfinished jobs");
+    }
+    // Cron schedules; a run missed while the gateway was down starts once now.
+    tokio::spawn(opsgate::jobs::schedules::scheduler(app.clone()));
     let cleaner = auth::RedbSessionStore::new(app.store.clone());
     tokio::spawn(async move {
         use tower_sessions::session_store::ExpiredDeletion;

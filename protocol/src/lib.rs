@@ -196,6 +196,8 @@ pub mod codes {
     pub const AUTH_FAILED: &str = "auth_failed";
     pub const HOSTKEY_CHANGED: &str = "hostkey_changed";
     pub const HOSTKEY_REJECTED: &str = "hostkey_rejected";
+    /// A job met a host key nobody in its workspace trusted yet (jobs never ask).
+    pub const HOSTKEY_UNKNOWN: &str = "hostkey_unknown";
     pub const CHANNEL_FAILED: &str = "channel_failed";
     pub const REMOTE_CLOSED: &str = "remote_closed";
     pub const TARGET_DENIED: &str = "target_denied";

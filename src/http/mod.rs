@@ -28,6 +28,7 @@ use crate::app::App;
 use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Role};
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
+use crate::jobs::routes as jobs;
 use crate::store::{StoreError, HTTP_SESSIONS};
 use crate::workspace::{self, routes as teams};
 
@@ -157,6 +158,26 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/programs", get(crate::pty::list_programs))
         .route("/api/channels", get(crate::mux::list_channels))
+        .route("/api/jobs", get(jobs::list_jobs).post(jobs::create_job))
+        .route("/api/jobs/{id}", get(jobs::get_job))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/configs", get(jobs::list_configs))
+        .route("/api/configs/diff", get(jobs::diff_configs))
+        .route("/api/configs/search", get(jobs::search_configs))
+        .route("/api/configs/{id}", get(jobs::get_config))
+        .route(
+            "/api/schedules",
+            get(crate::jobs::schedules::list).post(crate::jobs::schedules::create),
+        )
+        .route(
+            "/api/schedules/{id}",
+            put(crate::jobs::schedules::update).delete(crate::jobs::schedules::delete),
+        )
+        .route(
+            "/api/schedules/{id}/run-now",
+            post(crate::jobs::schedules::run_now),
+        )
+        .route("/api/statistics", get(crate::jobs::stats::statistics))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))

@@ -287,6 +287,7 @@ impl MuxInner {
                 },
                 check_size(*cols, *rows),
             ),
+            OpenTarget::Job { job_id } => (format!("job {job_id}"), Ok(())),
             other => (
                 other.kind().to_string(),
                 Err(OpenError::new(
@@ -351,6 +352,17 @@ impl MuxInner {
                         crate::ssh::start(app, owner, target, workspace, qtx, input).await
                     }),
                     Some(qrx),
+                )
+            }
+            // Viewers may watch: the job is looked up among the user's workspaces.
+            OpenTarget::Job { job_id } => {
+                let (owner, role) = (login.username.to_string(), login.role);
+                let workspace = handle.workspace.clone();
+                (
+                    Box::pin(async move {
+                        crate::jobs::routes::open_watch(app, owner, role, job_id, workspace).await
+                    }),
+                    None,
                 )
             }
             other => {

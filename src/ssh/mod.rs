@@ -82,6 +82,7 @@ enum Step {
 
 #[derive(Debug, Clone)]
 enum HostkeyOutcome {
+    Unknown { fingerprint: String },
     Changed { fingerprint: String, known: String },
     Rejected,
     Unanswered,
@@ -93,7 +94,9 @@ struct Handler {
     scope: Scope,
     host: String,
     port: u16,
-    questions: mpsc::Sender<HostkeyQuestion>,
+    /// Where host-key questions go; `None` (jobs) trusts only keys already known: an
+    /// unknown key fails with `hostkey_unknown`, never trusted silently.
+    questions: Option<mpsc::Sender<HostkeyQuestion>>,
     outcome: Arc<Mutex<Option<HostkeyOutcome>>>,
     /// Set once the user is asked about the key: from then on the handshake waits for a
     /// person, not a network, and the connect timeout no longer applies.
@@ -148,16 +151,17 @@ impl client::Handler for Handler {
             Some(k) => {
                 // Tell the user what we saw, then refuse: a changed key is never accepted
                 // here; the user must delete the old entry first.
-                let (reply, _) = oneshot::channel();
-                let _ = self
-                    .questions
-                    .send(HostkeyQuestion {
-                        algorithm,
-                        fingerprint: fingerprint.clone(),
-                        status: HostkeyStatus::Changed,
-                        reply,
-                    })
-                    .await;
+                if let Some(q) = &self.questions {
+                    let (reply, _) = oneshot::channel();
+                    let _ = q
+                        .send(HostkeyQuestion {
+                            algorithm,
+                            fingerprint: fingerprint.clone(),
+                            status: HostkeyStatus::Changed,
+                            reply,
+                        })
+                        .await;
+                }
                 *self.outcome.lock().await = Some(HostkeyOutcome::Changed {
                     fingerprint,
                     known: k.fingerprint,
@@ -166,10 +170,13 @@ impl client::Handler for Handler {
             }
             None => {}
         }
+        let Some(questions) = &self.questions else {
+            *self.outcome.lock().await = Some(HostkeyOutcome::Unknown { fingerprint });
+            return Ok(false);
+        };
         let (reply, answer) = oneshot::channel();
         self.asked.store(true, Ordering::Release);
-        let asked = self
-            .questions
+        let asked = questions
             .send(HostkeyQuestion {
                 algorithm: algorithm.clone(),
                 fingerprint: fingerprint.clone(),
@@ -587,22 +594,23 @@ impl From<StoreError> for LoadError {
     }
 }
 
-/// Connects and opens a shell; host-key questions go to `questions`. Once the target's
-/// workspace is known it is written to `workspace_slot` (the channel handle's), before access
-/// is checked again and the credential loaded: a membership removed at any moment
-/// either is seen by that check or finds the channel by its workspace and ends it.
-pub async fn start(
-    app: Arc<App>,
-    owner: String,
-    target: Target,
-    workspace_slot: Arc<OnceLock<Arc<str>>>,
-    questions: mpsc::Sender<HostkeyQuestion>,
-    input: Arc<InputQueue>,
-) -> Result<Source, OpenError> {
-    let began = Instant::now();
-    let r = resolve(&app, &owner, &target).await?;
-    let _ = workspace_slot.set(Arc::from(r.scope.key.as_str()));
-    let (scope, cid, role) = (r.scope.clone(), r.credential_id.clone(), target.role);
+/// A loaded login: where to connect and with what, ready (a key already decoded).
+struct Login {
+    host: String,
+    port: u16,
+    username: String,
+    secret: LoginSecret,
+}
+
+/// Checks the caller may still use `scope` (operator or better), then loads the
+/// credential and decodes a private key. Returns the login and the enable secret.
+async fn load_login(
+    app: &Arc<App>,
+    r: &Resolved,
+    role: Role,
+    no_username: &'static str,
+) -> Result<(Login, Option<String>), OpenError> {
+    let (scope, cid) = (r.scope.clone(), r.credential_id.clone());
     let a = app.clone();
     let (cred, secret) = app
         .store
@@ -624,13 +632,7 @@ pub async fn start(
         .username
         .clone()
         .or_else(|| cred.username.clone())
-        .ok_or_else(|| {
-            invalid(if target.session_id.is_some() {
-                "no username: the open frame, the saved session and its credential set give none"
-            } else {
-                "no username: give username in the open frame or on the credential set"
-            })
-        })?;
+        .ok_or_else(|| invalid(no_username))?;
     let login_secret = match cred.kind {
         CredentialKind::Password => LoginSecret::Password(secret.secret.clone()),
         // Stored keys are already decrypted (no KDF here); a record from before that
@@ -647,16 +649,40 @@ pub async fn start(
             }
         }
     };
+    let enable = secret.enable_secret.clone();
     drop(secret);
-    let stream = connect_tcp(&app, &r.host, r.port).await?;
+    Ok((
+        Login {
+            host: r.host.clone(),
+            port: r.port,
+            username: login_user,
+            secret: login_secret,
+        },
+        enable,
+    ))
+}
+
+/// Connects, checks the host key against `scope`'s known hosts (asking `questions` about
+/// an unknown one, if given) and authenticates; with `shell`, also opens a PTY shell.
+/// Handshake, authentication and the shell must be ready within the connect timeout,
+/// except while a person is deciding about the host key.
+async fn establish(
+    app: &Arc<App>,
+    scope: &Scope,
+    login: Login,
+    questions: Option<mpsc::Sender<HostkeyQuestion>>,
+    shell: Option<(String, u16, u16)>,
+    began: Instant,
+) -> Result<(client::Handle<Handler>, Option<russh::Channel<client::Msg>>), OpenError> {
+    let stream = connect_tcp(app, &login.host, login.port).await?;
     let outcome = Arc::new(Mutex::new(None));
     let asked = Arc::new(AtomicBool::new(false));
     let handler = Handler {
         asked: asked.clone(),
         app: app.clone(),
-        scope: r.scope.clone(),
-        host: r.host.clone(),
-        port: r.port,
+        scope: scope.clone(),
+        host: login.host.clone(),
+        port: login.port,
         questions,
         outcome: outcome.clone(),
     };
@@ -667,12 +693,10 @@ pub async fn start(
         nodelay: true,
         ..Default::default()
     });
-    // Handshake, authentication and the shell must be ready within the connect timeout,
-    // except while a person is deciding about the host key.
     let connect_limit = Duration::from_secs(app.cfg.ssh.connect_timeout_secs.max(1));
     let hostkey_limit = Duration::from_secs(app.cfg.mux.hostkey_answer_secs) + connect_limit;
-    let (term, cols, rows) = (app.cfg.ssh.term.clone(), target.cols, target.rows);
-    let username = login_user.clone();
+    let username = login.username.clone();
+    let login_secret = login.secret;
     let metrics = app.metrics.clone();
     let handshake_done = Arc::new(AtomicBool::new(false));
     let done = handshake_done.clone();
@@ -688,13 +712,16 @@ pub async fn start(
             Err(AuthFail::Error(e)) => return Err(Step::Auth(e)),
         }
         metrics.ssh_connected(began.elapsed());
+        let Some((term, cols, rows)) = shell else {
+            return Ok((handle, None));
+        };
         let channel = handle.channel_open_session().await.map_err(Step::Channel)?;
         channel
             .request_pty(true, &term, cols as u32, rows as u32, 0, 0, &[])
             .await
             .map_err(Step::Channel)?;
         channel.request_shell(true).await.map_err(Step::Channel)?;
-        Ok((handle, channel))
+        Ok((handle, Some(channel)))
     };
     tokio::pin!(establish);
     let established = match tokio::time::timeout(connect_limit, &mut establish).await {
@@ -708,17 +735,23 @@ pub async fn start(
         }
         Err(_) => None,
     };
-    let target_name = format!("{}@{}:{}", login_user, r.host, r.port);
-    let (handle, channel) = match established {
-        Some(Ok(v)) => v,
+    let target_name = format!("{}@{}:{}", login.username, login.host, login.port);
+    let (host, port) = (&login.host, login.port);
+    match established {
+        Some(Ok(v)) => Ok(v),
         Some(Err(step)) => {
             let why = outcome.lock().await.clone();
-            return Err(match (why, step) {
+            Err(match (why, step) {
+                (Some(HostkeyOutcome::Unknown { fingerprint }), _) => OpenError::new(
+                    codes::HOSTKEY_UNKNOWN,
+                    format!(
+                        "the host key of {host}:{port} ({fingerprint}) is not trusted in this workspace; open a terminal to it once and accept the key"
+                    ),
+                ),
                 (Some(HostkeyOutcome::Changed { fingerprint, known }), _) => OpenError::new(
                     codes::HOSTKEY_CHANGED,
                     format!(
-                        "WARNING: the host key of {}:{} has changed (now {fingerprint}, trusted {known}). Someone may be intercepting the connection. If the change is expected, delete the old entry in known hosts and connect again.",
-                        r.host, r.port
+                        "WARNING: the host key of {host}:{port} has changed (now {fingerprint}, trusted {known}). Someone may be intercepting the connection. If the change is expected, delete the old entry in known hosts and connect again."
                     ),
                 ),
                 (Some(HostkeyOutcome::Rejected), _) => {
@@ -730,7 +763,7 @@ pub async fn start(
                 ),
                 (None, Step::Handshake(e)) => OpenError::new(
                     codes::CHANNEL_FAILED,
-                    format!("SSH handshake with {}:{} failed: {e}", r.host, r.port),
+                    format!("SSH handshake with {host}:{port} failed: {e}"),
                 ),
                 (None, Step::AuthRejected) => OpenError::new(
                     codes::AUTH_FAILED,
@@ -748,25 +781,120 @@ pub async fn start(
                     codes::CHANNEL_FAILED,
                     format!("opening the shell on {target_name} failed: {e}"),
                 ),
-            });
+            })
         }
-        None if handshake_done.load(Ordering::Acquire) => {
-            return Err(OpenError::new(
-                codes::AUTH_FAILED,
-                format!("authentication for {target_name} did not finish in time"),
-            ))
-        }
-        None => {
-            return Err(OpenError::new(
-                codes::CONNECT_TIMEOUT,
-                format!(
-                    "{}:{} accepted the connection but did not complete SSH within {} s",
-                    r.host,
-                    r.port,
-                    connect_limit.as_secs()
-                ),
-            ))
-        }
+        None if handshake_done.load(Ordering::Acquire) => Err(OpenError::new(
+            codes::AUTH_FAILED,
+            format!("authentication for {target_name} did not finish in time"),
+        )),
+        None => Err(OpenError::new(
+            codes::CONNECT_TIMEOUT,
+            format!(
+                "{host}:{port} accepted the connection but did not complete SSH within {} s",
+                connect_limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// An authenticated SSH connection to a saved session, for jobs: the same connect,
+/// host-key check (known keys only) and authentication as terminals.
+pub struct DeviceConn {
+    handle: client::Handle<Handler>,
+    /// The credential's enable secret, for device types with an enable mode.
+    pub enable_secret: Option<String>,
+}
+
+impl DeviceConn {
+    /// Connects to saved session `session` of workspace `scope` as a job of a user with
+    /// global role `role`. An unknown host key fails with `hostkey_unknown`.
+    pub async fn connect(
+        app: &Arc<App>,
+        scope: &Scope,
+        role: Role,
+        session: &inventory::SavedSession,
+    ) -> Result<DeviceConn, OpenError> {
+        let began = Instant::now();
+        let r = Resolved {
+            scope: scope.clone(),
+            host: session.host.clone(),
+            port: session.port,
+            username: session.username.clone(),
+            credential_id: session
+                .credential_id
+                .clone()
+                .ok_or_else(|| invalid("the saved session has no credential"))?,
+        };
+        let (login, enable_secret) = load_login(
+            app,
+            &r,
+            role,
+            "no username: the saved session and its credential set give none",
+        )
+        .await?;
+        let (handle, _) = establish(app, scope, login, None, None, began).await?;
+        Ok(DeviceConn {
+            handle,
+            enable_secret,
+        })
+    }
+
+    /// Opens an interactive shell with a PTY (wide, so devices do not wrap lines).
+    pub async fn shell(&self) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        let channel = self.handle.channel_open_session().await?;
+        channel
+            .request_pty(true, "vt100", 511, 24, 0, 0, &[])
+            .await?;
+        channel.request_shell(true).await?;
+        Ok(channel)
+    }
+
+    /// Runs one command with an exec request.
+    pub async fn exec(&self, command: &str) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        let channel = self.handle.channel_open_session().await?;
+        channel.exec(true, command).await?;
+        Ok(channel)
+    }
+
+    /// Ends the connection politely.
+    pub async fn disconnect(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "done", "en")
+            .await;
+    }
+}
+
+/// Connects and opens a shell; host-key questions go to `questions`. Once the target's
+/// workspace is known it is written to `workspace_slot` (the channel handle's), before access
+/// is checked again and the credential loaded: a membership removed at any moment
+/// either is seen by that check or finds the channel by its workspace and ends it.
+pub async fn start(
+    app: Arc<App>,
+    owner: String,
+    target: Target,
+    workspace_slot: Arc<OnceLock<Arc<str>>>,
+    questions: mpsc::Sender<HostkeyQuestion>,
+    input: Arc<InputQueue>,
+) -> Result<Source, OpenError> {
+    let began = Instant::now();
+    let r = resolve(&app, &owner, &target).await?;
+    let _ = workspace_slot.set(Arc::from(r.scope.key.as_str()));
+    let (login, _) = load_login(
+        &app,
+        &r,
+        target.role,
+        if target.session_id.is_some() {
+            "no username: the open frame, the saved session and its credential set give none"
+        } else {
+            "no username: give username in the open frame or on the credential set"
+        },
+    )
+    .await?;
+    let shell = Some((app.cfg.ssh.term.clone(), target.cols, target.rows));
+    let (handle, channel) = establish(&app, &r.scope, login, Some(questions), shell, began).await?;
+    let Some(channel) = channel else {
+        return Err(OpenError::new(codes::CHANNEL_FAILED, "no shell was opened"));
     };
     let (mut read, write) = channel.split();
 

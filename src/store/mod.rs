@@ -45,6 +45,15 @@ pub const TEAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("teams");
 /// (team id, username) → membership record with its role (schema 2).
 pub const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("members");
 
+/// (workspace key, job id) → job with its targets' states (jobs module).
+pub const JOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("jobs");
+/// (workspace key, version id) → config version with its text (jobs module).
+pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("config_versions");
+
+/// (workspace key, schedule id) → cron schedule with its job (jobs module).
+pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schedules");
+
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
 pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
     [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
@@ -168,6 +177,9 @@ impl Store {
             tx.open_table(AUDIT)?;
             tx.open_table(TEAMS)?;
             tx.open_table(MEMBERS)?;
+            tx.open_table(JOBS)?;
+            tx.open_table(CONFIG_VERSIONS)?;
+            tx.open_table(SCHEDULES)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -72,6 +72,8 @@ pub struct Sshd {
     child: Option<Child>,
     /// The client private key (OpenSSH format, encrypted with [`KEY_PASSPHRASE`]).
     pub client_key: String,
+    /// Accounts allowed besides [`USER`] (e.g. fake network devices).
+    pub extra_users: Vec<String>,
 }
 
 fn keygen(path: &Path, passphrase: &str) {
@@ -89,6 +91,11 @@ fn keygen(path: &Path, passphrase: &str) {
 
 impl Sshd {
     pub fn start(opts: SshdOptions) -> Sshd {
+        Sshd::start_with_users(opts, &[])
+    }
+
+    /// Starts an sshd that also lets `extra_users` log in (accounts the caller made).
+    pub fn start_with_users(opts: SshdOptions, extra_users: &[&str]) -> Sshd {
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "openssh-server is not installed (the test command installs it)"
@@ -110,6 +117,7 @@ impl Sshd {
             opts,
             child: None,
             client_key,
+            extra_users: extra_users.iter().map(|u| u.to_string()).collect(),
         };
         s.spawn();
         s
@@ -126,9 +134,10 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication {pw}\n\
              KbdInteractiveAuthentication yes\nUsePAM yes\nStrictModes no\nPermitRootLogin no\n\
-             AllowUsers {USER}\nLogLevel ERROR\nMaxStartups 200\nMaxSessions 200\n",
+             AllowUsers {USER} {extra}\nLogLevel ERROR\nMaxStartups 200\nMaxSessions 200\n",
             port = self.port,
             pw = yes_no(self.opts.password_auth),
+            extra = self.extra_users.join(" "),
         );
         std::fs::write(self.config_path(), config).expect("sshd_config");
         let log = std::fs::File::create(self.dir.path().join("sshd.log")).expect("log");

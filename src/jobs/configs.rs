@@ -1,0 +1,217 @@
+//! Config versions: content-addressed by the SHA-256 of the cleaned config. A backup
+//! whose config is unchanged makes no new version; it records `last_checked` on the
+//! newest one. Retention keeps at most `keep_versions` per device and drops versions
+//! older than `keep_days` (never a device's newest).
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use similar::{ChangeTag, TextDiff};
+
+use super::JobError;
+use crate::store::{self, CONFIG_VERSIONS};
+
+/// One stored config version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Version {
+    pub id: String,
+    pub session_id: String,
+    pub created_at: i64,
+    pub sha256: String,
+    pub bytes: usize,
+    pub last_checked: i64,
+    /// The job that stored it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The cleaned config (left out of lists).
+    #[serde(default)]
+    pub text: String,
+}
+
+impl Version {
+    /// The version without its text, for lists.
+    pub fn meta(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "session_id": self.session_id, "created_at": self.created_at,
+            "sha256": self.sha256, "bytes": self.bytes, "last_checked": self.last_checked,
+            "job_id": self.job_id,
+        })
+    }
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Versions of one device in `workspace`, newest first.
+pub fn list(
+    tx: &ReadTransaction,
+    workspace: &str,
+    session_id: Option<&str>,
+) -> Result<Vec<Version>, JobError> {
+    let mut v: Vec<Version> = store::list_owned(&tx.open_table(CONFIG_VERSIONS)?, workspace)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v: &Version| session_id.is_none_or(|s| v.session_id == s))
+        .collect();
+    v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    Ok(v)
+}
+
+pub fn get(tx: &ReadTransaction, workspace: &str, id: &str) -> Result<Version, JobError> {
+    store::get_owned(&tx.open_table(CONFIG_VERSIONS)?, workspace, id)?
+        .ok_or(JobError::NotFound("config version"))
+}
+
+/// Records a backup: a new version if the text differs from the device's newest,
+/// else only `last_checked`. Returns the current version's id and whether it is new.
+pub fn record(
+    tx: &WriteTransaction,
+    workspace: &str,
+    session_id: &str,
+    job_id: &str,
+    text: &str,
+    keep_versions: usize,
+    keep_days: u64,
+) -> Result<(String, bool), JobError> {
+    let now = store::now();
+    let sha = sha256_hex(text);
+    let mut table = tx.open_table(CONFIG_VERSIONS)?;
+    let mut mine: Vec<Version> = store::list_owned::<Version, _>(&table, workspace)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.session_id == session_id)
+        .collect();
+    mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    if let Some(newest) = mine.first_mut() {
+        if newest.sha256 == sha {
+            newest.last_checked = now;
+            let id = newest.id.clone();
+            table.insert(
+                (workspace, id.as_str()),
+                store::encode(&*newest)?.as_slice(),
+            )?;
+            return Ok((id, false));
+        }
+    }
+    // Ids sort by time, so equal `created_at` seconds keep their order.
+    let id = format!("{:016x}{}", now, &store::new_id()[..8]);
+    let v = Version {
+        id: id.clone(),
+        session_id: session_id.to_string(),
+        created_at: now,
+        sha256: sha,
+        bytes: text.len(),
+        last_checked: now,
+        job_id: Some(job_id.to_string()),
+        text: text.to_string(),
+    };
+    table.insert((workspace, id.as_str()), store::encode(&v)?.as_slice())?;
+    // Retention: the new one is newest; drop beyond the count and past the age.
+    let cutoff = now - (keep_days as i64).saturating_mul(86_400);
+    for (i, old) in mine.iter().enumerate() {
+        if i + 1 >= keep_versions.max(1) || (keep_days > 0 && old.created_at < cutoff) {
+            table.remove((workspace, old.id.as_str()))?;
+        }
+    }
+    Ok((id, true))
+}
+
+/// Total bytes of stored config text (statistics).
+pub fn storage_bytes(tx: &ReadTransaction) -> Result<u64, JobError> {
+    let mut n = 0u64;
+    for row in tx.open_table(CONFIG_VERSIONS)?.iter()? {
+        let (_, v) = row?;
+        n += v.value().len() as u64;
+    }
+    Ok(n)
+}
+
+/// A line of a structured diff hunk.
+#[derive(Debug, Serialize)]
+pub struct DiffLine {
+    /// `equal`, `insert` or `delete`.
+    pub tag: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_line: Option<usize>,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Hunk {
+    pub old_start: usize,
+    pub old_lines: usize,
+    pub new_start: usize,
+    pub new_lines: usize,
+    pub lines: Vec<DiffLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub from: String,
+    pub to: String,
+    pub unified: String,
+    pub hunks: Vec<Hunk>,
+    pub stats: DiffStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiffStats {
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Diffs two versions' texts (3 lines of context).
+pub fn diff(from: &Version, to: &Version) -> Diff {
+    let d = TextDiff::from_lines(from.text.as_str(), to.text.as_str());
+    let unified = d
+        .unified_diff()
+        .context_radius(3)
+        .header(&from.id, &to.id)
+        .to_string();
+    let (mut added, mut removed) = (0, 0);
+    let mut hunks = Vec::new();
+    for group in d.grouped_ops(3) {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            continue;
+        };
+        let old = first.old_range().start..last.old_range().end;
+        let new = first.new_range().start..last.new_range().end;
+        let mut lines = Vec::new();
+        for op in &group {
+            for change in d.iter_changes(op) {
+                match change.tag() {
+                    ChangeTag::Insert => added += 1,
+                    ChangeTag::Delete => removed += 1,
+                    ChangeTag::Equal => {}
+                }
+                lines.push(DiffLine {
+                    tag: match change.tag() {
+                        ChangeTag::Equal => "equal",
+                        ChangeTag::Insert => "insert",
+                        ChangeTag::Delete => "delete",
+                    },
+                    old_line: change.old_index().map(|i| i + 1),
+                    new_line: change.new_index().map(|i| i + 1),
+                    text: change.value().trim_end_matches('\n').to_string(),
+                });
+            }
+        }
+        hunks.push(Hunk {
+            old_start: old.start + 1,
+            old_lines: old.len(),
+            new_start: new.start + 1,
+            new_lines: new.len(),
+            lines,
+        });
+    }
+    Diff {
+        from: from.id.clone(),
+        to: to.id.clone(),
+        unified,
+        hunks,
+        stats: DiffStats { added, removed },
+    }
+}

@@ -1,0 +1,504 @@
+//! Talking to network devices: one table of device types, and a driver for an
+//! interactive shell with prompt detection.
+//!
+//! Many devices refuse SSH exec requests, and enable mode and paging are per-shell
+//! state, so everything but `linux` goes through a PTY shell: wait for the prompt
+//! (past banners and MOTD), enter enable mode with the credential's enable secret,
+//! disable paging, send each command and read until the prompt comes back. Output is
+//! cleaned of ANSI sequences, `\r` line endings (`\r\n`, `\r\r\n`), the echoed command
+//! and pager prompts (answered with a space when paging could not be disabled).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opsgate_protocol::codes;
+use regex::Regex;
+use russh::client::Msg;
+use russh::{Channel, ChannelMsg};
+
+use crate::inventory::DeviceType;
+
+/// How to drive one device type. Adding a device type is one entry in [`profile`].
+#[derive(Debug)]
+pub struct Profile {
+    /// Commands go through an exec request, not a shell (`linux`).
+    pub exec: bool,
+    /// The command that enters privileged mode, if the type has one; it is answered
+    /// with the credential's `enable_secret`.
+    pub enable: Option<&'static str>,
+    /// Commands that turn paging off (errors are ignored: pagers are handled anyway).
+    pub disable_paging: &'static [&'static str],
+    /// The command that prints the running configuration.
+    pub show_config: &'static str,
+    /// Lines that change without a config change (timestamps, byte counts), removed
+    /// before hashing and storing: regexes matched against each line.
+    pub volatile: &'static [&'static str],
+}
+
+const CISCO_VOLATILE: &[&str] = &[
+    r"^Building configuration",
+    r"^Current configuration\s*:",
+    r"^! Last configuration change at",
+    r"^! NVRAM config last updated at",
+    r"^! No configuration change since last restart",
+    r"^ntp clock-period",
+    r"^!Time:",
+];
+
+/// The table of device types.
+pub fn profile(t: DeviceType) -> &'static Profile {
+    use DeviceType::*;
+    static CISCO: Profile = Profile {
+        exec: false,
+        enable: Some("enable"),
+        disable_paging: &["terminal length 0"],
+        show_config: "show running-config",
+        volatile: CISCO_VOLATILE,
+    };
+    static NXOS: Profile = Profile {
+        exec: false,
+        enable: None,
+        disable_paging: &["terminal length 0"],
+        show_config: "show running-config",
+        volatile: &[
+            r"^!Command: show running-config",
+            r"^!Running configuration last done at",
+            r"^!Time:",
+            r"^ntp clock-period",
+        ],
+    };
+    static ARISTA: Profile = Profile {
+        exec: false,
+        enable: Some("enable"),
+        disable_paging: &["terminal length 0"],
+        show_config: "show running-config",
+        volatile: &[
+            r"^! Command: show running-config",
+            r"^! Startup-config last modified at",
+            r"^! Time:",
+        ],
+    };
+    static FORTINET: Profile = Profile {
+        exec: false,
+        enable: None,
+        disable_paging: &[],
+        show_config: "show full-configuration",
+        volatile: &[r"^#conf_file_ver=", r"^#buildno="],
+    };
+    static JUNOS: Profile = Profile {
+        exec: false,
+        enable: None,
+        disable_paging: &["set cli screen-length 0"],
+        show_config: "show configuration | display set",
+        volatile: &[r"^## Last commit:", r"^## Last changed:"],
+    };
+    static ARUBA: Profile = Profile {
+        exec: false,
+        enable: Some("enable"),
+        disable_paging: &["no paging"],
+        show_config: "show running-config",
+        volatile: CISCO_VOLATILE,
+    };
+    static COMWARE: Profile = Profile {
+        exec: false,
+        enable: None,
+        disable_paging: &["screen-length disable"],
+        show_config: "display current-configuration",
+        volatile: &[r"^\s*#\s*$"],
+    };
+    static PROCURVE: Profile = Profile {
+        exec: false,
+        enable: Some("enable"),
+        disable_paging: &["no page"],
+        show_config: "show running-config",
+        volatile: &[
+            r"^Running configuration:",
+            r"^; .*Configuration Editor; Created on release",
+        ],
+    };
+    static LINUX: Profile = Profile {
+        exec: true,
+        enable: None,
+        disable_paging: &[],
+        show_config: "cat /etc/hostname /etc/hosts",
+        volatile: &[],
+    };
+    match t {
+        CiscoIos | CiscoXe => &CISCO,
+        CiscoNxos => &NXOS,
+        AristaEos => &ARISTA,
+        Fortinet => &FORTINET,
+        JuniperJunos => &JUNOS,
+        ArubaOs => &ARUBA,
+        HpComware => &COMWARE,
+        HpProcurve => &PROCURVE,
+        Linux => &LINUX,
+    }
+}
+
+/// Why driving a device failed.
+#[derive(Debug, Clone)]
+pub struct DriveError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl DriveError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        DriveError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub const COMMAND_TIMEOUT: &str = "command_timeout";
+pub const ENABLE_FAILED: &str = "enable_failed";
+pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
+/// The most output one command may produce (a large config is a few MiB).
+const MAX_OUTPUT: usize = 32 * 1024 * 1024;
+
+fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    // The patterns are constants of this file, checked by the unit tests.
+    #[allow(clippy::expect_used)]
+    cell.get_or_init(|| Regex::new(pattern).expect("constant pattern"))
+}
+
+fn ansi() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    re(
+        &R,
+        r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][A-Za-z0-9]|\x1b[=>78]",
+    )
+}
+
+/// A prompt: a word-like token (with `@`, `.`, `-`, `/`, `:`, `~`, parentheses, or
+/// in `<…>`/`[…]` for Comware) ending in `>`, `#`, `$`, `%` or `]`, nothing after.
+fn prompt_re() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    re(
+        &R,
+        r"^[<\[]?[A-Za-z0-9_.\-@:/~()]+(?:\([A-Za-z0-9_\-]+\))?[>#$%\]] ?$",
+    )
+}
+
+fn pager_re() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    re(
+        &R,
+        r"(?i)(?:-+ ?more ?-+|-+\(more[^)]*\)-+|<--- more --->|press any key to continue)[^\n]*$",
+    )
+}
+
+fn password_re() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    re(&R, r"(?i)password: ?$")
+}
+
+/// Turns raw terminal output into text lines: ANSI sequences out, backspaces applied,
+/// `\r\n` and `\r\r\n` as `\n`, and a bare `\r` (a line redrawn, e.g. after a pager)
+/// keeps only what follows it.
+pub fn clean(raw: &str) -> String {
+    let text = ansi().replace_all(raw, "");
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let line = line.trim_end_matches('\r');
+        let line = match line.rfind('\r') {
+            Some(p) => &line[p + 1..],
+            None => line,
+        };
+        let mut l = String::with_capacity(line.len());
+        for c in line.chars() {
+            match c {
+                '\x08' => {
+                    l.pop();
+                }
+                '\x07' | '\0' => {}
+                c => l.push(c),
+            }
+        }
+        out.push_str(l.trim_end_matches(' '));
+    }
+    out
+}
+
+/// Removes the volatile lines of `profile` from a config (and blank lines at its ends),
+/// so an unchanged device hashes the same.
+pub fn strip_volatile(profile: &Profile, config: &str) -> String {
+    let res: Vec<Regex> = profile
+        .volatile
+        .iter()
+        .filter_map(|p| Regex::new(p).ok())
+        .collect();
+    let lines: Vec<&str> = config
+        .lines()
+        .filter(|l| !res.iter().any(|r| r.is_match(l)))
+        .collect();
+    let mut s = lines.join("\n");
+    s = s.trim_matches('\n').to_string();
+    s.push('\n');
+    s
+}
+
+/// An interactive shell on a device.
+pub struct Shell {
+    channel: Channel<Msg>,
+    /// Raw output not yet consumed.
+    buf: String,
+    /// The device's name as its prompt shows it (`rtr1`, `user@rtr1`), learned from the
+    /// first prompt: later prompts must contain it, so a config line ending in `#`
+    /// is not mistaken for one.
+    base: String,
+    timeout: Duration,
+}
+
+impl Shell {
+    /// Waits for the first prompt (after any banner and MOTD).
+    pub async fn start(channel: Channel<Msg>, timeout: Duration) -> Result<Shell, DriveError> {
+        let mut sh = Shell {
+            channel,
+            buf: String::new(),
+            base: String::new(),
+            timeout,
+        };
+        let (_, prompt) = sh.read_until_prompt(false).await?;
+        sh.base = prompt
+            .trim()
+            .trim_start_matches(['<', '['])
+            .trim_end_matches(['>', '#', '$', '%', ']', ' '])
+            .split('(')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(sh)
+    }
+
+    async fn send_line(&mut self, line: &str) -> Result<(), DriveError> {
+        self.channel
+            .data(format!("{line}\n").as_bytes())
+            .await
+            .map_err(|e| DriveError::new(codes::REMOTE_CLOSED, e.to_string()))
+    }
+
+    fn is_prompt(&self, last: &str) -> bool {
+        prompt_re().is_match(last) && (self.base.is_empty() || last.contains(&self.base))
+    }
+
+    /// Reads until the last line is a prompt (or, with `password`, a password
+    /// question). Returns the cleaned text before it and the prompt line.
+    async fn read_until_prompt(&mut self, password: bool) -> Result<(String, String), DriveError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let text = clean(&self.buf);
+            let (body, last) = match text.rfind('\n') {
+                Some(p) => (&text[..p], &text[p + 1..]),
+                None => ("", text.as_str()),
+            };
+            if self.is_prompt(last) || (password && password_re().is_match(last)) {
+                let out = (body.to_string(), last.to_string());
+                self.buf.clear();
+                return Ok(out);
+            }
+            if pager_re().is_match(last) {
+                // Paging could not be turned off: page on, dropping the pager prompt.
+                let keep = match self.buf.rfind('\n') {
+                    Some(p) => self.buf[..=p].to_string(),
+                    None => String::new(),
+                };
+                self.buf = keep;
+                self.channel
+                    .data(&b" "[..])
+                    .await
+                    .map_err(|e| DriveError::new(codes::REMOTE_CLOSED, e.to_string()))?;
+            }
+            let msg = match tokio::time::timeout_at(deadline, self.channel.wait()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    return Err(DriveError::new(
+                        COMMAND_TIMEOUT,
+                        format!(
+                            "no prompt within {} s (last output: {:?})",
+                            self.timeout.as_secs(),
+                            last.chars().take(80).collect::<String>()
+                        ),
+                    ))
+                }
+            };
+            match msg {
+                Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    self.buf.push_str(&String::from_utf8_lossy(&data));
+                    if self.buf.len() > MAX_OUTPUT {
+                        return Err(DriveError::new(
+                            OUTPUT_TOO_LARGE,
+                            "the device printed more than 32 MiB",
+                        ));
+                    }
+                }
+                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => {
+                    return Err(DriveError::new(
+                        codes::REMOTE_CLOSED,
+                        "the device closed the session",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Runs one command and returns its output without the echo and the prompt.
+    pub async fn command(&mut self, command: &str) -> Result<String, DriveError> {
+        self.send_line(command).await?;
+        let (body, _) = self.read_until_prompt(false).await?;
+        Ok(strip_echo(&body, command))
+    }
+
+    /// Enters privileged mode unless the prompt already shows it.
+    pub async fn enable(&mut self, command: &str, secret: Option<&str>) -> Result<(), DriveError> {
+        self.send_line("").await?;
+        let (_, prompt) = self.read_until_prompt(false).await?;
+        if prompt.trim_end().ends_with('#') {
+            return Ok(());
+        }
+        self.send_line(command).await?;
+        let (_, last) = self.read_until_prompt(true).await?;
+        if password_re().is_match(&last) {
+            let Some(secret) = secret else {
+                return Err(DriveError::new(
+                    ENABLE_FAILED,
+                    "the device asks for an enable password and the credential set has no enable_secret",
+                ));
+            };
+            self.send_line(secret).await?;
+            let (_, last) = self.read_until_prompt(true).await?;
+            if !last.trim_end().ends_with('#') {
+                return Err(DriveError::new(
+                    ENABLE_FAILED,
+                    "the enable secret was not accepted",
+                ));
+            }
+        } else if !last.trim_end().ends_with('#') {
+            return Err(DriveError::new(ENABLE_FAILED, "enable mode was refused"));
+        }
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.channel.close().await;
+    }
+}
+
+/// Drops the echoed command (the first line, if it ends with the command).
+fn strip_echo(body: &str, command: &str) -> String {
+    let mut lines = body.split('\n');
+    let first = body.split('\n').next().unwrap_or_default();
+    if first.trim_end().ends_with(command.trim()) {
+        lines.next();
+    }
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+/// Runs `command` through an exec request and collects its output (`linux`).
+pub async fn exec_output(
+    mut channel: Channel<Msg>,
+    timeout: Duration,
+) -> Result<(String, Option<u32>), DriveError> {
+    let mut out = Vec::new();
+    let mut status = None;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, channel.wait()).await {
+            Err(_) => {
+                return Err(DriveError::new(
+                    COMMAND_TIMEOUT,
+                    format!("the command did not finish within {} s", timeout.as_secs()),
+                ))
+            }
+            Ok(Some(ChannelMsg::Data { data }))
+            | Ok(Some(ChannelMsg::ExtendedData { data, .. })) => {
+                out.extend_from_slice(&data);
+                if out.len() > MAX_OUTPUT {
+                    return Err(DriveError::new(
+                        OUTPUT_TOO_LARGE,
+                        "more than 32 MiB of output",
+                    ));
+                }
+            }
+            Ok(Some(ChannelMsg::ExitStatus { exit_status })) => status = Some(exit_status),
+            Ok(Some(ChannelMsg::Close)) | Ok(None) => break,
+            Ok(Some(_)) => {}
+        }
+    }
+    Ok((String::from_utf8_lossy(&out).into_owned(), status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_compile() {
+        for t in [
+            DeviceType::CiscoIos,
+            DeviceType::CiscoNxos,
+            DeviceType::AristaEos,
+            DeviceType::Fortinet,
+            DeviceType::JuniperJunos,
+            DeviceType::ArubaOs,
+            DeviceType::HpComware,
+            DeviceType::HpProcurve,
+            DeviceType::Linux,
+        ] {
+            for p in profile(t).volatile {
+                assert!(Regex::new(p).is_ok(), "{p}");
+            }
+        }
+        assert!(!ansi().is_match("plain"));
+        assert!(prompt_re().is_match("rtr1#"));
+    }
+
+    #[test]
+    fn cleans_terminal_output() {
+        let raw = "show run\r\r\n\x1b[1mBuilding configuration...\x1b[0m\r\nhostname rtr1\r\n --More-- \x08\x08\x08\x08\x08\x08\x08\x08\x08\x08\r          \rinterface Gi1\r\nrtr1#";
+        let c = clean(raw);
+        assert_eq!(
+            c,
+            "show run\nBuilding configuration...\nhostname rtr1\ninterface Gi1\nrtr1#"
+        );
+        let p = profile(DeviceType::CiscoIos);
+        assert_eq!(
+            strip_volatile(p, "Building configuration...\nCurrent configuration : 120 bytes\nhostname rtr1\nntp clock-period 123\n"),
+            "hostname rtr1\n"
+        );
+    }
+
+    #[test]
+    fn prompts_and_pagers() {
+        for p in [
+            "rtr1>",
+            "rtr1#",
+            "user@rtr1>",
+            "rtr1(config)#",
+            "<rtr1>",
+            "[rtr1]",
+            "admin@host:~$ ",
+        ] {
+            assert!(prompt_re().is_match(p), "{p}");
+        }
+        for p in ["interface Gi1", "description uplink to core#", " --More-- "] {
+            assert!(!prompt_re().is_match(p), "{p}");
+        }
+        for p in [
+            " --More-- ",
+            "-- More --",
+            "---- More ----",
+            "---(more 45%)---",
+        ] {
+            assert!(pager_re().is_match(p), "{p}");
+        }
+        assert_eq!(strip_echo("show version\nIOS 15", "show version"), "IOS 15");
+    }
+}

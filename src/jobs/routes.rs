@@ -1,0 +1,477 @@
+//! REST handlers for jobs and config versions (thin: the logic is in `model`,
+//! `runner` and `configs`), and the `job` channel's open.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use opsgate_protocol::codes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::model::{self, Job, JobState, JobType, Target, TargetState};
+use super::{configs, runner, JobError};
+use crate::app::App;
+use crate::auth::Role;
+use crate::error::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::inventory;
+use crate::source::{OpenError, Source};
+use crate::store;
+use crate::workspace::{self, Workspace};
+
+/// `POST /api/jobs` body (also a schedule's `job`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobInput {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub commands: Option<Vec<String>>,
+    /// SPEC §5's single-command form.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+fn bad(code: &'static str, m: impl Into<String>) -> ApiError {
+    ApiError::bad_request(code, m)
+}
+
+/// Checks a job request and builds the job (targets must be saved sessions of `ws`).
+pub async fn build_job(
+    app: &Arc<App>,
+    scope: &workspace::Scope,
+    owner_role: Role,
+    input: JobInput,
+) -> ApiResult<Job> {
+    let cfg = &app.cfg.jobs;
+    let kind = JobType::parse(&input.kind).ok_or_else(|| {
+        bad(
+            "invalid_job_type",
+            format!(
+                "unknown job type {:?}: use config_backup or command",
+                input.kind
+            ),
+        )
+    })?;
+    if input.targets.is_empty() {
+        return Err(bad(
+            "invalid_targets",
+            "targets is empty: name at least one saved session",
+        ));
+    }
+    if input.targets.len() > cfg.max_targets {
+        return Err(bad(
+            "invalid_targets",
+            format!("at most {} targets per job", cfg.max_targets),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let targets: Vec<String> = input
+        .targets
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect();
+    let mut commands = input.commands.unwrap_or_default();
+    if let Some(c) = input.command {
+        commands.insert(0, c);
+    }
+    commands.retain(|c| !c.trim().is_empty());
+    match kind {
+        JobType::Command if commands.is_empty() => {
+            return Err(bad("invalid_commands", "a command job needs commands"))
+        }
+        JobType::Command if commands.len() > cfg.max_commands => {
+            return Err(bad(
+                "invalid_commands",
+                format!("at most {} commands", cfg.max_commands),
+            ))
+        }
+        JobType::ConfigBackup if !commands.is_empty() => {
+            return Err(bad(
+                "invalid_commands",
+                "config_backup takes no commands (the device type decides)",
+            ))
+        }
+        _ => {}
+    }
+    if commands
+        .iter()
+        .any(|c| c.len() > 4096 || c.contains(['\n', '\r']))
+    {
+        return Err(bad(
+            "invalid_commands",
+            "a command is one line of at most 4096 bytes",
+        ));
+    }
+    let concurrency = input.concurrency.unwrap_or(cfg.default_concurrency);
+    if concurrency == 0 || concurrency > cfg.max_concurrency_per_job {
+        return Err(bad(
+            "invalid_concurrency",
+            format!("concurrency must be 1..={}", cfg.max_concurrency_per_job),
+        ));
+    }
+    let (key, ids) = (scope.key.clone(), targets.clone());
+    let missing = app
+        .store
+        .read(move |tx| -> Result<Option<String>, JobError> {
+            for id in &ids {
+                if inventory::get_session(tx, &key, id)?.is_none() {
+                    return Ok(Some(id.clone()));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    if let Some(id) = missing {
+        // Another workspace's id answers exactly as one that does not exist.
+        return Err(ApiError::not_found(&format!("saved session {id:?}")));
+    }
+    Ok(Job {
+        id: store::new_id(),
+        kind,
+        state: JobState::Queued,
+        workspace: scope.key.clone(),
+        owner: scope.actor.clone(),
+        owner_role,
+        commands,
+        concurrency,
+        created_at: store::now(),
+        finished_at: None,
+        cancel_requested: false,
+        schedule_id: None,
+        targets: targets
+            .into_iter()
+            .map(|session_id| Target {
+                session_id,
+                state: TargetState::Queued,
+                attempts: 0,
+                error: None,
+                started_at: None,
+                duration_ms: None,
+                output: None,
+                config_id: None,
+                changed: None,
+            })
+            .collect(),
+    })
+}
+
+/// Stores and starts a job.
+pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
+    let j = job.clone();
+    let scope = workspace::Scope {
+        key: job.workspace.clone(),
+        actor: job.owner.clone(),
+    };
+    let entry = scope.audit("job.start").detail(format!(
+        "{:?} job {} on {} targets",
+        job.kind,
+        job.id,
+        job.targets.len()
+    ));
+    app.store
+        .write(move |tx| -> Result<(), JobError> {
+            model::put(tx, &j)?;
+            crate::audit::record(tx, entry)?;
+            Ok(())
+        })
+        .await?;
+    let id = job.id.clone();
+    runner::spawn(app, job);
+    Ok(id)
+}
+
+/// `POST /api/jobs`
+pub async fn create_job(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    ApiJson(input): ApiJson<JobInput>,
+) -> ApiResult<impl IntoResponse> {
+    let job = build_job(&app, &ws.scope, ws.user.role, input).await?;
+    let id = submit(&app, job).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// `GET /api/jobs?state=&type=&limit=&offset=` (newest first, without per-target output)
+pub async fn list_jobs(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let state = match q.state.as_deref() {
+        Some(s) => Some(
+            JobState::parse(s)
+                .ok_or_else(|| bad("invalid_state", format!("unknown state {s:?}")))?,
+        ),
+        None => None,
+    };
+    let kind = match q.kind.as_deref() {
+        Some(s) => Some(
+            JobType::parse(s)
+                .ok_or_else(|| bad("invalid_job_type", format!("unknown job type {s:?}")))?,
+        ),
+        None => None,
+    };
+    let key = ws.scope.key.clone();
+    let jobs = app.store.read(move |tx| model::list(tx, &key)).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0);
+    let filtered: Vec<_> = jobs
+        .into_iter()
+        .map(|j| app.jobs.snapshot(&j.id).unwrap_or(j))
+        .filter(|j| state.is_none_or(|s| j.state == s) && kind.is_none_or(|k| j.kind == k))
+        .collect();
+    let total = filtered.len();
+    let page: Vec<_> = filtered
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|j| {
+            json!({
+                "id": j.id, "type": j.kind, "state": j.state, "created_at": j.created_at,
+                "finished_at": j.finished_at, "concurrency": j.concurrency,
+                "summary": j.summary(), "schedule_id": j.schedule_id,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "jobs": page, "total": total, "offset": offset, "limit": limit }),
+    ))
+}
+
+async fn load_job(app: &Arc<App>, ws: &Workspace, id: String) -> ApiResult<Job> {
+    if let Some(j) = app.jobs.snapshot(&id) {
+        if j.workspace == ws.scope.key {
+            return Ok(j);
+        }
+    }
+    let key = ws.scope.key.clone();
+    app.store
+        .read(move |tx| model::get(tx, &key, &id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+/// `GET /api/jobs/{id}`
+pub async fn get_job(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let job = load_job(&app, &ws, id).await?;
+    let summary = job.summary();
+    let mut v = serde_json::to_value(&job).map_err(ApiError::internal)?;
+    v["summary"] = json!(summary);
+    Ok(Json(v))
+}
+
+/// `POST /api/jobs/{id}/cancel`: queued targets stop at once, running ones within a
+/// second. 202; a finished job answers 409 `job_finished`.
+pub async fn cancel_job(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let job = load_job(&app, &ws, id).await?;
+    if job.state.is_done() {
+        return Err(ApiError::conflict(
+            "job_finished",
+            "the job has already finished",
+        ));
+    }
+    if !app.jobs.cancel(&job.id) {
+        // Not running here (only between a restart and its resume): record the wish.
+        let mut j = job.clone();
+        j.cancel_requested = true;
+        app.store.write(move |tx| model::put(tx, &j)).await?;
+    }
+    app.audit.record(
+        ws.scope
+            .audit("job.cancel")
+            .detail(format!("job {}", job.id)),
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": job.id, "cancel_requested": true })),
+    ))
+}
+
+/// Opens a `job` channel: the job is looked up in the user's personal workspace, then
+/// their teams (any membership may watch).
+pub async fn open_watch(
+    app: Arc<App>,
+    username: String,
+    role: Role,
+    job_id: String,
+    workspace_slot: Arc<OnceLock<Arc<str>>>,
+) -> Result<Source, OpenError> {
+    let _ = role;
+    let found = app
+        .store
+        .read(move |tx| -> Result<Option<Job>, JobError> {
+            if let Some(j) = model::get(tx, &username, &job_id)? {
+                return Ok(Some(j));
+            }
+            for (team, _) in workspace::teams_of(tx, &username)? {
+                if let Some(j) = model::get(tx, &workspace::team_key(&team.id), &job_id)? {
+                    return Ok(Some(j));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
+        .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "job not found"))?;
+    let _ = workspace_slot.set(Arc::from(found.workspace.as_str()));
+    Ok(super::watch::source(&app, found))
+}
+
+// ---- config versions ----
+
+#[derive(Deserialize)]
+pub struct ConfigListQuery {
+    session_id: Option<String>,
+}
+
+/// `GET /api/configs?session_id=`: versions, newest first.
+pub async fn list_configs(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Query(q): Query<ConfigListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let v = app
+        .store
+        .read(move |tx| configs::list(tx, &key, q.session_id.as_deref()))
+        .await?;
+    Ok(Json(
+        v.iter().map(configs::Version::meta).collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /api/configs/{id}`: the version with its text.
+pub async fn get_config(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let v = app
+        .store
+        .read(move |tx| configs::get(tx, &key, &id))
+        .await?;
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+pub struct DiffQuery {
+    from: String,
+    to: String,
+    #[serde(default)]
+    allow_cross: bool,
+}
+
+/// `GET /api/configs/diff?from=&to=[&allow_cross=true]`
+pub async fn diff_configs(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Query(q): Query<DiffQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let (from, to) = (q.from.clone(), q.to.clone());
+    let (a, b) = app
+        .store
+        .read(move |tx| -> Result<_, JobError> {
+            Ok((configs::get(tx, &key, &from)?, configs::get(tx, &key, &to)?))
+        })
+        .await?;
+    if a.session_id != b.session_id && !q.allow_cross {
+        return Err(bad(
+            "cross_device_diff",
+            "the two versions belong to different devices; add allow_cross=true to compare them anyway",
+        ));
+    }
+    Ok(Json(configs::diff(&a, &b)))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: String,
+    /// Treat `q` as a regular expression (else a plain substring).
+    #[serde(default)]
+    regex: bool,
+    /// Case-insensitive.
+    #[serde(default)]
+    ignore_case: bool,
+}
+
+/// `GET /api/configs/search?q=[&regex=true][&ignore_case=true]`: matching lines in the
+/// latest config of each device of the workspace.
+pub async fn search_configs(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if q.q.is_empty() || q.q.len() > 1000 {
+        return Err(bad("invalid_query", "q must be 1 to 1000 characters"));
+    }
+    let pattern = if q.regex {
+        q.q.clone()
+    } else {
+        regex::escape(&q.q)
+    };
+    // Bounded compile size: a client's pattern cannot take the gateway's memory.
+    let re = regex::RegexBuilder::new(&pattern)
+        .case_insensitive(q.ignore_case)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .map_err(|e| bad("invalid_query", format!("invalid regex: {e}")))?;
+    let key = ws.scope.key.clone();
+    let results = app
+        .store
+        .read(move |tx| -> Result<_, JobError> {
+            let all = configs::list(tx, &key, None)?;
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for v in all {
+                // Newest first: the first version of a device is its latest.
+                if !seen.insert(v.session_id.clone()) {
+                    continue;
+                }
+                let matches: Vec<_> = v
+                    .text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| re.is_match(l))
+                    .take(1000)
+                    .map(|(i, l)| json!({ "line": i + 1, "text": l }))
+                    .collect();
+                if !matches.is_empty() {
+                    out.push(json!({
+                        "session_id": v.session_id, "config_id": v.id,
+                        "created_at": v.created_at, "matches": matches,
+                    }));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({ "results": results })))
+}

@@ -1,0 +1,566 @@
+//! The worker pool. Each running job has one owner task that holds the job record,
+//! persists every change in one redb transaction, and publishes progress; targets run
+//! in worker tasks that report back through a bounded queue. A global semaphore
+//! (`[jobs] max_concurrency`) bounds connections over all jobs; a job's `concurrency`
+//! bounds its own.
+//!
+//! Persistence and restart: a target is marked `running` (and written) before its
+//! worker starts. At start, unfinished jobs continue with their queued targets;
+//! targets that were running when the process died are run again for
+//! `config_backup` (a backup is idempotent, and an unchanged config makes no new
+//! version) and fail with `interrupted` for `command` jobs (a command may not be
+//! safe to repeat). Targets already done are never run again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use opsgate_protocol::codes;
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+
+use super::device::{self, DriveError, Shell};
+use super::model::{self, CommandOutput, Job, JobState, JobType, TargetError, TargetState};
+use super::{configs, JobError};
+use crate::app::App;
+use crate::config::JobsConfig;
+use crate::inventory;
+use crate::source::OpenError;
+use crate::ssh::DeviceConn;
+use crate::store;
+use crate::workspace::{team_of_key, Scope};
+
+/// Progress events kept for a lagging watcher before it resynchronises from the job.
+const PROGRESS_BUFFER: usize = 1024;
+/// Worker reports waiting for the job's owner task.
+const UPDATE_QUEUE: usize = 64;
+
+/// Error code of a target that was running when the gateway stopped (command jobs).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// A running job as others see it.
+#[derive(Clone)]
+pub(super) struct LiveJob {
+    pub(super) events: broadcast::Sender<(String, Map<String, Value>)>,
+    cancel: watch::Sender<bool>,
+    pub(super) snapshot: Arc<Mutex<Job>>,
+}
+
+/// The jobs registry: running jobs by id and the global concurrency limit.
+pub struct Jobs {
+    global: Arc<Semaphore>,
+    pub(super) live: DashMap<String, LiveJob>,
+}
+
+impl Jobs {
+    pub fn new(cfg: &JobsConfig) -> Jobs {
+        Jobs {
+            global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
+            live: DashMap::new(),
+        }
+    }
+
+    /// The current state of a running job (fresher than the database by a write).
+    pub fn snapshot(&self, id: &str) -> Option<Job> {
+        self.live
+            .get(id)
+            .map(|l| l.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Asks a running job to cancel; false if it is not running here.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.live.get(id) {
+            Some(l) => {
+                let _ = l.cancel.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Starts a stored job.
+pub fn spawn(app: &Arc<App>, job: Job) {
+    let (events, _) = broadcast::channel(PROGRESS_BUFFER);
+    let (cancel, cancel_rx) = watch::channel(job.cancel_requested);
+    let live = LiveJob {
+        events,
+        cancel,
+        snapshot: Arc::new(Mutex::new(job.clone())),
+    };
+    app.jobs.live.insert(job.id.clone(), live.clone());
+    let app = app.clone();
+    let span = tracing::info_span!("job", id = %job.id);
+    tokio::spawn(tracing::Instrument::instrument(
+        run_job(app, job, live, cancel_rx),
+        span,
+    ));
+}
+
+/// Continues every unfinished job after a restart (see the module comment).
+pub async fn resume_all(app: &Arc<App>) -> Result<usize, JobError> {
+    let mut jobs = app.store.read(model::unfinished).await?;
+    for job in &mut jobs {
+        for t in &mut job.targets {
+            if matches!(t.state, TargetState::Running | TargetState::Retrying) {
+                match job.kind {
+                    JobType::ConfigBackup => t.state = TargetState::Queued,
+                    JobType::Command => {
+                        t.state = TargetState::Failed;
+                        t.error = Some(TargetError {
+                            code: INTERRUPTED.into(),
+                            message:
+                                "the gateway stopped while this command ran; it is not run again"
+                                    .into(),
+                        });
+                    }
+                }
+            }
+        }
+        persist(app, job).await;
+    }
+    let n = jobs.len();
+    for job in jobs {
+        tracing::info!(job = %job.id, "resuming job");
+        spawn(app, job);
+    }
+    Ok(n)
+}
+
+/// What a worker reports.
+enum Update {
+    Running {
+        idx: usize,
+        attempt: u32,
+    },
+    Retrying {
+        idx: usize,
+        attempt: u32,
+        error: TargetError,
+        retry_in: Duration,
+    },
+    Done {
+        idx: usize,
+        state: TargetState,
+        error: Option<TargetError>,
+        output: Option<Vec<CommandOutput>>,
+        config: Option<(String, bool)>,
+        duration_ms: u64,
+    },
+}
+
+pub(super) fn target_event(job: &Job, idx: usize) -> (String, Map<String, Value>) {
+    let t = &job.targets[idx];
+    let mut m = Map::new();
+    m.insert("event".into(), json!("target"));
+    m.insert("job_id".into(), json!(job.id));
+    m.insert("session_id".into(), json!(t.session_id));
+    m.insert("state".into(), json!(t.state));
+    m.insert("attempts".into(), json!(t.attempts));
+    if let Some(e) = &t.error {
+        m.insert("error".into(), json!(e));
+    }
+    if let Some(d) = t.duration_ms {
+        m.insert("duration_ms".into(), json!(d));
+    }
+    if let Some(c) = t.changed {
+        m.insert("changed".into(), json!(c));
+    }
+    if let Some(c) = &t.config_id {
+        m.insert("config_id".into(), json!(c));
+    }
+    (t.session_id.clone(), m)
+}
+
+pub(super) fn job_event(job: &Job) -> (String, Map<String, Value>) {
+    let mut m = Map::new();
+    m.insert("event".into(), json!("job"));
+    m.insert("job_id".into(), json!(job.id));
+    m.insert("state".into(), json!(job.state));
+    m.insert("summary".into(), json!(job.summary()));
+    ("job".to_string(), m)
+}
+
+async fn persist(app: &Arc<App>, job: &Job) {
+    let j = job.clone();
+    if let Err(e) = app
+        .store
+        .write(move |tx| -> Result<(), JobError> { model::put(tx, &j) })
+        .await
+    {
+        tracing::error!(error = %e, "writing the job failed");
+    }
+}
+
+fn publish(live: &LiveJob, job: &Job, ev: (String, Map<String, Value>)) {
+    *live.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = job.clone();
+    let _ = live.events.send(ev);
+}
+
+async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watch::Receiver<bool>) {
+    let cfg = app.cfg.jobs.clone();
+    job.state = JobState::Running;
+    persist(&app, &job).await;
+    publish(&live, &job, job_event(&job));
+    let mut pending: VecDeque<usize> = (0..job.targets.len())
+        .filter(|&i| job.targets[i].state == TargetState::Queued)
+        .collect();
+    let (upd_tx, mut upd_rx) = mpsc::channel::<Update>(UPDATE_QUEUE);
+    let concurrency = job.concurrency.clamp(1, cfg.max_concurrency_per_job.max(1));
+    let mut running = 0usize;
+    let mut cancelled = job.cancel_requested;
+    let ctx = Arc::new(Ctx {
+        job_id: job.id.clone(),
+        kind: job.kind,
+        scope: scope_of(&job.workspace, &job.owner),
+        role: job.owner_role,
+        commands: job.commands.clone(),
+    });
+    loop {
+        if cancelled && !pending.is_empty() {
+            // Queued targets stop at once.
+            for i in pending.drain(..) {
+                job.targets[i].state = TargetState::Cancelled;
+            }
+            persist(&app, &job).await;
+            for i in 0..job.targets.len() {
+                if job.targets[i].state == TargetState::Cancelled {
+                    publish(&live, &job, target_event(&job, i));
+                }
+            }
+            publish(&live, &job, job_event(&job));
+        }
+        if pending.is_empty() && running == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            r = cancel_rx.changed(), if !cancelled => {
+                if r.is_err() || *cancel_rx.borrow() {
+                    cancelled = true;
+                    job.cancel_requested = true;
+                    persist(&app, &job).await;
+                }
+            }
+            Some(u) = upd_rx.recv() => {
+                let idx = apply(&mut job, u, &mut running);
+                persist(&app, &job).await;
+                publish(&live, &job, target_event(&job, idx));
+                publish(&live, &job, job_event(&job));
+            }
+            permit = app.jobs.global.clone().acquire_owned(), if !cancelled && running < concurrency && !pending.is_empty() => {
+                let Ok(permit) = permit else { break };
+                let Some(idx) = pending.pop_front() else { continue };
+                running += 1;
+                let t = &mut job.targets[idx];
+                t.state = TargetState::Running;
+                t.attempts += 1;
+                t.error = None;
+                if t.started_at.is_none() {
+                    t.started_at = Some(store::now());
+                }
+                let (attempt, sid) = (t.attempts, t.session_id.clone());
+                // Written before the worker connects: after a crash this target is
+                // known to have started.
+                persist(&app, &job).await;
+                publish(&live, &job, target_event(&job, idx));
+                publish(&live, &job, job_event(&job));
+                let (app2, ctx2, tx2, cancel2) = (app.clone(), ctx.clone(), upd_tx.clone(), cancel_rx.clone());
+                tokio::spawn(async move {
+                    run_target(app2, ctx2, idx, sid, attempt, cancel2, tx2).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    job.state = job.final_state();
+    job.finished_at = Some(store::now());
+    persist(&app, &job).await;
+    publish(&live, &job, job_event(&job));
+    tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
+    app.jobs.live.remove(&job.id);
+}
+
+fn apply(job: &mut Job, u: Update, running: &mut usize) -> usize {
+    match u {
+        Update::Running { idx, attempt } => {
+            let t = &mut job.targets[idx];
+            t.state = TargetState::Running;
+            t.attempts = attempt;
+            idx
+        }
+        Update::Retrying {
+            idx,
+            attempt,
+            error,
+            retry_in,
+        } => {
+            let t = &mut job.targets[idx];
+            t.state = TargetState::Retrying;
+            t.attempts = attempt;
+            t.error = Some(TargetError {
+                message: format!("{} (retry in {} ms)", error.message, retry_in.as_millis()),
+                ..error
+            });
+            idx
+        }
+        Update::Done {
+            idx,
+            state,
+            error,
+            output,
+            config,
+            duration_ms,
+        } => {
+            *running = running.saturating_sub(1);
+            let t = &mut job.targets[idx];
+            t.state = state;
+            t.error = error;
+            t.output = output;
+            if let Some((id, changed)) = config {
+                t.config_id = Some(id);
+                t.changed = Some(changed);
+            }
+            t.duration_ms = Some(duration_ms);
+            idx
+        }
+    }
+}
+
+/// What every worker of a job shares.
+struct Ctx {
+    job_id: String,
+    kind: JobType,
+    scope: Scope,
+    role: crate::auth::Role,
+    commands: Vec<String>,
+}
+
+fn scope_of(workspace: &str, owner: &str) -> Scope {
+    match team_of_key(workspace) {
+        Some(team) => Scope::team(team, owner),
+        None => Scope::personal(owner),
+    }
+}
+
+/// Codes worth another attempt: the connection, not the device's answer, failed.
+fn retryable(code: &str) -> bool {
+    matches!(
+        code,
+        codes::CONNECT_REFUSED
+            | codes::CONNECT_TIMEOUT
+            | codes::REMOTE_CLOSED
+            | codes::CHANNEL_FAILED
+    )
+}
+
+fn backoff(cfg: &JobsConfig, attempt: u32) -> Duration {
+    let base = cfg.retry_base_ms.max(1);
+    let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(cfg.retry_max_ms.max(base));
+    // Full jitter in the upper half: retries of many targets spread out.
+    let ms = rand::rng().random_range(capped / 2..=capped);
+    Duration::from_millis(ms)
+}
+
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The job's owner is gone; nothing to cancel for.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+struct Outcome {
+    output: Option<Vec<CommandOutput>>,
+    config: Option<(String, bool)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_target(
+    app: Arc<App>,
+    ctx: Arc<Ctx>,
+    idx: usize,
+    session_id: String,
+    first_attempt: u32,
+    mut cancel: watch::Receiver<bool>,
+    tx: mpsc::Sender<Update>,
+) {
+    let cfg = app.cfg.jobs.clone();
+    let mut attempt = first_attempt;
+    let started = Instant::now();
+    let max_attempts = cfg.retries.saturating_add(1);
+    let done = loop {
+        let r = tokio::select! {
+            r = attempt_once(&app, &ctx, &session_id) => r,
+            _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0 },
+        };
+        match r {
+            Ok(o) => {
+                break Update::Done {
+                    idx,
+                    state: TargetState::Succeeded,
+                    error: None,
+                    output: o.output,
+                    config: o.config,
+                    duration_ms: 0,
+                }
+            }
+            Err(e) if retryable(e.code) && attempt < max_attempts => {
+                let retry_in = backoff(&cfg, attempt);
+                tracing::info!(target = %session_id, attempt, code = e.code, "retrying");
+                let _ = tx
+                    .send(Update::Retrying {
+                        idx,
+                        attempt,
+                        error: TargetError {
+                            code: e.code.to_string(),
+                            message: e.message,
+                        },
+                        retry_in,
+                    })
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_in) => {}
+                    _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0 },
+                }
+                attempt += 1;
+                let _ = tx.send(Update::Running { idx, attempt }).await;
+            }
+            Err(e) => {
+                break Update::Done {
+                    idx,
+                    state: TargetState::Failed,
+                    error: Some(TargetError {
+                        code: e.code.to_string(),
+                        message: e.message,
+                    }),
+                    output: None,
+                    config: None,
+                    duration_ms: 0,
+                }
+            }
+        }
+    };
+    let done = match done {
+        Update::Done {
+            idx,
+            state,
+            error,
+            output,
+            config,
+            ..
+        } => Update::Done {
+            idx,
+            state,
+            error,
+            output,
+            config,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+        other => other,
+    };
+    let _ = tx.send(done).await;
+}
+
+impl From<DriveError> for OpenError {
+    fn from(e: DriveError) -> Self {
+        OpenError::new(e.code, e.message)
+    }
+}
+
+async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Outcome, OpenError> {
+    let (key, sid) = (ctx.scope.key.clone(), session_id.to_string());
+    let session = app
+        .store
+        .read(move |tx| inventory::get_session(tx, &key, &sid))
+        .await
+        .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
+        .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "the saved session no longer exists"))?;
+    let conn = DeviceConn::connect(app, &ctx.scope, ctx.role, &session).await?;
+    let profile = device::profile(session.device_type);
+    let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
+    let commands: Vec<String> = match ctx.kind {
+        JobType::ConfigBackup => vec![profile.show_config.to_string()],
+        JobType::Command => ctx.commands.clone(),
+    };
+    let result = drive(&conn, profile, &commands, timeout).await;
+    conn.disconnect().await;
+    let outputs = result?;
+    match ctx.kind {
+        JobType::Command => Ok(Outcome {
+            output: Some(outputs),
+            config: None,
+        }),
+        JobType::ConfigBackup => {
+            let raw = outputs
+                .into_iter()
+                .next()
+                .map(|o| o.output)
+                .unwrap_or_default();
+            let text = device::strip_volatile(profile, &device::clean(&raw));
+            let (ws, sid, job) = (
+                ctx.scope.key.clone(),
+                session_id.to_string(),
+                ctx.job_id.clone(),
+            );
+            let (keep_n, keep_d) = (
+                app.cfg.jobs.config_keep_versions,
+                app.cfg.jobs.config_keep_days,
+            );
+            let config = app
+                .store
+                .write(move |tx| configs::record(tx, &ws, &sid, &job, &text, keep_n, keep_d))
+                .await
+                .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?;
+            Ok(Outcome {
+                output: None,
+                config: Some(config),
+            })
+        }
+    }
+}
+
+async fn drive(
+    conn: &DeviceConn,
+    profile: &device::Profile,
+    commands: &[String],
+    timeout: Duration,
+) -> Result<Vec<CommandOutput>, OpenError> {
+    let channel_err = |e: russh::Error| OpenError::new(codes::CHANNEL_FAILED, e.to_string());
+    let mut out = Vec::with_capacity(commands.len());
+    if profile.exec {
+        for c in commands {
+            let ch = conn.exec(c).await.map_err(channel_err)?;
+            let (text, _status) = device::exec_output(ch, timeout).await?;
+            out.push(CommandOutput {
+                command: c.clone(),
+                output: text,
+            });
+        }
+        return Ok(out);
+    }
+    let ch = conn.shell().await.map_err(channel_err)?;
+    let mut sh = Shell::start(ch, timeout).await?;
+    if let Some(enable) = profile.enable {
+        sh.enable(enable, conn.enable_secret.as_deref()).await?;
+    }
+    for p in profile.disable_paging {
+        sh.command(p).await?;
+    }
+    for c in commands {
+        let text = sh.command(c).await?;
+        out.push(CommandOutput {
+            command: c.clone(),
+            output: text,
+        });
+    }
+    sh.close().await;
+    Ok(out)
+}

@@ -1,0 +1,395 @@
+//! Cron schedules that start jobs. Standard 5-field cron (minute hour day-of-month month
+//! day-of-week) parsed by `croner`; an optional `timezone` is `UTC` or a fixed offset
+//! (`+02:00`, `-05:30`).
+//!
+//! The scheduler task wakes every few seconds and starts each enabled schedule whose
+//! next run after its last run (or its creation) has come. A run missed while the
+//! gateway was down therefore runs once at start, not once per missed slot: the
+//! schedule's `last_run` becomes now and the next run is computed from there.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::routes::{build_job, submit, JobInput};
+use super::JobError;
+use crate::app::App;
+use crate::auth::Role;
+use crate::error::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::store::{self, SCHEDULES};
+use crate::workspace::{self, team_of_key, Scope, Workspace};
+
+/// How often the scheduler looks for due schedules.
+const TICK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: String,
+    pub name: String,
+    pub cron: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    pub job: JobInput,
+    pub enabled: bool,
+    pub owner: String,
+    pub owner_role: Role,
+    pub workspace: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub last_run: Option<i64>,
+    #[serde(default)]
+    pub last_job_id: Option<String>,
+    /// Why the last due run could not start, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    pub name: String,
+    pub cron: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    pub job: JobInput,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+fn bad(m: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_schedule", m)
+}
+
+/// Parses `tz` (`UTC`, `Z`, `+HH:MM`, `-HH:MM`).
+fn offset(tz: Option<&str>) -> Result<FixedOffset, String> {
+    let Some(tz) = tz.map(str::trim).filter(|t| !t.is_empty()) else {
+        return FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+    };
+    if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
+        return FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+    }
+    let err = || {
+        format!(
+            "timezone {tz:?}: use UTC or a fixed offset like +02:00 (IANA names are not supported)"
+        )
+    };
+    let (sign, rest) = match tz.as_bytes().first() {
+        Some(b'+') => (1, &tz[1..]),
+        Some(b'-') => (-1, &tz[1..]),
+        _ => return Err(err()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(err)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?);
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(err());
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(err)
+}
+
+/// Checks a 5-field cron expression.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "cron {expr:?} has {fields} fields; use the standard 5 (minute hour day-of-month month day-of-week)"
+        ));
+    }
+    croner::Cron::from_str(expr).map_err(|e| format!("cron {expr:?}: {e}"))
+}
+
+/// The first run strictly after `after` (unix seconds), as unix seconds.
+pub fn next_after(cron: &str, tz: Option<&str>, after: i64) -> Result<i64, String> {
+    let c = parse_cron(cron)?;
+    let off = offset(tz)?;
+    let start: DateTime<FixedOffset> = off
+        .timestamp_opt(after, 0)
+        .single()
+        .ok_or_else(|| "time out of range".to_string())?;
+    c.find_next_occurrence(&start, false)
+        .map(|t| t.with_timezone(&Utc).timestamp())
+        .map_err(|e| format!("no next run: {e}"))
+}
+
+fn view(s: &Schedule) -> serde_json::Value {
+    let from = s.last_run.unwrap_or(s.created_at).max(s.created_at);
+    let next = if s.enabled {
+        next_after(&s.cron, s.timezone.as_deref(), from).ok()
+    } else {
+        None
+    };
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["next_run"] = json!(next);
+    v
+}
+
+fn put(tx: &WriteTransaction, s: &Schedule) -> Result<(), JobError> {
+    tx.open_table(SCHEDULES)?.insert(
+        (s.workspace.as_str(), s.id.as_str()),
+        store::encode(s)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+fn get(tx: &ReadTransaction, ws: &str, id: &str) -> Result<Option<Schedule>, JobError> {
+    Ok(store::get_owned(&tx.open_table(SCHEDULES)?, ws, id)?)
+}
+
+async fn check_input(app: &Arc<App>, ws: &Workspace, input: &ScheduleInput) -> ApiResult<()> {
+    if input.name.trim().is_empty() || input.name.len() > 200 {
+        return Err(bad("name must be 1 to 200 characters"));
+    }
+    parse_cron(&input.cron).map_err(bad)?;
+    offset(input.timezone.as_deref()).map_err(bad)?;
+    // The job is checked as POST /api/jobs would (type, targets in this workspace …).
+    build_job(app, &ws.scope, ws.user.role, input.job.clone()).await?;
+    Ok(())
+}
+
+/// `POST /api/schedules`
+pub async fn create(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> ApiResult<impl IntoResponse> {
+    check_input(&app, &ws, &input).await?;
+    let s = Schedule {
+        id: store::new_id(),
+        name: input.name.trim().to_string(),
+        cron: input.cron.trim().to_string(),
+        timezone: input.timezone,
+        job: input.job,
+        enabled: input.enabled.unwrap_or(true),
+        owner: ws.user.username.clone(),
+        owner_role: ws.user.role,
+        workspace: ws.scope.key.clone(),
+        created_at: store::now(),
+        last_run: None,
+        last_job_id: None,
+        last_error: None,
+    };
+    let s2 = s.clone();
+    let entry = ws
+        .scope
+        .audit("schedule.create")
+        .detail(format!("schedule {} ({})", s.id, s.name));
+    app.store
+        .write(move |tx| -> Result<(), JobError> {
+            put(tx, &s2)?;
+            crate::audit::record(tx, entry)?;
+            Ok(())
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&s))))
+}
+
+/// `GET /api/schedules`
+pub async fn list(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let all: Vec<(String, Schedule)> = app
+        .store
+        .read(move |tx| -> Result<_, JobError> {
+            Ok(store::list_owned(&tx.open_table(SCHEDULES)?, &key)?)
+        })
+        .await?;
+    Ok(Json(all.iter().map(|(_, s)| view(s)).collect::<Vec<_>>()))
+}
+
+/// `PUT /api/schedules/{id}`: replaces name, cron, timezone, job and enabled.
+pub async fn update(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<ScheduleInput>,
+) -> ApiResult<impl IntoResponse> {
+    check_input(&app, &ws, &input).await?;
+    let key = ws.scope.key.clone();
+    let entry = ws
+        .scope
+        .audit("schedule.update")
+        .detail(format!("schedule {id}"));
+    let s = app
+        .store
+        .write(move |tx| -> Result<Schedule, JobError> {
+            let mut s: Schedule = store::get_owned(&tx.open_table(SCHEDULES)?, &key, &id)?
+                .ok_or(JobError::NotFound("schedule"))?;
+            s.name = input.name.trim().to_string();
+            s.cron = input.cron.trim().to_string();
+            s.timezone = input.timezone;
+            s.job = input.job;
+            if let Some(e) = input.enabled {
+                s.enabled = e;
+            }
+            put(tx, &s)?;
+            crate::audit::record(tx, entry)?;
+            Ok(s)
+        })
+        .await?;
+    Ok(Json(view(&s)))
+}
+
+/// `DELETE /api/schedules/{id}`
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let entry = ws
+        .scope
+        .audit("schedule.delete")
+        .detail(format!("schedule {id}"));
+    app.store
+        .write(move |tx| -> Result<(), JobError> {
+            if tx
+                .open_table(SCHEDULES)?
+                .remove((key.as_str(), id.as_str()))?
+                .is_none()
+            {
+                return Err(JobError::NotFound("schedule"));
+            }
+            crate::audit::record(tx, entry)?;
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/schedules/{id}/run-now`: starts its job now → 202 `{"id"}` (the job's).
+pub async fn run_now(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let s = app
+        .store
+        .read(move |tx| get(tx, &key, &id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("schedule"))?;
+    let job_id = start(&app, s, false).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": job_id }))))
+}
+
+/// Starts a schedule's job as its owner and records the run.
+async fn start(app: &Arc<App>, s: Schedule, due: bool) -> ApiResult<String> {
+    let scope = match team_of_key(&s.workspace) {
+        Some(t) => Scope::team(t, &s.owner),
+        None => Scope::personal(&s.owner),
+    };
+    // The owner must still operate in the workspace.
+    let (sc, role) = (scope.clone(), s.owner_role);
+    let now_role = app
+        .store
+        .read(move |tx| workspace::current_role(tx, &sc, role))
+        .await
+        .map_err(ApiError::internal)?;
+    let result = if now_role.is_some_and(|r| r >= Role::Operator) {
+        match build_job(app, &scope, s.owner_role, s.job.clone()).await {
+            Ok(mut job) => {
+                job.schedule_id = Some(s.id.clone());
+                submit(app, job).await
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        Err(ApiError::forbidden(
+            "the schedule's owner may no longer run jobs in its workspace",
+        ))
+    };
+    let (ws, id) = (s.workspace.clone(), s.id.clone());
+    let outcome = result.clone().map_err(|e| e.message);
+    let now = store::now();
+    app.store
+        .write(move |tx| -> Result<(), JobError> {
+            let Some(mut cur): Option<Schedule> =
+                store::get_owned(&tx.open_table(SCHEDULES)?, &ws, &id)?
+            else {
+                return Ok(());
+            };
+            if due {
+                cur.last_run = Some(now);
+            }
+            match outcome {
+                Ok(job) => {
+                    cur.last_job_id = Some(job);
+                    cur.last_error = None;
+                    if !due {
+                        cur.last_run = Some(now);
+                    }
+                }
+                Err(e) => cur.last_error = Some(e),
+            }
+            put(tx, &cur)
+        })
+        .await?;
+    result
+}
+
+/// Runs due schedules until the process ends (see the module comment).
+pub async fn scheduler(app: Arc<App>) {
+    loop {
+        let all = app
+            .store
+            .read(|tx| -> Result<Vec<Schedule>, JobError> {
+                let mut out = Vec::new();
+                for row in tx.open_table(SCHEDULES)?.iter()? {
+                    let (_, v) = row?;
+                    out.push(store::decode(v.value())?);
+                }
+                Ok(out)
+            })
+            .await;
+        match all {
+            Ok(all) => {
+                let now = store::now();
+                for s in all.into_iter().filter(|s| s.enabled) {
+                    let from = s.last_run.unwrap_or(s.created_at).max(s.created_at);
+                    let due = next_after(&s.cron, s.timezone.as_deref(), from)
+                        .is_ok_and(|next| next <= now);
+                    if due {
+                        let id = s.id.clone();
+                        if let Err(e) = start(&app, s, true).await {
+                            tracing::warn!(schedule = %id, error = %e.message, "scheduled job did not start");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading schedules failed"),
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_and_timezones() {
+        assert!(parse_cron("0 2 * * *").is_ok());
+        assert!(parse_cron("*/15 * * * 1-5").is_ok());
+        assert!(parse_cron("0 2 * *").is_err());
+        assert!(parse_cron("0 0 2 * * *").is_err());
+        assert!(parse_cron("61 2 * * *").is_err());
+        assert!(parse_cron("0 25 * * *").is_err());
+        // 2026-01-01 00:00:00 UTC
+        let t = 1_767_225_600;
+        assert_eq!(next_after("0 2 * * *", None, t), Ok(t + 2 * 3600));
+        assert_eq!(
+            next_after("0 2 * * *", Some("+02:00"), t),
+            Ok(t + 24 * 3600)
+        );
+        assert_eq!(next_after("0 2 * * *", Some("-01:00"), t), Ok(t + 3 * 3600));
+        assert!(next_after("0 2 * * *", Some("Europe/Paris"), t).is_err());
+    }
+}

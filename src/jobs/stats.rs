@@ -1,0 +1,136 @@
+//! `GET /api/statistics`: dashboard figures for the selected workspace, computed from
+//! the inventory, the jobs and the config versions in one read transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::Json;
+use redb::ReadTransaction;
+use serde_json::{json, Value};
+
+use super::model::{self, JobType, TargetState};
+use super::{configs, JobError};
+use crate::app::App;
+use crate::error::ApiResult;
+use crate::inventory::SavedSession;
+use crate::store::{self, SAVED_SESSIONS};
+use crate::workspace::Workspace;
+
+const DAY: i64 = 86_400;
+
+/// The figures for workspace `key` at time `now`.
+pub fn compute(
+    tx: &ReadTransaction,
+    key: &str,
+    now: i64,
+    stale_after_hours: u64,
+) -> Result<Value, JobError> {
+    let sessions: Vec<(String, SavedSession)> =
+        store::list_owned(&tx.open_table(SAVED_SESSIONS)?, key)?;
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_folder: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, s) in &sessions {
+        let t = serde_json::to_value(s.device_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        *by_type.entry(t).or_default() += 1;
+        *by_folder.entry(s.folder.clone()).or_default() += 1;
+    }
+    let jobs = model::list(tx, key)?;
+    let mut jobs_by_state: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut ok24, mut fail24, mut ok7, mut fail7) = (0, 0, 0, 0);
+    // Per device: (time, succeeded) of its newest finished backup, and its newest success.
+    let mut last: HashMap<String, (i64, bool)> = HashMap::new();
+    let mut last_ok: HashMap<String, i64> = HashMap::new();
+    for j in &jobs {
+        let state = serde_json::to_value(j.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        *jobs_by_state.entry(state).or_default() += 1;
+        if j.kind != JobType::ConfigBackup {
+            continue;
+        }
+        for t in &j.targets {
+            let Some(at) = t.started_at else { continue };
+            let ok = match t.state {
+                TargetState::Succeeded => true,
+                TargetState::Failed => false,
+                _ => continue,
+            };
+            let age = now - at;
+            if age <= DAY {
+                if ok {
+                    ok24 += 1
+                } else {
+                    fail24 += 1
+                }
+            }
+            if age <= 7 * DAY {
+                if ok {
+                    ok7 += 1
+                } else {
+                    fail7 += 1
+                }
+            }
+            let e = last.entry(t.session_id.clone()).or_insert((at, ok));
+            if at >= e.0 {
+                *e = (at, ok);
+            }
+            if ok {
+                let e = last_ok.entry(t.session_id.clone()).or_insert(at);
+                *e = (*e).max(at);
+            }
+        }
+    }
+    let stale_secs = (stale_after_hours as i64).saturating_mul(3600);
+    let mut failed_devices = Vec::new();
+    let mut stale_devices = Vec::new();
+    for (id, s) in &sessions {
+        if last.get(id).is_some_and(|(_, ok)| !ok) {
+            failed_devices.push(json!({"session_id": id, "display_name": s.display_name}));
+        }
+        match last_ok.get(id) {
+            Some(at) if now - at <= stale_secs => {}
+            other => stale_devices.push(json!({
+                "session_id": id, "display_name": s.display_name, "last_backup": other,
+            })),
+        }
+    }
+    let versions = configs::list(tx, key, None)?;
+    let changed24 = versions
+        .iter()
+        .filter(|v| now - v.created_at <= DAY)
+        .count();
+    let bytes: usize = versions.iter().map(|v| v.bytes).sum();
+    Ok(json!({
+        "devices": {"total": sessions.len(), "by_type": by_type, "by_folder": by_folder},
+        "backups": {
+            "last_24h": {"succeeded": ok24, "failed": fail24},
+            "last_7d": {"succeeded": ok7, "failed": fail7},
+        },
+        "failed_devices": failed_devices,
+        "stale_devices": stale_devices,
+        "stale_after_hours": stale_after_hours,
+        "configs_changed_24h": changed24,
+        "storage": {"config_versions": versions.len(), "config_bytes": bytes},
+        "jobs_by_state": jobs_by_state,
+    }))
+}
+
+/// `GET /api/statistics`
+pub async fn statistics(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+) -> ApiResult<impl IntoResponse> {
+    let key = ws.scope.key.clone();
+    let hours = app.cfg.jobs.stale_after_hours;
+    let v = app
+        .store
+        .read(move |tx| compute(tx, &key, store::now(), hours))
+        .await?;
+    Ok(Json(v))
+}

@@ -1,0 +1,787 @@
+//! Fleet jobs against a real sshd whose device accounts run a fake network CLI
+//! (tests/fixtures/fake_device.py): config backups with paging, enable and volatile
+//! lines; versions and diffs; retries, cancel, unknown host keys, job channels, restart.
+
+mod common;
+mod sshd;
+mod ws;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, ServerOptions, ADMIN, ADMIN_PASSWORD};
+use opsgate_protocol::ServerFrame;
+use serde_json::{json, Value};
+use sshd::{Sshd, SshdOptions};
+use ws::connect;
+
+const IOS_USER: &str = "ogt-ios";
+const JUNOS_USER: &str = "ogt-junos";
+const ENABLE_SECRET: &str = "en-secret-1";
+const JOBS_CONFIG: &str =
+    "[jobs]\nretries = 2\nretry_base_ms = 500\nretry_max_ms = 1000\ncommand_timeout_secs = 10\n";
+
+const CONFIG_V1: &str = "hostname rtr1\n!\ninterface GigabitEthernet0/1\n description uplink to core\n ip address 10.0.0.1 255.255.255.0\n!\ninterface GigabitEthernet0/2\n shutdown\n!\nvlan 321\n name users\n!\nvlan 400\n name voice\n!\nrouter ospf 1\n network 10.0.0.0 0.0.0.255 area 0\n!\nline vty 0 4\n transport input ssh\n!";
+
+/// Installs the fake device CLI and the device accounts (once per test binary).
+fn ensure_devices() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = PathBuf::from("/usr/local/lib/opsgate-test");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let shell = dir.join("fake_device.py");
+        std::fs::copy(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_device.py"),
+            &shell,
+        )
+        .expect("copy shell");
+        Command::new("chmod")
+            .args(["755"])
+            .arg(&shell)
+            .status()
+            .expect("chmod");
+        Command::new("chmod")
+            .args(["755"])
+            .arg(&dir)
+            .status()
+            .expect("chmod");
+        for user in [IOS_USER, JUNOS_USER] {
+            if !Command::new("id")
+                .arg(user)
+                .output()
+                .expect("id")
+                .status
+                .success()
+            {
+                let _ = Command::new("useradd")
+                    .args(["-m", "-s"])
+                    .arg(&shell)
+                    .arg(user)
+                    .status();
+            }
+            let _ = Command::new("usermod")
+                .args(["-s"])
+                .arg(&shell)
+                .arg(user)
+                .status();
+            let mut c = Command::new("chpasswd")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("chpasswd");
+            use std::io::Write;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{user}:{}\n", sshd::PASSWORD).as_bytes())
+                .expect("write");
+            assert!(c.wait().expect("wait").success());
+        }
+        std::fs::create_dir_all("/tmp/opsgate-fake").expect("fake dir");
+        Command::new("chmod")
+            .args(["1777", "/tmp/opsgate-fake"])
+            .status()
+            .expect("chmod");
+    });
+}
+
+/// A device sshd with its fixture directory.
+struct Devices {
+    sshd: Sshd,
+    fixture: PathBuf,
+}
+
+impl Devices {
+    fn start() -> Devices {
+        ensure_devices();
+        let sshd = Sshd::start_with_users(SshdOptions::default(), &[IOS_USER, JUNOS_USER]);
+        let fixture = PathBuf::from(format!("/tmp/opsgate-fake/{}", sshd.port));
+        let _ = std::fs::remove_dir_all(&fixture);
+        std::fs::create_dir_all(&fixture).expect("fixture");
+        Command::new("chmod")
+            .args(["777"])
+            .arg(&fixture)
+            .status()
+            .expect("chmod");
+        let d = Devices { sshd, fixture };
+        d.set_config(CONFIG_V1);
+        std::fs::write(d.fixture.join("logins.log"), "").expect("log");
+        Command::new("chmod")
+            .args(["666"])
+            .arg(d.fixture.join("logins.log"))
+            .status()
+            .expect("chmod");
+        d
+    }
+
+    fn set_config(&self, text: &str) {
+        let p = self.fixture.join("config.txt");
+        std::fs::write(&p, text).expect("config");
+        Command::new("chmod")
+            .args(["644"])
+            .arg(&p)
+            .status()
+            .expect("chmod");
+    }
+
+    fn set_delay(&self, secs: f64) {
+        let p = self.fixture.join("delay");
+        std::fs::write(&p, secs.to_string()).expect("delay");
+        Command::new("chmod")
+            .args(["644"])
+            .arg(&p)
+            .status()
+            .expect("chmod");
+    }
+
+    fn logins(&self) -> usize {
+        std::fs::read_to_string(self.fixture.join("logins.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Devices {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.fixture);
+    }
+}
+
+async fn setup() -> (Server, Client) {
+    let s = Server::start(ServerOptions::default().config(JOBS_CONFIG)).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    (s, admin)
+}
+
+async fn credential(c: &Client) -> String {
+    let r = c
+        .post(
+            "/api/credentials",
+            &json!({"name":"dev","kind":"password","secret":sshd::PASSWORD,"enable_secret":ENABLE_SECRET}),
+        )
+        .await;
+    r.assert_status(201);
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+async fn session(
+    c: &Client,
+    name: &str,
+    port: u16,
+    user: &str,
+    device_type: &str,
+    cred: &str,
+) -> String {
+    let r = c
+        .post(
+            "/api/sessions",
+            &json!({"folder":"lab","display_name":name,"host":"127.0.0.1","port":port,
+                    "username":user,"device_type":device_type,"credential_id":cred}),
+        )
+        .await;
+    r.assert_status(201);
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+/// Trusts the sshd's host key in the admin's personal workspace through an `ssh`
+/// channel as the plain test user (which runs /bin/sh, not the fake device).
+async fn trust(s: &Server, c: &Client, port: u16) {
+    let pw = c
+        .post(
+            "/api/credentials",
+            &json!({"name":"plain","kind":"password","secret":sshd::PASSWORD}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut w = connect(s, c.cookie.as_deref().expect("cookie")).await;
+    w.send_json(
+        json!({"type":"open","ch":1,"kind":"ssh","host":"127.0.0.1","port":port,
+                       "username":sshd::USER,"credential_id":pw,"cols":80,"rows":24}),
+    )
+    .await;
+    match w
+        .expect_control(|f| {
+            matches!(
+                f,
+                ServerFrame::Hostkey { .. }
+                    | ServerFrame::Opened { .. }
+                    | ServerFrame::Error { .. }
+            )
+        })
+        .await
+    {
+        ServerFrame::Hostkey { .. } => {
+            w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+            w.expect_opened(1).await;
+        }
+        ServerFrame::Opened { .. } => {}
+        other => panic!("trusting failed: {other:?}"),
+    }
+    w.close().await;
+}
+
+async fn run_job(c: &Client, body: Value) -> String {
+    let r = c.post("/api/jobs", &body).await;
+    r.assert_status(202);
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+async fn wait_job(c: &Client, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let j = c.get(&format!("/api/jobs/{id}")).await.json();
+        if ["succeeded", "failed", "cancelled"].contains(&j["state"].as_str().unwrap_or("")) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job did not finish: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn backup_twice_is_one_version_and_a_change_diffs_exactly() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let junos = session(
+        &admin,
+        "mx1",
+        d.sshd.port,
+        JUNOS_USER,
+        "juniper_junos",
+        &cred,
+    )
+    .await;
+
+    let body = json!({"type":"config_backup","targets":[ios, junos]});
+    let id = run_job(&admin, body.clone()).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    for t in j["targets"].as_array().expect("targets") {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["attempts"], 1, "{t}");
+        assert_eq!(t["changed"], true, "{t}");
+        assert!(t["duration_ms"].as_u64().is_some(), "{t}");
+    }
+    let versions = admin
+        .get(&format!("/api/configs?session_id={ios}"))
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+    let v1 = versions[0]["id"].as_str().expect("id").to_string();
+    let text = admin.get(&format!("/api/configs/{v1}")).await.json()["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    // The whole config through the --More-- pager (paging was disabled... or paged
+    // through), without the volatile lines, the echo, the prompt or \r.
+    assert!(text.contains("hostname rtr1\n"), "{text}");
+    assert!(
+        text.contains("line vty 0 4\n transport input ssh\n"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("end"), "{text}");
+    for gone in [
+        "Building configuration",
+        "Current configuration",
+        "Last configuration change",
+        "ntp clock-period",
+        "rtr1#",
+        "show running",
+        "\r",
+        "More",
+    ] {
+        assert!(!text.contains(gone), "{gone:?} in {text}");
+    }
+    let jv = admin
+        .get(&format!("/api/configs?session_id={junos}"))
+        .await
+        .json();
+    let jtext = admin
+        .get(&format!(
+            "/api/configs/{}",
+            jv[0]["id"].as_str().expect("id")
+        ))
+        .await
+        .json()["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert!(jtext.starts_with("hostname rtr1\n"), "{jtext}");
+    assert!(!jtext.contains("Last commit"), "{jtext}");
+
+    // Again, unchanged: no new version, but checked.
+    let id = run_job(&admin, body.clone()).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["targets"][0]["changed"], false, "{j}");
+    let versions = admin
+        .get(&format!("/api/configs?session_id={ios}"))
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+
+    // A real change: a second version whose diff is exactly that change.
+    d.set_config(&CONFIG_V1.replace("vlan 321\n name users", "vlan 322\n name users"));
+    let id = run_job(&admin, json!({"type":"config_backup","targets":[ios]})).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["targets"][0]["changed"], true, "{j}");
+    let versions = admin
+        .get(&format!("/api/configs?session_id={ios}"))
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(2), "{versions}");
+    let v2 = versions[0]["id"].as_str().expect("id").to_string();
+    let diff = admin
+        .get(&format!("/api/configs/diff?from={v1}&to={v2}"))
+        .await;
+    diff.assert_status(200);
+    let diff = diff.json();
+    assert_eq!(diff["stats"], json!({"added":1,"removed":1}), "{diff}");
+    let unified = diff["unified"].as_str().expect("unified");
+    assert!(unified.contains("-vlan 321\n+vlan 322\n"), "{unified}");
+    let changed: Vec<&Value> = diff["hunks"][0]["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["tag"] != "equal")
+        .collect();
+    assert_eq!(changed.len(), 2, "{diff}");
+    assert_eq!(changed[0]["old_line"], changed[1]["new_line"], "{diff}");
+
+    // Across devices: refused unless asked for.
+    let jid = jv[0]["id"].as_str().expect("id");
+    admin
+        .get(&format!("/api/configs/diff?from={v2}&to={jid}"))
+        .await
+        .assert_error(400, Some("cross_device_diff"));
+    admin
+        .get(&format!(
+            "/api/configs/diff?from={v2}&to={jid}&allow_cross=true"
+        ))
+        .await
+        .assert_status(200);
+
+    // Search the latest configs: only the Junos box still has vlan 321.
+    let found = admin.get("/api/configs/search?q=vlan%20321").await.json();
+    let results = found["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{found}");
+    assert_eq!(results[0]["session_id"], junos.as_str(), "{found}");
+    assert!(
+        results[0]["matches"][0]["line"].as_u64().is_some(),
+        "{found}"
+    );
+    let re = admin
+        .get("/api/configs/search?q=%5Evlan%20(321%7C322)%24&regex=true")
+        .await
+        .json();
+    assert_eq!(re["results"].as_array().map(Vec::len), Some(2), "{re}");
+    admin
+        .get("/api/configs/search?q=(unclosed&regex=true")
+        .await
+        .assert_error(400, Some("invalid_query"));
+
+    // A command job collects each target's output.
+    let id = run_job(
+        &admin,
+        json!({"type":"command","targets":[ios],"commands":["show running-config"]}),
+    )
+    .await;
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    let out = j["targets"][0]["output"][0]["output"]
+        .as_str()
+        .expect("output");
+    assert!(out.contains("vlan 322"), "{j}");
+}
+
+#[tokio::test]
+async fn fleet_progress_retries_hostkeys_and_cancel() {
+    let d = Devices::start();
+    let untrusted = Sshd::start_with_users(SshdOptions::default(), &[IOS_USER]);
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let mut targets = Vec::new();
+    for i in 0..20 {
+        targets.push(
+            session(
+                &admin,
+                &format!("sw{i}"),
+                d.sshd.port,
+                IOS_USER,
+                "cisco_ios",
+                &cred,
+            )
+            .await,
+        );
+    }
+    let closed_port = common::free_port();
+    let closed = session(&admin, "dead", closed_port, IOS_USER, "cisco_ios", &cred).await;
+    let unknown = session(&admin, "new", untrusted.port, IOS_USER, "cisco_ios", &cred).await;
+    let mut all = targets.clone();
+    all.push(closed.clone());
+    all.push(unknown.clone());
+
+    let id = run_job(
+        &admin,
+        json!({"type":"config_backup","targets":all,"concurrency":8}),
+    )
+    .await;
+    // Watch it on a job channel.
+    let mut w = connect(&s, admin.cookie.as_deref().expect("cookie")).await;
+    w.send_json(json!({"type":"open","ch":7,"kind":"job","job_id":id}))
+        .await;
+    w.expect_opened(7).await;
+    let exit = w
+        .expect_control(|f| matches!(f, ServerFrame::Exit { ch: 7, .. }))
+        .await;
+    assert!(
+        matches!(exit, ServerFrame::Exit { code: Some(1), .. }),
+        "{exit:?}"
+    );
+    let progress: Vec<serde_json::Map<String, Value>> = w
+        .controls
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Progress { ch: 7, event } => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    let last_summary = progress
+        .iter()
+        .rev()
+        .find(|e| e.get("event") == Some(&json!("job")))
+        .expect("job summary");
+    assert_eq!(last_summary["state"], "failed", "{last_summary:?}");
+    assert_eq!(
+        last_summary["summary"],
+        json!({"total":22,"queued":0,"running":0,"retrying":0,"succeeded":20,"failed":2,"cancelled":0})
+    );
+    let retrying: Vec<_> = progress
+        .iter()
+        .filter(|e| {
+            e.get("session_id") == Some(&json!(closed))
+                && e.get("state") == Some(&json!("retrying"))
+        })
+        .collect();
+    // (The first retry may fall before the channel subscribed; replay keeps the latest.)
+    assert!(!retrying.is_empty(), "retries are reported: {progress:?}");
+    for t in &targets {
+        assert!(
+            progress
+                .iter()
+                .any(|e| e.get("session_id") == Some(&json!(t))
+                    && e.get("state") == Some(&json!("succeeded"))),
+            "no succeeded event for {t}"
+        );
+    }
+
+    let j = admin.get(&format!("/api/jobs/{id}")).await.json();
+    let by = |sid: &str| {
+        j["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["session_id"] == sid)
+            .cloned()
+            .expect("target")
+    };
+    let c = by(&closed);
+    assert_eq!(c["state"], "failed", "{c}");
+    assert_eq!(c["attempts"], 3, "{c}");
+    assert_eq!(c["error"]["code"], "connect_refused", "{c}");
+    let u = by(&unknown);
+    assert_eq!(u["error"]["code"], "hostkey_unknown", "{u}");
+    assert_eq!(u["attempts"], 1, "no retry for host keys: {u}");
+    // Never trusted silently.
+    let hosts = admin.get("/api/known-hosts").await.json();
+    assert_eq!(hosts.as_array().map(Vec::len), Some(1), "{hosts}");
+
+    // A late socket gets the current state of every target first.
+    w.send_json(json!({"type":"open","ch":8,"kind":"job","job_id":id}))
+        .await;
+    w.expect_opened(8).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Exit { ch: 8, .. }))
+        .await;
+    let replayed = w
+        .controls
+        .iter()
+        .filter(
+            |f| matches!(f, ServerFrame::Progress { ch: 8, event } if event["event"] == "target"),
+        )
+        .count();
+    assert_eq!(replayed, 22);
+
+    // Listing filters by state and type.
+    let list = admin
+        .get("/api/jobs?state=failed&type=config_backup")
+        .await
+        .json();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(
+        admin.get("/api/jobs?state=succeeded").await.json()["total"],
+        0
+    );
+
+    // Cancel midway: slow devices, concurrency 2.
+    d.set_delay(1.5);
+    let id = run_job(
+        &admin,
+        json!({"type":"config_backup","targets":targets,"concurrency":2}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = Instant::now();
+    admin
+        .post(&format!("/api/jobs/{id}/cancel"), &json!({}))
+        .await
+        .assert_status(202);
+    let j = wait_job(&admin, &id, Duration::from_secs(10)).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "cancel took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(j["state"], "cancelled", "{j}");
+    let cancelled = j["summary"]["cancelled"].as_u64().unwrap_or(0);
+    assert!(cancelled >= 16, "{j}");
+    admin
+        .post(&format!("/api/jobs/{id}/cancel"), &json!({}))
+        .await
+        .assert_error(409, Some("job_finished"));
+}
+
+#[tokio::test]
+async fn a_killed_gateway_finishes_the_remaining_targets_once() {
+    let d = Devices::start();
+    let (mut s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let mut targets = Vec::new();
+    for i in 0..20 {
+        targets.push(
+            session(
+                &admin,
+                &format!("sw{i}"),
+                d.sshd.port,
+                IOS_USER,
+                "cisco_ios",
+                &cred,
+            )
+            .await,
+        );
+    }
+    d.set_delay(0.5);
+    let concurrency = 3;
+    let id = run_job(
+        &admin,
+        json!({"type":"config_backup","targets":targets,"concurrency":concurrency}),
+    )
+    .await;
+    // Let some finish, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = admin.get(&format!("/api/jobs/{id}")).await.json();
+        if j["summary"]["succeeded"].as_u64().unwrap_or(0) >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.kill9();
+    let logins_at_kill = d.logins();
+    assert!(
+        logins_at_kill < 20,
+        "the job must still be running at the kill"
+    );
+    s.start_again().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    // Every target once, except those cut off mid-backup, which run again (at most
+    // the job's concurrency).
+    let logins = d.logins();
+    assert!(
+        (20..=20 + concurrency).contains(&logins),
+        "{logins} logins for 20 targets"
+    );
+    for t in &targets {
+        let v = admin
+            .get(&format!("/api/configs?session_id={t}"))
+            .await
+            .json();
+        assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn bad_job_requests_are_refused() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    let cred = credential(&admin).await;
+    let mine = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    admin
+        .post("/api/jobs", &json!({"type":"reboot","targets":[mine]}))
+        .await
+        .assert_error(400, Some("invalid_job_type"));
+    admin
+        .post("/api/jobs", &json!({"type":"config_backup","targets":[]}))
+        .await
+        .assert_error(400, Some("invalid_targets"));
+    admin
+        .post("/api/jobs", &json!({"type":"command","targets":[mine]}))
+        .await
+        .assert_error(400, Some("invalid_commands"));
+    admin
+        .post(
+            "/api/jobs",
+            &json!({"type":"config_backup","targets":["nope"]}),
+        )
+        .await
+        .assert_error(404, Some("not_found"));
+    // Another user's saved session is as unknown as a made-up id.
+    admin
+        .post(
+            "/api/users",
+            &json!({"username":"bob","password":"bob-password-123","role":"operator"}),
+        )
+        .await
+        .assert_status(201);
+    let bob = s.login("bob", "bob-password-123").await;
+    bob.post(
+        "/api/jobs",
+        &json!({"type":"config_backup","targets":[mine]}),
+    )
+    .await
+    .assert_error(404, Some("not_found"));
+    bob.get("/api/jobs/whatever")
+        .await
+        .assert_error(404, Some("not_found"));
+    // A job of admin's (its host key is not trusted: it fails at once, never asking).
+    let id = run_job(&admin, json!({"type":"config_backup","targets":[mine]})).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(30)).await;
+    assert_eq!(j["targets"][0]["error"]["code"], "hostkey_unknown", "{j}");
+    bob.get(&format!("/api/jobs/{id}"))
+        .await
+        .assert_error(404, Some("not_found"));
+    bob.get(&format!("/api/configs?session_id={mine}"))
+        .await
+        .assert_status(200);
+    assert_eq!(bob.get("/api/jobs").await.json()["total"], 0);
+    // Nor can bob watch it on a job channel.
+    let mut w = connect(&s, bob.cookie.as_deref().expect("cookie")).await;
+    w.send_json(json!({"type":"open","ch":3,"kind":"job","job_id":id}))
+        .await;
+    w.expect_error(Some(3), "not_found").await;
+    // Viewers watch but do not start jobs.
+    admin
+        .post(
+            "/api/users",
+            &json!({"username":"vic","password":"vic-password-123","role":"viewer"}),
+        )
+        .await
+        .assert_status(201);
+    let vic = s.login("vic", "vic-password-123").await;
+    vic.post("/api/jobs", &json!({"type":"config_backup","targets":[]}))
+        .await
+        .assert_error(403, Some("forbidden"));
+}
+
+#[tokio::test]
+async fn schedules_and_statistics() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let job = json!({"type":"config_backup","targets":[ios]});
+    for (cron, why) in [
+        ("0 2 * *", "fields"),
+        ("0 2 * * * *", "fields"),
+        ("61 2 * * *", "cron"),
+        ("every day", "fields"),
+    ] {
+        let msg = admin
+            .post(
+                "/api/schedules",
+                &json!({"name":"nightly","cron":cron,"job":job}),
+            )
+            .await
+            .assert_error(400, Some("invalid_schedule"));
+        assert!(msg.contains(why), "{cron}: {msg}");
+    }
+    admin
+        .post(
+            "/api/schedules",
+            &json!({"name":"n","cron":"0 2 * * *","timezone":"Mars/Olympus","job":job}),
+        )
+        .await
+        .assert_error(400, Some("invalid_schedule"));
+    admin
+        .post("/api/schedules", &json!({"name":"n","cron":"0 2 * * *","job":{"type":"config_backup","targets":["nope"]}}))
+        .await
+        .assert_error(404, Some("not_found"));
+    let r = admin
+        .post(
+            "/api/schedules",
+            &json!({"name":"nightly","cron":"0 2 * * *","timezone":"+02:00","job":job}),
+        )
+        .await;
+    r.assert_status(201);
+    let sched = r.json();
+    let id = sched["id"].as_str().expect("id").to_string();
+    let next = sched["next_run"].as_i64().expect("next_run");
+    // 02:00 at +02:00 is 00:00 UTC.
+    assert_eq!(next % 86_400, 0, "{sched}");
+    assert!(sched["last_run"].is_null(), "{sched}");
+
+    let r = admin
+        .post(&format!("/api/schedules/{id}/run-now"), &json!({}))
+        .await;
+    r.assert_status(202);
+    let job_id = r.json()["id"].as_str().expect("id").to_string();
+    let j = wait_job(&admin, &job_id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["schedule_id"], id.as_str(), "{j}");
+    let list = admin.get("/api/schedules").await.json();
+    assert_eq!(list[0]["last_job_id"], job_id.as_str(), "{list}");
+    assert!(list[0]["last_run"].as_i64().is_some(), "{list}");
+
+    let r = admin
+        .put(
+            &format!("/api/schedules/{id}"),
+            &json!({"name":"n2","cron":"30 3 * * 1","job":job,"enabled":false}),
+        )
+        .await;
+    r.assert_status(200);
+    assert!(r.json()["next_run"].is_null(), "disabled: {}", r.json());
+
+    let st = admin.get("/api/statistics").await.json();
+    assert_eq!(st["devices"]["total"], 1, "{st}");
+    assert_eq!(st["devices"]["by_type"]["cisco_ios"], 1, "{st}");
+    assert_eq!(st["devices"]["by_folder"]["lab"], 1, "{st}");
+    assert_eq!(st["backups"]["last_24h"]["succeeded"], 1, "{st}");
+    assert_eq!(st["configs_changed_24h"], 1, "{st}");
+    assert_eq!(st["storage"]["config_versions"], 1, "{st}");
+    assert_eq!(st["jobs_by_state"]["succeeded"], 1, "{st}");
+    assert_eq!(
+        st["stale_devices"].as_array().map(Vec::len),
+        Some(0),
+        "{st}"
+    );
+
+    admin
+        .delete(&format!("/api/schedules/{id}"))
+        .await
+        .assert_status(204);
+    admin
+        .delete(&format!("/api/schedules/{id}"))
+        .await
+        .assert_error(404, Some("not_found"));
+}
