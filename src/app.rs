@@ -20,6 +20,8 @@ pub struct App {
     pub mux: Mux,
     /// Batched audit writer for hot paths.
     pub audit: AuditSink,
+    /// The tool registry and its run counters.
+    pub tools: crate::tools::Tools,
 }
 
 impl App {
@@ -31,11 +33,13 @@ impl App {
         // Files an older version (or a restore) left readable by others are tightened.
         crate::store::tighten_data_dir(&cfg.data_dir)?;
         crate::pty::configure(&cfg.pty)?;
+        let tools = crate::tools::Tools::new(cfg.tools.clone()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
             audit: AuditSink::start(store.clone()),
+            tools,
             cfg,
             store,
             sealer,

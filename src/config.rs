@@ -57,6 +57,8 @@ pub struct Config {
     pub mux: MuxConfig,
     pub pty: PtyConfig,
     pub ssh: SshConfig,
+    /// `[tools]` and `[tools.<name>]`: network tools (see `crate::tools`).
+    pub tools: crate::tools::ToolsConfig,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             mux: MuxConfig::default(),
             pty: PtyConfig::default(),
             ssh: SshConfig::default(),
+            tools: crate::tools::ToolsConfig::default(),
         }
     }
 }

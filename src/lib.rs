@@ -18,5 +18,6 @@ pub mod source;
 pub mod ssh;
 pub mod store;
 pub mod tls;
+pub mod tools;
 pub mod web;
 pub mod workspace;

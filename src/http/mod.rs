@@ -154,6 +154,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/teams/{id}/members/{username}",
             put(teams::put_member).delete(teams::delete_member),
         )
+        .route("/api/tools", get(crate::tools::routes::list_tools))
+        .route("/api/tools/{name}", get(crate::tools::routes::get_tool))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

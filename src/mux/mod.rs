@@ -283,6 +283,7 @@ impl MuxInner {
                 },
                 check_size(*cols, *rows),
             ),
+            OpenTarget::Tool { tool, .. } => (format!("tool {tool}"), Ok(())),
             other => (
                 other.kind().to_string(),
                 Err(OpenError::new(
@@ -347,6 +348,28 @@ impl MuxInner {
                         crate::ssh::start(app, owner, target, workspace, qtx, input).await
                     }),
                     Some(qrx),
+                )
+            }
+            OpenTarget::Tool { tool, params } => {
+                // Every check (tool, role, parameters, run limits) happens here, before
+                // anything starts; the run's slots travel with it.
+                let run = app
+                    .tools
+                    .prepare(&login.username, login.role, &tool, &params)?;
+                input.close();
+                let audit_app = app.clone();
+                let (user, ip) = (login.username.to_string(), login.ip.clone());
+                let detail = format!("{} {}", run.tool, run.params);
+                let on_end = move |state: crate::tools::State, code: Option<i32>| {
+                    audit_app.audit.record(
+                        audit::Entry::new(&user, "tool.run")
+                            .ip(Some(ip))
+                            .detail(format!("{detail}: {} (exit {code:?})", state.word())),
+                    );
+                };
+                (
+                    Box::pin(async move { Ok(crate::tools::start(run, on_end)) }),
+                    None,
                 )
             }
             other => {
