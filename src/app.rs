@@ -22,6 +22,8 @@ pub struct App {
     pub audit: AuditSink,
     /// The tool registry and its run counters.
     pub tools: crate::tools::Tools,
+    /// Tool runs in flight and the stored execution history.
+    pub executions: Arc<crate::tools::executions::Executions>,
 }
 
 impl App {
@@ -35,11 +37,22 @@ impl App {
         crate::pty::configure(&cfg.pty)?;
         let tools = crate::tools::Tools::new(cfg.tools.clone()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(Metrics::default());
+        let audit = AuditSink::start(store.clone());
+        let executions = Arc::new(crate::tools::executions::Executions::new(
+            store.clone(),
+            audit.clone(),
+            crate::tools::executions::Limits {
+                output_bytes: cfg.tools.output_bytes,
+                keep_count: cfg.tools.keep_count.max(1),
+                keep_days: cfg.tools.keep_days.max(1),
+            },
+        ));
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
-            audit: AuditSink::start(store.clone()),
+            audit,
             tools,
+            executions,
             cfg,
             store,
             sealer,

@@ -569,3 +569,135 @@ async fn a_viewer_lists_tools_but_cannot_run_one() {
     .await;
     w.expect_error(Some(1), "forbidden").await;
 }
+
+/// Polls `GET /api/executions/{id}` until the run left `running`.
+async fn wait_execution(c: &common::Client, id: &str) -> Value {
+    for _ in 0..200 {
+        let r = c.get(&format!("/api/executions/{id}")).await;
+        r.assert_status(200);
+        let v = r.json();
+        if v["state"] != "running" && v["ended_at"].is_i64() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("execution {id} did not end");
+}
+
+#[tokio::test]
+async fn rest_executions_run_list_cancel_follow_and_retain() {
+    let s = Server::start(ServerOptions::default().config("[tools]\nkeep_count = 2\n")).await;
+    let admin = s.admin().await;
+    let bad = admin
+        .post(
+            "/api/tools/port_check/execute",
+            &json!({"params":{"host":"127.0.0.1;id","port":22}}),
+        )
+        .await;
+    bad.assert_error(400, Some("invalid_params"));
+    admin
+        .post("/api/tools/nope/execute", &json!({"params":{}}))
+        .await
+        .assert_error(404, Some("unknown_tool"));
+
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let r = admin
+        .post(
+            "/api/tools/port_check/execute",
+            &json!({"params":{"host":"127.0.0.1","port":port}}),
+        )
+        .await;
+    r.assert_status(202);
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let e = wait_execution(&admin, &id).await;
+    assert_eq!(e["state"], "succeeded", "{e}");
+    assert_eq!(e["result"]["open"], true);
+    assert_eq!(e["params"]["port"], port);
+    assert!(
+        e["output"].as_str().is_some_and(|o| o.contains("open")),
+        "{e}"
+    );
+    assert_eq!(e["truncated"], false);
+
+    // Follow the finished run on a channel: stored output, the final state, exit.
+    let mut w = connect(&s, admin.cookie.as_deref().expect("cookie")).await;
+    w.send_json(json!({"type":"open","ch":1,"kind":"tool","execution_id":id}))
+        .await;
+    w.expect_opened(1).await;
+    w.expect_output(1, "open").await;
+    let end = final_progress(&mut w, 1).await;
+    assert_eq!(end["result"]["open"], true);
+    expect_exit(&mut w, 1).await;
+
+    if have("ping") {
+        // Cancel a long run by DELETE; the list shows it cancelled.
+        let r = admin
+            .post(
+                "/api/tools/ping/execute",
+                &json!({"params":{"host":"127.0.0.1","count":20}}),
+            )
+            .await;
+        r.assert_status(202);
+        let pid = r.json()["id"].as_str().expect("id").to_string();
+        // A second socket follows it live.
+        w.send_json(json!({"type":"open","ch":2,"kind":"tool","execution_id":pid}))
+            .await;
+        w.expect_opened(2).await;
+        w.expect_output(2, "bytes from").await;
+        admin
+            .delete(&format!("/api/executions/{pid}"))
+            .await
+            .assert_status(202);
+        let e = wait_execution(&admin, &pid).await;
+        assert_eq!(e["state"], "cancelled", "{e}");
+        let end = final_progress(&mut w, 2).await;
+        assert_eq!(end["state"], "cancelled");
+        admin
+            .delete(&format!("/api/executions/{pid}"))
+            .await
+            .assert_error(409, Some("not_running"));
+        let list = admin.get("/api/executions?state=cancelled").await.json();
+        assert_eq!(list["total"], 1, "{list}");
+        assert_eq!(list["executions"][0]["id"], json!(pid));
+        assert!(list["executions"][0].get("output").is_none());
+    }
+
+    // Retention: keep_count = 2 per workspace.
+    for _ in 0..2 {
+        let r = admin
+            .post(
+                "/api/tools/port_check/execute",
+                &json!({"params":{"host":"127.0.0.1","port":port}}),
+            )
+            .await;
+        let id = r.json()["id"].as_str().expect("id").to_string();
+        wait_execution(&admin, &id).await;
+    }
+    let list = admin.get("/api/executions").await.json();
+    assert_eq!(list["total"], 2, "{list}");
+    admin
+        .get(&format!("/api/executions/{id}"))
+        .await
+        .assert_error(404, Some("not_found"));
+
+    // Viewers read, never run; another user's personal executions are not theirs.
+    admin
+        .create_user("viewer2", "viewer-password-2", "viewer")
+        .await;
+    let v = s.login("viewer2", "viewer-password-2").await;
+    v.post(
+        "/api/tools/port_check/execute",
+        &json!({"params":{"host":"127.0.0.1","port":port}}),
+    )
+    .await
+    .assert_error(403, Some("forbidden"));
+    let theirs = v.get("/api/executions").await.json();
+    assert_eq!(theirs["total"], 0);
+    let audit = admin.get("/api/audit?limit=200").await.json();
+    assert!(
+        audit.to_string().contains("tool.run"),
+        "no tool.run in the audit"
+    );
+    drop(l);
+}

@@ -156,6 +156,18 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/tools", get(crate::tools::routes::list_tools))
         .route("/api/tools/{name}", get(crate::tools::routes::get_tool))
+        .route(
+            "/api/tools/{name}/execute",
+            post(crate::tools::routes::execute),
+        )
+        .route(
+            "/api/executions",
+            get(crate::tools::routes::list_executions),
+        )
+        .route(
+            "/api/executions/{id}",
+            get(crate::tools::routes::get_execution).delete(crate::tools::routes::cancel_execution),
+        )
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

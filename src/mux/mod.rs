@@ -248,7 +248,16 @@ impl MuxInner {
                 ..
             }
         );
-        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") && !saved {
+        // Following an execution is reading: viewers may.
+        let follow = matches!(
+            &target,
+            OpenTarget::Tool {
+                execution_id: Some(_),
+                ..
+            }
+        );
+        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") && !saved && !follow
+        {
             return Err(OpenError::new(
                 codes::FORBIDDEN,
                 "viewers cannot open terminals or run tools",
@@ -283,6 +292,10 @@ impl MuxInner {
                 },
                 check_size(*cols, *rows),
             ),
+            OpenTarget::Tool {
+                execution_id: Some(id),
+                ..
+            } => (format!("execution {id}"), Ok(())),
             OpenTarget::Tool { tool, .. } => (format!("tool {tool}"), Ok(())),
             other => (
                 other.kind().to_string(),
@@ -350,25 +363,40 @@ impl MuxInner {
                     Some(qrx),
                 )
             }
-            OpenTarget::Tool { tool, params } => {
-                // Every check (tool, role, parameters, run limits) happens here, before
-                // anything starts; the run's slots travel with it.
-                let run = app
-                    .tools
-                    .prepare(&login.username, login.role, &tool, &params)?;
-                input.close();
-                let audit_app = app.clone();
-                let (user, ip) = (login.username.to_string(), login.ip.clone());
-                let detail = format!("{} {}", run.tool, run.params);
-                let on_end = move |state: crate::tools::State, code: Option<i32>| {
-                    audit_app.audit.record(
-                        audit::Entry::new(&user, "tool.run")
-                            .ip(Some(ip))
-                            .detail(format!("{detail}: {} (exit {code:?})", state.word())),
-                    );
-                };
+            OpenTarget::Tool {
+                execution_id: Some(id),
+                ..
+            } => {
+                // Follow an execution of any workspace the user is in.
+                let user = login.username.to_string();
                 (
-                    Box::pin(async move { Ok(crate::tools::start(run, on_end)) }),
+                    Box::pin(async move { crate::tools::routes::follow(&app, &user, &id).await }),
+                    None,
+                )
+            }
+            OpenTarget::Tool { tool, params, .. } => {
+                // Every check (tool, role, parameters, run limits) happens here, before
+                // anything starts; the run's slots travel with it. The run is an
+                // execution of the personal workspace; this channel follows it, and its
+                // `close` cancels it.
+                let run = app.tools.prepare(
+                    &login.username,
+                    login.role,
+                    login.role == Role::Admin,
+                    &tool,
+                    &params,
+                )?;
+                input.close();
+                let (user, ip) = (login.username.to_string(), login.ip.clone());
+                (
+                    // Started by the channel task, so a channel limit refused below
+                    // never leaves a run behind.
+                    Box::pin(async move {
+                        let live = app
+                            .executions
+                            .start(run, &user, Some(ip), user.clone(), None);
+                        Ok(crate::tools::executions::follow(Some(live), None, true))
+                    }),
                     None,
                 )
             }

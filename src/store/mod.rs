@@ -48,6 +48,8 @@ pub const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
 pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
     [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
+/// (workspace key, id) → tool execution: params, state, times, result, bounded output.
+pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
 /// sequence number → audit event.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -168,6 +170,7 @@ impl Store {
             tx.open_table(AUDIT)?;
             tx.open_table(TEAMS)?;
             tx.open_table(MEMBERS)?;
+            tx.open_table(EXECUTIONS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -6,6 +6,7 @@
 //! limited per user, per tool and in all; over a limit the answer is `limit_reached`,
 //! never a queue.
 
+pub mod executions;
 mod native;
 mod parse;
 pub mod routes;
@@ -41,6 +42,13 @@ pub struct ToolsConfig {
     pub max_runs_per_user: usize,
     /// Runs the gateway has in flight over all users.
     pub max_runs_total: usize,
+    /// Output kept per execution (stored, and replayed to followers); beyond it the
+    /// output still counts in `output_bytes` and the record says `truncated`.
+    pub output_bytes: usize,
+    /// Finished executions kept per workspace (the newest).
+    pub keep_count: usize,
+    /// Finished executions older than this many days are removed.
+    pub keep_days: u64,
     /// Per tool: `enabled`, `timeout_secs`, `concurrency`, `max_prefix`.
     #[serde(flatten)]
     pub tool: BTreeMap<String, ToolSettings>,
@@ -51,6 +59,9 @@ impl Default for ToolsConfig {
         ToolsConfig {
             max_runs_per_user: 4,
             max_runs_total: 32,
+            output_bytes: 1024 * 1024,
+            keep_count: 1000,
+            keep_days: 30,
             tool: BTreeMap::new(),
         }
     }
@@ -593,6 +604,7 @@ impl Tools {
         &self,
         user: &str,
         role: crate::auth::Role,
+        is_admin: bool,
         name: &str,
         params: &Value,
     ) -> Result<Prepared, ToolError> {
@@ -604,7 +616,7 @@ impl Tools {
             .get(name)
             .ok_or_else(|| ToolError::Unknown(name.chars().take(64).collect()))?;
         let def = &tool.def;
-        if def.admin_only && role != Role::Admin {
+        if def.admin_only && !is_admin {
             return Err(ToolError::AdminOnly(def.name));
         }
         if !tool.enabled {
@@ -804,7 +816,13 @@ mod tests {
                         params.insert("name".into(), json!("example.com"));
                     }
                     params.insert(param.name.into(), json!(bad));
-                    let r = t.prepare("u", Role::Admin, tool.def.name, &Value::Object(params));
+                    let r = t.prepare(
+                        "u",
+                        Role::Admin,
+                        true,
+                        tool.def.name,
+                        &Value::Object(params),
+                    );
                     assert!(
                         matches!(r, Err(ToolError::Invalid(_))),
                         "{}.{} accepted {bad:?}",
@@ -840,7 +858,13 @@ mod tests {
                 "192.0.2.0/28"
             ]
         );
-        let r = t.prepare("u", Role::Admin, "nmap", &json!({"target":"10.0.0.0/8"}));
+        let r = t.prepare(
+            "u",
+            Role::Admin,
+            true,
+            "nmap",
+            &json!({"target":"10.0.0.0/8"}),
+        );
         assert!(matches!(r, Err(ToolError::Invalid(_))));
     }
 
@@ -853,17 +877,21 @@ mod tests {
         .expect("registry");
         let p = json!({"host":"127.0.0.1","port":22});
         let first = t
-            .prepare("u", Role::Operator, "port_check", &p)
+            .prepare("u", Role::Operator, false, "port_check", &p)
             .expect("first");
         assert!(matches!(
-            t.prepare("u", Role::Operator, "port_check", &p),
+            t.prepare("u", Role::Operator, false, "port_check", &p),
             Err(ToolError::Limit(_))
         ));
-        assert!(t.prepare("v", Role::Operator, "port_check", &p).is_ok());
+        assert!(t
+            .prepare("v", Role::Operator, false, "port_check", &p)
+            .is_ok());
         drop(first);
-        assert!(t.prepare("u", Role::Operator, "port_check", &p).is_ok());
+        assert!(t
+            .prepare("u", Role::Operator, false, "port_check", &p)
+            .is_ok());
         assert!(matches!(
-            t.prepare("w", Role::Viewer, "port_check", &p),
+            t.prepare("w", Role::Viewer, false, "port_check", &p),
             Err(ToolError::Viewer)
         ));
     }
