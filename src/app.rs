@@ -24,6 +24,8 @@ pub struct App {
     pub tools: crate::tools::Tools,
     /// Tool runs in flight and the stored execution history.
     pub executions: Arc<crate::tools::executions::Executions>,
+    /// The one shared system-metrics sampler.
+    pub stats: Arc<crate::stats::Sampler>,
 }
 
 impl App {
@@ -50,6 +52,7 @@ impl App {
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
+            stats: Arc::new(crate::stats::Sampler::new(weak.clone())),
             audit,
             tools,
             executions,

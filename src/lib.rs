@@ -16,6 +16,7 @@ pub mod mux;
 pub mod pty;
 pub mod source;
 pub mod ssh;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod tools;

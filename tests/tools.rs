@@ -674,7 +674,15 @@ async fn rest_executions_run_list_cancel_follow_and_retain() {
         let id = r.json()["id"].as_str().expect("id").to_string();
         wait_execution(&admin, &id).await;
     }
-    let list = admin.get("/api/executions").await.json();
+    // Retention applies when the finished record is written, just after it ended.
+    let mut list = Value::Null;
+    for _ in 0..50 {
+        list = admin.get("/api/executions").await.json();
+        if list["total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(list["total"], 2, "{list}");
     admin
         .get(&format!("/api/executions/{id}"))
@@ -700,4 +708,102 @@ async fn rest_executions_run_list_cancel_follow_and_retain() {
         "no tool.run in the audit"
     );
     drop(l);
+}
+
+/// utime + stime of `pid` in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3; utime 14 and stime 15 (1-based) → 11, 12 here.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn system_stats_by_rest_and_on_a_shared_sampler() {
+    let s = Server::start(ServerOptions::default().config("[mux]\nmax_sockets_per_login = 256\n"))
+        .await;
+    let admin = s.admin().await;
+    let st = admin.get("/api/system/stats").await;
+    st.assert_status(200);
+    let v = st.json();
+    assert!(
+        v["cpu"]["per_core_pct"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{v}"
+    );
+    assert!(v["memory"]["total"].as_u64().is_some_and(|m| m > 0), "{v}");
+    assert!(v["processes"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert!(
+        v["gateway"]["rss_bytes"].as_u64().is_some_and(|n| n > 0),
+        "{v}"
+    );
+    assert!(v["uptime_secs"].as_u64().is_some(), "{v}");
+
+    // A channel asks for 50 ms and gets 250 ms.
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.send_json(json!({"type":"open","ch":1,"kind":"stats","interval_ms":50}))
+        .await;
+    w.expect_opened(1).await;
+    let mut ats = Vec::new();
+    for _ in 0..3 {
+        let f = w
+            .expect_control(|f| matches!(f, ServerFrame::Progress { ch: 1, .. }))
+            .await;
+        if let ServerFrame::Progress { event, .. } = f {
+            assert_eq!(event["interval_ms"], 250);
+            assert_eq!(event["kind"], "system");
+            assert!(event["gateway"]["channels"]["stats"].as_i64() >= Some(1));
+            ats.push(event["at_ms"].as_i64().expect("at_ms"));
+        }
+    }
+    assert!(ats.windows(2).all(|p| p[1] - p[0] >= 200), "{ats:?}");
+
+    // 200 sockets watching at 250 ms cost one sampler: CPU with and without them.
+    let pid = s.pid().expect("pid");
+    let measure = Duration::from_secs(5);
+    let t0 = cpu_ticks(pid);
+    tokio::time::sleep(measure).await;
+    let one = cpu_ticks(pid) - t0;
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        let mut w = connect(&s, &cookie).await;
+        w.send_json(json!({"type":"open","ch":1,"kind":"stats","interval_ms":250}))
+            .await;
+        sockets.push(w);
+    }
+    for w in sockets.iter_mut() {
+        w.expect_opened(1).await;
+    }
+    // The clients read everything (a browser would) while the gateway is measured.
+    let reader = tokio::spawn(async move {
+        let mut frames = 0usize;
+        let end = tokio::time::Instant::now() + Duration::from_secs(6);
+        while tokio::time::Instant::now() < end {
+            for w in sockets.iter_mut() {
+                while w.next_event(Duration::from_millis(1)).await.is_some() {
+                    frames += 1;
+                }
+            }
+        }
+        (sockets, frames)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t1 = cpu_ticks(pid);
+    tokio::time::sleep(measure).await;
+    let many = cpu_ticks(pid) - t1;
+    let (_sockets, frames) = reader.await.expect("reader");
+    let v = admin.get("/api/system/stats").await.json();
+    assert!(v["gateway"]["stats_watchers"].as_u64() >= Some(200), "{v}");
+    eprintln!(
+        "stats: gateway CPU over {measure:?}: 1 watcher {one} ticks ({:.1}% of a core), 201 watchers {many} ticks ({:.1}%); {frames} progress frames read",
+        one as f64 / measure.as_secs_f64(),
+        many as f64 / measure.as_secs_f64()
+    );
+    // One sampler: 200 more watchers cost framing and sending, not 200 samplers
+    // (a sampler per watcher would be ~200 × the one-watcher cost).
+    assert!(many < one * 50 + 100, "one {one}, many {many}");
 }

@@ -168,6 +168,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/executions/{id}",
             get(crate::tools::routes::get_execution).delete(crate::tools::routes::cancel_execution),
         )
+        .route("/api/system/stats", get(crate::stats::system_stats))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

@@ -297,6 +297,7 @@ impl MuxInner {
                 ..
             } => (format!("execution {id}"), Ok(())),
             OpenTarget::Tool { tool, .. } => (format!("tool {tool}"), Ok(())),
+            OpenTarget::Stats { interval_ms } => (format!("stats every {interval_ms} ms"), Ok(())),
             other => (
                 other.kind().to_string(),
                 Err(OpenError::new(
@@ -361,6 +362,14 @@ impl MuxInner {
                         crate::ssh::start(app, owner, target, workspace, qtx, input).await
                     }),
                     Some(qrx),
+                )
+            }
+            OpenTarget::Stats { interval_ms } => {
+                input.close();
+                let sampler = app.stats.clone();
+                (
+                    Box::pin(async move { Ok(crate::stats::channel(&sampler, interval_ms)) }),
+                    None,
                 )
             }
             OpenTarget::Tool {
