@@ -267,6 +267,10 @@ async fn run_program(
         };
         return Outcome::ended(state, &message);
     }
+    // Output read just before the drain deadline still goes out.
+    if let Some(ev) = pending.take() {
+        let _ = tx.send(ev).await;
+    }
     let status = match exit_status {
         Some(s) => s,
         None => child.wait().await.ok(),
