@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every opsgate test on a fresh machine of this kind (Debian, Rust toolchain, root):
-# installs what the tests need (a real OpenSSH sshd, ssh-keygen, procps, Debian's
+# installs what the tests need (a real OpenSSH sshd, ssh-keygen, procps, the network
+# tools: iputils-ping, traceroute, mtr-tiny, dnsutils, whois, nmap, dnsmasq, and Debian's
 # Chromium), then checks formatting and lints, runs the unit and integration tests (real
 # binary, real sshd, real PTYs, real redb files, loopback only), a bounded fuzz run of the
 # frame decoder, a smoke run of every load-test scenario, and the browser client's tests:
@@ -17,6 +18,14 @@ command -v pkill >/dev/null || need+=(procps)
 command -v useradd >/dev/null || need+=(passwd)
 # The e2e suite drives Debian's Chromium through playwright-core; no browser download.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Tool tests run the real programs (each test skips a tool that is missing).
+command -v ping >/dev/null || need+=(iputils-ping)
+[ -e /usr/sbin/traceroute ] || command -v traceroute >/dev/null || need+=(traceroute)
+command -v mtr >/dev/null || need+=(mtr-tiny)
+command -v dig >/dev/null || need+=(dnsutils)
+command -v whois >/dev/null || need+=(whois)
+command -v nmap >/dev/null || need+=(nmap)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test.sh: need root to install: ${need[*]}" >&2

@@ -22,6 +22,12 @@ pub struct App {
     pub audit: AuditSink,
     /// Running jobs and the global job concurrency limit.
     pub jobs: crate::jobs::Jobs,
+    /// The tool registry and its run counters.
+    pub tools: crate::tools::Tools,
+    /// Tool runs in flight and the stored execution history.
+    pub executions: Arc<crate::tools::executions::Executions>,
+    /// The one shared system-metrics sampler.
+    pub stats: Arc<crate::stats::Sampler>,
 }
 
 impl App {
@@ -33,11 +39,25 @@ impl App {
         // Files an older version (or a restore) left readable by others are tightened.
         crate::store::tighten_data_dir(&cfg.data_dir)?;
         crate::pty::configure(&cfg.pty)?;
+        let tools = crate::tools::Tools::new(cfg.tools.clone()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(Metrics::default());
+        let audit = AuditSink::start(store.clone());
+        let executions = Arc::new(crate::tools::executions::Executions::new(
+            store.clone(),
+            audit.clone(),
+            crate::tools::executions::Limits {
+                output_bytes: cfg.tools.output_bytes,
+                keep_count: cfg.tools.keep_count.max(1),
+                keep_days: cfg.tools.keep_days.max(1),
+            },
+        ));
         Ok(Arc::new_cyclic(|weak| App {
             limiter: LoginLimiter::new(cfg.login_limit.clone()),
             mux: Mux::new(cfg.mux.clone(), metrics.clone(), weak.clone()),
-            audit: AuditSink::start(store.clone()),
+            stats: Arc::new(crate::stats::Sampler::new(weak.clone())),
+            audit,
+            tools,
+            executions,
             jobs: crate::jobs::Jobs::new(&cfg.jobs),
             cfg,
             store,

@@ -172,6 +172,7 @@ pub fn list(
 /// The queue is bounded at [`AUDIT_QUEUE`] events. It only fills if redb stalls for a
 /// long time while channels churn; then further events are dropped, counted and logged
 /// as an error (never a task or an allocation per event), and the writer catches up.
+#[derive(Clone)]
 pub struct AuditSink {
     queue: Arc<AuditQueue>,
 }

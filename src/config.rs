@@ -58,6 +58,8 @@ pub struct Config {
     pub pty: PtyConfig,
     pub ssh: SshConfig,
     pub jobs: JobsConfig,
+    /// `[tools]` and `[tools.<name>]`: network tools (see `crate::tools`).
+    pub tools: crate::tools::ToolsConfig,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             pty: PtyConfig::default(),
             ssh: SshConfig::default(),
             jobs: JobsConfig::default(),
+            tools: crate::tools::ToolsConfig::default(),
         }
     }
 }

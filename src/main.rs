@@ -43,6 +43,10 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
   [ssh] connect_timeout_secs = 10, keepalive_secs = 15, term = \"xterm-256color\",
         allowed_networks = [] (CIDRs; empty = any), denied_networks = [\"169.254.0.0/16\", \"fe80::/10\"],
         saved_sessions_only = false (true: non-admins may open saved sessions only)
+  [tools] max_runs_per_user = 4, max_runs_total = 32, output_bytes = 1048576 (kept per execution),
+          keep_count = 1000, keep_days = 30 (finished executions per workspace)
+  [tools.<name>] enabled = true, timeout_secs, concurrency = 8, max_prefix = 24 (widest scan target)
+          for ping, traceroute, mtr, dig, whois, nmap, port_check, tls_check
 ENVIRONMENT: OPSGATE_ADMIN_PASSWORD sets the first admin's password; OPSGATE_LOG sets the
 log filter (e.g. info, opsgate=debug).";
 

@@ -61,6 +61,18 @@ impl Metrics {
     pub fn channel_closed(&self, kind: &str) {
         self.channels_active[kind_index(kind)].fetch_sub(1, Relaxed);
     }
+    /// WebSockets open now.
+    pub fn sockets(&self) -> i64 {
+        self.sockets_active.load(Relaxed)
+    }
+    /// Channels open now, by kind.
+    pub fn channels_by_kind(&self) -> [(&'static str, i64); 5] {
+        let mut out = [("", 0); 5];
+        for (i, k) in CHANNEL_KINDS.iter().enumerate() {
+            out[i] = (k, self.channels_active[i].load(Relaxed));
+        }
+        out
+    }
     pub fn bytes_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Relaxed);
     }

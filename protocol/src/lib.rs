@@ -70,10 +70,15 @@ pub enum OpenTarget {
         rows: u16,
     },
     /// A registered tool run with checked parameters.
+    /// Either `tool` and `params` (start a run) or `execution_id` (follow a run: its
+    /// stored output, then live).
     Tool {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         tool: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
         params: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        execution_id: Option<String>,
     },
     /// Follow a job's progress.
     Job { job_id: String },

@@ -178,6 +178,21 @@ pub fn router(app: Arc<App>) -> Router {
             post(crate::jobs::schedules::run_now),
         )
         .route("/api/statistics", get(crate::jobs::stats::statistics))
+        .route("/api/tools", get(crate::tools::routes::list_tools))
+        .route("/api/tools/{name}", get(crate::tools::routes::get_tool))
+        .route(
+            "/api/tools/{name}/execute",
+            post(crate::tools::routes::execute),
+        )
+        .route(
+            "/api/executions",
+            get(crate::tools::routes::list_executions),
+        )
+        .route(
+            "/api/executions/{id}",
+            get(crate::tools::routes::get_execution).delete(crate::tools::routes::cancel_execution),
+        )
+        .route("/api/system/stats", get(crate::stats::system_stats))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))

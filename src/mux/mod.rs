@@ -252,7 +252,16 @@ impl MuxInner {
                 ..
             }
         );
-        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") && !saved {
+        // Following an execution is reading: viewers may.
+        let follow = matches!(
+            &target,
+            OpenTarget::Tool {
+                execution_id: Some(_),
+                ..
+            }
+        );
+        if login.role == Role::Viewer && matches!(kind, "ssh" | "pty" | "tool") && !saved && !follow
+        {
             return Err(OpenError::new(
                 codes::FORBIDDEN,
                 "viewers cannot open terminals or run tools",
@@ -288,13 +297,12 @@ impl MuxInner {
                 check_size(*cols, *rows),
             ),
             OpenTarget::Job { job_id } => (format!("job {job_id}"), Ok(())),
-            other => (
-                other.kind().to_string(),
-                Err(OpenError::new(
-                    codes::UNSUPPORTED_KIND,
-                    format!("channel kind {:?} is not available yet", other.kind()),
-                )),
-            ),
+            OpenTarget::Tool {
+                execution_id: Some(id),
+                ..
+            } => (format!("execution {id}"), Ok(())),
+            OpenTarget::Tool { tool, .. } => (format!("tool {tool}"), Ok(())),
+            OpenTarget::Stats { interval_ms } => (format!("stats every {interval_ms} ms"), Ok(())),
         };
         check?;
         let id: Arc<str> = Arc::from(crate::store::new_id());
@@ -365,11 +373,50 @@ impl MuxInner {
                     None,
                 )
             }
-            other => {
-                return Err(OpenError::new(
-                    codes::UNSUPPORTED_KIND,
-                    format!("channel kind {:?} is not available yet", other.kind()),
-                ))
+            OpenTarget::Stats { interval_ms } => {
+                input.close();
+                let sampler = app.stats.clone();
+                (
+                    Box::pin(async move { Ok(crate::stats::channel(&sampler, interval_ms)) }),
+                    None,
+                )
+            }
+            OpenTarget::Tool {
+                execution_id: Some(id),
+                ..
+            } => {
+                // Follow an execution of any workspace the user is in.
+                let user = login.username.to_string();
+                (
+                    Box::pin(async move { crate::tools::routes::follow(&app, &user, &id).await }),
+                    None,
+                )
+            }
+            OpenTarget::Tool { tool, params, .. } => {
+                // Every check (tool, role, parameters, run limits) happens here, before
+                // anything starts; the run's slots travel with it. The run is an
+                // execution of the personal workspace; this channel follows it, and its
+                // `close` cancels it.
+                let run = app.tools.prepare(
+                    &login.username,
+                    login.role,
+                    login.role == Role::Admin,
+                    &tool,
+                    &params,
+                )?;
+                input.close();
+                let (user, ip) = (login.username.to_string(), login.ip.clone());
+                (
+                    // Started by the channel task, so a channel limit refused below
+                    // never leaves a run behind.
+                    Box::pin(async move {
+                        let live = app
+                            .executions
+                            .start(run, &user, Some(ip), user.clone(), None);
+                        Ok(crate::tools::executions::follow(Some(live), None, true))
+                    }),
+                    None,
+                )
             }
         };
         self.reserve_channel(login)?;

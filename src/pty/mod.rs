@@ -101,7 +101,7 @@ fn resolve_run_as(cfg: &PtyConfig) -> Result<Option<RunAs>, PtyError> {
 
 /// Who programs run as; if [`configure`] was never called, the defaults, so a root
 /// gateway never starts programs as root by omission.
-fn run_as() -> Option<&'static RunAs> {
+pub(crate) fn run_as() -> Option<&'static RunAs> {
     RUN_AS
         .get_or_init(|| resolve_run_as(&PtyConfig::default()).ok().flatten())
         .as_ref()

@@ -57,6 +57,8 @@ pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
 pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
     [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
+/// (workspace key, id) → tool execution: params, state, times, result, bounded output.
+pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
 /// sequence number → audit event.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -180,6 +182,7 @@ impl Store {
             tx.open_table(JOBS)?;
             tx.open_table(CONFIG_VERSIONS)?;
             tx.open_table(SCHEDULES)?;
+            tx.open_table(EXECUTIONS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
