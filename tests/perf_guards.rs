@@ -7,8 +7,6 @@ mod sshd;
 mod ws;
 
 use common::{Server, ServerOptions, ADMIN, ADMIN_PASSWORD};
-use opsgate_protocol::ServerFrame;
-use serde_json::json;
 use ws::{connect, Event};
 
 /// The data-frame cap (`source::MAX_SOURCE_CHUNK`) plus the 5-byte header.
@@ -20,32 +18,9 @@ async fn ssh_bulk_output_travels_in_few_full_frames() {
     let s = Server::start(ServerOptions::default()).await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");
-    let cred = admin
-        .post(
-            "/api/credentials",
-            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
-        )
-        .await;
-    cred.assert_status(201);
-    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let cred = admin.password_credential(sshd::PASSWORD).await;
     let mut w = connect(&s, &cookie).await;
-    w.send_json(
-        json!({"type":"open","ch":1,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
-        "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24}),
-    )
-    .await;
-    if let ServerFrame::Hostkey { .. } = w
-        .expect_control(|f| {
-            matches!(
-                f,
-                ServerFrame::Hostkey { ch: 1, .. } | ServerFrame::Opened { ch: 1, .. }
-            )
-        })
-        .await
-    {
-        w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
-        w.expect_opened(1).await;
-    }
+    w.open_ssh_trusting(1, sshd.port, sshd::USER, &cred).await;
     w.input(
         1,
         b"stty -echo; printf 'GO\\n'; head -c 6291456 /dev/zero | base64 -w 0; printf 'DONE\\n'\n",

@@ -161,32 +161,9 @@ async fn ssh_resume_is_exact_through_partial_acks_and_drops() {
     let s = server_with("").await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");
-    let cred = admin
-        .post(
-            "/api/credentials",
-            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
-        )
-        .await;
-    cred.assert_status(201);
-    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let cred = admin.password_credential(sshd::PASSWORD).await;
     let mut w = connect(&s, &cookie).await;
-    w.send_json(
-        json!({"type":"open","ch":1,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
-        "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24}),
-    )
-    .await;
-    if let ServerFrame::Hostkey { .. } = w
-        .expect_control(|f| {
-            matches!(
-                f,
-                ServerFrame::Hostkey { ch: 1, .. } | ServerFrame::Opened { ch: 1, .. }
-            )
-        })
-        .await
-    {
-        w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
-    }
-    let id = w.expect_opened(1).await;
+    let id = w.open_ssh_trusting(1, sshd.port, sshd::USER, &cred).await;
     w.input(
         1,
         b"stty -echo; printf 'BEGIN\\n'; seq 1 200000; printf 'END\\n'; exit\n",
@@ -388,14 +365,7 @@ async fn ssh_type_ahead_reaches_the_shell() {
     let s = server_with("").await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");
-    let cred = admin
-        .post(
-            "/api/credentials",
-            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
-        )
-        .await;
-    cred.assert_status(201);
-    let cred = cred.json()["id"].as_str().expect("id").to_string();
+    let cred = admin.password_credential(sshd::PASSWORD).await;
     let open = |ch: u32| {
         json!({"type":"open","ch":ch,"kind":"ssh","host":"127.0.0.1","port":sshd.port,
             "username":sshd::USER,"credential_id":cred,"cols":80,"rows":24})

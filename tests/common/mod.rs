@@ -633,6 +633,18 @@ impl Client {
         .assert_status(201);
     }
 
+    /// Stores a password credential named `pw`; returns its id.
+    pub async fn password_credential(&self, secret: &str) -> String {
+        let r = self
+            .post(
+                "/api/credentials",
+                &serde_json::json!({"name":"pw","kind":"password","secret":secret}),
+            )
+            .await;
+        r.assert_status(201);
+        r.json()["id"].as_str().expect("credential id").to_string()
+    }
+
     /// `GET /api/sessions[?q=]` as JSON (panics unless 200).
     pub async fn list_sessions(&self) -> Value {
         let r = self.get("/api/sessions").await;

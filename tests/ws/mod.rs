@@ -220,6 +220,34 @@ impl Ws {
         counts
     }
 
+    /// Opens an `ssh` channel to `127.0.0.1:port` as `user` with credential `cred`,
+    /// trusting the host key if asked; returns the channel id.
+    pub async fn open_ssh_trusting(
+        &mut self,
+        ch: u32,
+        port: u16,
+        user: &str,
+        cred: &str,
+    ) -> String {
+        self.send_json(
+            json!({"type":"open","ch":ch,"kind":"ssh","host":"127.0.0.1","port":port,
+            "username":user,"credential_id":cred,"cols":80,"rows":24}),
+        )
+        .await;
+        let first = self
+            .expect_control(|f| matches!(f, ServerFrame::Hostkey { ch: c, .. } | ServerFrame::Opened { ch: c, .. } | ServerFrame::Error { ch: Some(c), .. } if *c == ch))
+            .await;
+        match first {
+            ServerFrame::Hostkey { .. } => {
+                self.send_json(json!({"type":"hostkey_accept","ch":ch}))
+                    .await;
+                self.expect_opened(ch).await
+            }
+            ServerFrame::Opened { id, .. } => id,
+            other => panic!("ssh open failed: {other:?}"),
+        }
+    }
+
     /// Sends `data` on `ch` in frames of `frame` bytes, as a client that obeys the input
     /// window does: never more than `window` bytes unacknowledged by `input_ack`; the rest
     /// waits (while output keeps being read and acked). Returns when all is sent.
