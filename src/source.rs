@@ -116,6 +116,15 @@ pub struct HostkeyQuestion {
     pub reply: oneshot::Sender<bool>,
 }
 
+/// The next thing a source's writer must do, in the order the client asked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InputItem {
+    /// Write these bytes; report them with [`InputQueue::consumed`].
+    Data(BytesMut),
+    /// Set the terminal size.
+    Resize { cols: u16, rows: u16 },
+}
+
 /// What became of input offered to an [`InputQueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
@@ -130,6 +139,10 @@ pub enum Offer {
 
 struct InputState {
     buf: BytesMut,
+    /// The latest terminal size asked for, and where in `buf` it arrived: the writer
+    /// applies it after the input sent before it and before the input sent after it
+    /// (a `stty size` typed right after a resize must see the new size).
+    resize: Option<(u16, u16, usize)>,
     /// Bytes accepted since the channel opened.
     received: u64,
     refused: bool,
@@ -159,6 +172,7 @@ impl InputQueue {
         InputQueue {
             state: Mutex::new(InputState {
                 buf: BytesMut::new(),
+                resize: None,
                 received: 0,
                 refused: false,
                 closed: false,
@@ -218,13 +232,32 @@ impl InputQueue {
         self.lock().refused = false;
     }
 
-    /// Waits for input and takes all of it (the source's writer calls this).
-    pub async fn next(&self) -> BytesMut {
+    /// Records a terminal size change in order with the input around it.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let mut s = self.lock();
+        let at = s.buf.len();
+        s.resize = Some((cols, rows, at));
+        drop(s);
+        self.writer_wake.notify_one();
+    }
+
+    /// Waits for input or a resize and takes the next piece in order (the source's
+    /// writer calls this): all input up to a pending resize, then the resize.
+    pub async fn next_item(&self) -> InputItem {
         loop {
             {
                 let mut s = self.lock();
-                if !s.buf.is_empty() {
-                    return s.buf.split();
+                match s.resize {
+                    Some((cols, rows, 0)) => {
+                        s.resize = None;
+                        return InputItem::Resize { cols, rows };
+                    }
+                    Some((cols, rows, at)) => {
+                        s.resize = Some((cols, rows, 0));
+                        return InputItem::Data(s.buf.split_to(at));
+                    }
+                    None if !s.buf.is_empty() => return InputItem::Data(s.buf.split()),
+                    None => {}
                 }
             }
             // `notify_one` stores a permit when nobody waits, so an offer between the
@@ -290,7 +323,10 @@ mod tests {
         let q = InputQueue::new(10, Arc::new(Notify::new()));
         assert_eq!(q.offer(b"abc"), Offer::Accepted);
         assert_eq!(q.offer(b"defg"), Offer::Accepted);
-        assert_eq!(&q.next().await[..], b"abcdefg");
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Data(BytesMut::from(&b"abcdefg"[..]))
+        );
         // Not consumed yet: 7 outstanding, 4 more would exceed 10.
         assert_eq!(
             q.offer(b"hijk"),
@@ -305,7 +341,39 @@ mod tests {
         q.resume();
         assert_eq!(q.offer(b"0123456789"), Offer::Accepted);
         assert_eq!(q.outstanding(), 10);
-        assert_eq!(&q.next().await[..], b"0123456789");
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Data(BytesMut::from(&b"0123456789"[..]))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resize_keeps_its_place_among_the_input() {
+        let q = InputQueue::new(100, Arc::new(Notify::new()));
+        q.offer(b"before\n");
+        q.resize(132, 43);
+        q.offer(b"stty size\n");
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Data(BytesMut::from(&b"before\n"[..]))
+        );
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Resize {
+                cols: 132,
+                rows: 43
+            }
+        );
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Data(BytesMut::from(&b"stty size\n"[..]))
+        );
+        // A resize with nothing before it comes first.
+        q.resize(80, 24);
+        assert_eq!(
+            q.next_item().await,
+            InputItem::Resize { cols: 80, rows: 24 }
+        );
     }
 
     #[tokio::test]

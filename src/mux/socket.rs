@@ -180,8 +180,9 @@ impl Socket {
                     ))
                 }
                 Some(a) => {
-                    // A resize dropped on a full queue is superseded by the next one.
-                    let _ = a.handle.cmd.try_send(ChannelCmd::Resize { cols, rows });
+                    // Through the input queue, so it takes effect between the input sent
+                    // before it and the input sent after it.
+                    a.handle.shared.input.resize(cols, rows);
                     None
                 }
                 None if self.just_closed(ch) => None,

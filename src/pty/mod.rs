@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PtyConfig;
 use crate::source::{
-    InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper, MAX_SOURCE_CHUNK,
+    InputItem, InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper, MAX_SOURCE_CHUNK,
 };
 
 /// Largest output chunk handed to the channel at once. Reads are coalesced up to this
@@ -196,11 +196,16 @@ pub fn spawn(
                     }
                     None => break,
                 },
-                chunk = input.next() => {
-                    if writer.write_all(&chunk).await.is_err() {
-                        break;
+                item = input.next_item() => match item {
+                    InputItem::Data(chunk) => {
+                        if writer.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                        input.consumed(chunk.len());
                     }
-                    input.consumed(chunk.len());
+                    InputItem::Resize { cols, rows } => {
+                        let _ = writer.resize(pty_process::Size::new(rows, cols));
+                    }
                 }
             }
         }

@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::auth::Role;
 use crate::inventory::{self, CredentialKind, InventoryError};
 use crate::source::{
-    HostkeyQuestion, InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper,
+    HostkeyQuestion, InputItem, InputQueue, OpenError, Source, SourceCtl, SourceEvent, Stopper,
     MAX_SOURCE_CHUNK,
 };
 use crate::store::StoreError;
@@ -1005,13 +1005,18 @@ pub async fn start(
                     }
                     None => break,
                 },
-                chunk = input.next() => {
-                    let n = chunk.len();
-                    let r = write.data_bytes(chunk.freeze()).await;
-                    if r.is_ok() {
-                        input.consumed(n);
+                item = input.next_item() => match item {
+                    InputItem::Data(chunk) => {
+                        let n = chunk.len();
+                        let r = write.data_bytes(chunk.freeze()).await;
+                        if r.is_ok() {
+                            input.consumed(n);
+                        }
+                        r
                     }
-                    r
+                    InputItem::Resize { cols, rows } => {
+                        write.window_change(cols as u32, rows as u32, 0, 0).await
+                    }
                 }
             };
             if r.is_err() {
