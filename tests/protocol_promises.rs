@@ -194,9 +194,11 @@ async fn acks_beyond_what_was_sent_do_not_lift_the_window() {
     // A client that acks 4 MiB up front and then never again.
     w.ack(1, 4 << 20).await;
     let counts = w.drain_for(Duration::from_millis(1500)).await;
-    let got = counts.get(&1).copied().unwrap_or(0) + w.buffered.get(&1).map_or(0, |_| 0);
+    let got = counts.get(&1).copied().unwrap_or(0);
+    // The ack is clamped to what was sent when it arrived (at most a window and a read),
+    // so at most two windows and two reads can come; banked, it let 4.46 MB through.
     assert!(
-        got <= 256 * 1024 + 64 * 1024,
+        got <= 2 * (256 * 1024 + 32 * 1024),
         "{got} bytes arrived with no real acks: the banked ack lifted the window"
     );
     assert!(got >= 200 * 1024, "only {got} bytes arrived");
