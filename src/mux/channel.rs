@@ -10,10 +10,10 @@
 //!   counts it with `input_ack` frames and never sends more; a client that does gets
 //!   `input_overrun` and its input is refused until it sends `input_resume`
 //!   (`crate::source::InputQueue`).
-//! - Commands from sockets go through a small queue (`CHANNEL_CMD_CAPACITY`); a socket
-//!   finding it full answers `channel_busy` (attach, host-key answers) or drops the
-//!   command when a later one supersedes it (resize). Stopping never needs the queue: it
-//!   is a flag plus a wake-up, so `close`, logout and shutdown always get through.
+//! - Commands from sockets (attach, host-key answers, input resume) go through a small
+//!   queue (`CHANNEL_CMD_CAPACITY`); a socket finding it full answers `channel_busy`.
+//!   Resizes ride the input queue, in order with the input. Stopping never needs the
+//!   queue: it is a flag plus a wake-up, so `close`, logout and shutdown always get through.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,9 +29,7 @@ use tokio::time::Instant;
 
 use super::flow::{OffsetPastEnd, OutputFlow};
 use super::{MuxInner, Outbound};
-use crate::source::{
-    HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceCtl, SourceEvent,
-};
+use crate::source::{HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceEvent};
 
 /// Largest data frame replayed on attach.
 const REPLAY_FRAME: usize = crate::source::MAX_SOURCE_CHUNK;
@@ -56,11 +54,8 @@ pub struct SocketRef {
 }
 
 /// Messages to a channel task. Stopping is not one of them (see [`ChannelHandle::stop`]).
+/// (Resizes are not either: they travel in order with the input, `InputQueue::resize`.)
 pub enum ChannelCmd {
-    Resize {
-        cols: u16,
-        rows: u16,
-    },
     /// Boxed: every channel's command queue allocates a block of slots up front, so the
     /// slot size is paid per idle terminal.
     Attach {
@@ -377,7 +372,6 @@ impl ChannelTask {
         let mut detached_at: Option<Instant> = None;
         let mut pending_answer: Option<oneshot::Sender<bool>> = None;
         let mut start = start;
-        let mut size: Option<(u16, u16)> = None;
 
         // Phase 1: start the source, answering host-key questions meanwhile. Input typed
         // now waits in the input queue (type-ahead) and reaches the shell once it runs.
@@ -416,7 +410,6 @@ impl ChannelTask {
                         self.attached = Some(socket);
                         detached_at = None;
                     }
-                    Some(ChannelCmd::Resize { cols, rows }) => size = Some((cols, rows)),
                     Some(ChannelCmd::InputResume) => {
                         let input = self.handle.shared.input.clone();
                         input.resume();
@@ -461,9 +454,6 @@ impl ChannelTask {
             }
         };
         self.inner.audit_open(&self.handle, Ok(()));
-        if let Some((cols, rows)) = size {
-            let _ = source.control.try_send(SourceCtl::Resize { cols, rows });
-        }
         let ch = self.ch();
         let input_window = self.handle.shared.input.window();
         self.frame(ServerFrame::Opened {
@@ -486,9 +476,11 @@ impl ChannelTask {
         let mut progress = ProgressLog::default();
         let mut exited_at: Option<Instant> = None;
         let mut source_done = false;
+        // The control sender is held until the channel ends: its writer task stops when
+        // it drops.
         let Source {
             mut events,
-            control,
+            control: _control,
             stopper,
         } = source;
         let reason = loop {
@@ -557,7 +549,7 @@ impl ChannelTask {
                     }
                 },
                 _ = wake.notified() => {}
-                cmd = cmd_rx.recv() => match self.command(cmd, &control, &mut acks, &exit, &progress).await {
+                cmd = cmd_rx.recv() => match self.command(cmd, &mut acks, &exit, &progress).await {
                     Outcome::Continue => {}
                     Outcome::End(r) => break r,
                 },
@@ -572,17 +564,12 @@ impl ChannelTask {
     async fn command(
         &mut self,
         cmd: Option<ChannelCmd>,
-        control: &mpsc::Sender<SourceCtl>,
         acks: &mut InputAcks,
         exit: &Option<ServerFrame>,
         progress: &ProgressLog,
     ) -> Outcome {
         match cmd {
             None => return Outcome::End("closed"),
-            Some(ChannelCmd::Resize { cols, rows }) => {
-                // A dropped resize is superseded by the next one; never block for it.
-                let _ = control.try_send(SourceCtl::Resize { cols, rows });
-            }
             Some(ChannelCmd::Attach { socket, offset }) => {
                 self.attach(*socket, offset, acks, exit, progress).await;
             }

@@ -57,9 +57,9 @@ pub enum Outbound {
 /// Queue from channels to one socket. Each channel has at most one window of output in
 /// flight, so this bounds messages, and the window bounds bytes.
 const OUTBOX_CAPACITY: usize = 256;
-/// Queue of commands into one channel: attach, resize and host-key answers only (input,
-/// acks and stop requests bypass it), so a few slots are plenty; a socket that finds it
-/// full answers `channel_busy` or drops a superseded resize.
+/// Queue of commands into one channel: attach, host-key answers and input resumes only
+/// (input, resizes, acks and stop requests bypass it), so a few slots are plenty; a
+/// socket that finds it full answers `channel_busy`.
 const CHANNEL_CMD_CAPACITY: usize = 16;
 
 /// A registered socket: its id, its kick signal and its login's activity clock.
