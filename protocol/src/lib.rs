@@ -3,6 +3,7 @@
 //! implementation in Rust, shared by the gateway, the load tester and the tests.
 #![forbid(unsafe_code)]
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The WebSocket subprotocol name.
@@ -13,7 +14,7 @@ pub const FRAME_DATA: u8 = 0x01;
 pub const DATA_HEADER_LEN: usize = 5;
 
 /// A control frame from the client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Open channel `ch` (chosen by the client, unique on this socket).
@@ -37,7 +38,7 @@ pub enum ClientFrame {
 }
 
 /// `open`: the channel number and what to open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Open {
     pub ch: u32,
     #[serde(flatten)]
@@ -45,7 +46,7 @@ pub struct Open {
 }
 
 /// What an `open` asks for, by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OpenTarget {
     /// An SSH terminal: a saved session, or an ad-hoc host with a credential.
@@ -100,7 +101,7 @@ impl OpenTarget {
 }
 
 /// Whether a host key is new or differs from the trusted one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostkeyStatus {
     Unknown,
@@ -108,7 +109,7 @@ pub enum HostkeyStatus {
 }
 
 /// A control frame from the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// The channel is open (or attached). `offset` is the byte offset of the first data
@@ -172,6 +173,19 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+/// The JSON Schema (draft 2020-12) of every control frame a client may send, generated
+/// from [`ClientFrame`] so it cannot drift from the decoder. `protocol/schema/` holds the
+/// committed copy; a test fails when the two differ.
+pub fn client_frame_schema() -> serde_json::Value {
+    schemars::schema_for!(ClientFrame).to_value()
+}
+
+/// The JSON Schema (draft 2020-12) of every control frame the gateway sends, generated
+/// from [`ServerFrame`].
+pub fn server_frame_schema() -> serde_json::Value {
+    schemars::schema_for!(ServerFrame).to_value()
 }
 
 /// Error codes carried by `error` frames.
