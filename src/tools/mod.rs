@@ -9,6 +9,7 @@
 pub mod executions;
 mod native;
 mod parse;
+pub mod results;
 pub mod routes;
 mod run;
 pub mod validate;
@@ -217,13 +218,6 @@ const DNS_TYPES: &[&str] = &[
 ];
 const SCANS: &[&str] = &["ping", "connect", "version"];
 
-fn hops_schema() -> Value {
-    json!({"type":"object","properties":{"hops":{"type":"array","items":{"type":"object",
-        "properties":{"hop":{"type":"integer"},"address":{"type":["string","null"]},
-        "rtt_ms":{"type":"array","items":{"type":"number"}},"loss_pct":{"type":"number"},
-        "sent":{"type":"integer"},"avg_ms":{"type":"number"},"best_ms":{"type":"number"},"worst_ms":{"type":"number"}}}}}})
-}
-
 /// Every tool this gateway knows, enabled or not.
 pub fn declarations() -> Vec<ToolDef> {
     use ParamType::*;
@@ -243,9 +237,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 p("count", "echo requests to send", Integer).range(1, 20, 4),
                 p("size", "payload bytes", Integer).range(0, 1472, 56),
             ],
-            result_schema: json!({"type":"object","properties":{"sent":{"type":"integer"},
-                "received":{"type":"integer"},"loss_pct":{"type":"number"},"rtt_min_ms":{"type":"number"},
-                "rtt_avg_ms":{"type":"number"},"rtt_max_ms":{"type":"number"}}}),
+            result_schema: results::schema::<results::PingResult>(),
             admin_only: false,
             default_timeout_secs: 60,
         },
@@ -259,7 +251,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 p("max_hops", "largest TTL probed", Integer).range(1, 64, 30),
                 p("queries", "probes per hop", Integer).range(1, 5, 3),
             ],
-            result_schema: hops_schema(),
+            result_schema: results::schema::<results::TracerouteResult>(),
             admin_only: false,
             default_timeout_secs: 120,
         },
@@ -272,7 +264,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 host(),
                 p("count", "probes per hop", Integer).range(1, 50, 5),
             ],
-            result_schema: hops_schema(),
+            result_schema: results::schema::<results::MtrResult>(),
             admin_only: false,
             default_timeout_secs: 120,
         },
@@ -294,9 +286,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 .format(Format::Ip),
                 p("port", "DNS server port", Integer).range(1, 65535, 53),
             ],
-            result_schema: json!({"type":"object","properties":{"status":{"type":"string"},
-                "answer":{"type":"array"},"authority":{"type":"array"},"additional":{"type":"array"},
-                "query_time_ms":{"type":"integer"},"server":{"type":"string"}}}),
+            result_schema: results::schema::<results::DigResult>(),
             admin_only: false,
             default_timeout_secs: 30,
         },
@@ -312,7 +302,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 p("server", "whois server (default: chosen by whois)", String).format(Format::Host),
                 p("port", "whois server port", Integer).range(1, 65535, 43),
             ],
-            result_schema: json!({"type":"object","properties":{"fields":{"type":"object"}}}),
+            result_schema: results::schema::<results::WhoisResult>(),
             admin_only: false,
             default_timeout_secs: 30,
         },
@@ -344,11 +334,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 .format(Format::PortList)
                 .default_str("22,23,80,443,830,8080,8443"),
             ],
-            result_schema: json!({"type":"object","properties":{"hosts":{"type":"array","items":{
-                "type":"object","properties":{"address":{"type":"string"},"status":{"type":"string"},
-                "ports":{"type":"array","items":{"type":"object","properties":{"port":{"type":"integer"},
-                "protocol":{"type":"string"},"state":{"type":"string"},"service":{"type":"string"},
-                "product":{"type":"string"},"version":{"type":"string"}}}}}}}}}),
+            result_schema: results::schema::<results::NmapResult>(),
             admin_only: false,
             default_timeout_secs: 300,
         },
@@ -358,8 +344,7 @@ pub fn declarations() -> Vec<ToolDef> {
             category: "reachability",
             runner: Runner::Native,
             params: vec![host(), p("port", "TCP port", Integer).range(1, 65535, 22)],
-            result_schema: json!({"type":"object","properties":{"open":{"type":"boolean"},
-                "address":{"type":"string"},"connect_ms":{"type":"number"},"resolve_ms":{"type":"number"},"error":{"type":"string"}}}),
+            result_schema: results::schema::<results::PortCheckResult>(),
             admin_only: false,
             default_timeout_secs: 15,
         },
@@ -379,9 +364,7 @@ pub fn declarations() -> Vec<ToolDef> {
                 )
                 .format(Format::Host),
             ],
-            result_schema: json!({"type":"object","properties":{"protocol_version":{"type":"string"},
-                "cipher_suite":{"type":"string"},"chain":{"type":"array"},"names_match":{"type":"boolean"},
-                "days_left":{"type":"integer"},"expired":{"type":"boolean"}}}),
+            result_schema: results::schema::<results::TlsCheckResult>(),
             admin_only: false,
             default_timeout_secs: 20,
         },

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::results::{to_value, Certificate, PortCheckResult, TlsCheckResult, ToolFailure};
 use super::run::{data, Outcome, State};
 use super::Plan;
 use crate::source::SourceEvent;
@@ -54,7 +55,12 @@ pub async fn run(
                 result,
             )
         }
-        Err(e) => (State::Failed, 1, format!("{e}\n"), json!({ "error": e })),
+        Err(e) => (
+            State::Failed,
+            1,
+            format!("{e}\n"),
+            to_value(&ToolFailure { error: e }),
+        ),
     };
     let _ = tx.send(data(text.as_bytes())).await;
     Outcome {
@@ -91,15 +97,26 @@ async fn port_check(host: &str, port: u16) -> Result<(String, Value), String> {
             let c = ms(t);
             Ok((
                 format!("{host}:{port} ({addr}) open, connected in {c} ms\n"),
-                json!({"open": true, "address": addr.to_string(), "connect_ms": c, "resolve_ms": resolve_ms}),
+                to_value(&PortCheckResult {
+                    open: true,
+                    address: addr.to_string(),
+                    connect_ms: c,
+                    resolve_ms,
+                    error: None,
+                }),
             ))
         }
         Err(e) => {
             let c = ms(t);
             Ok((
                 format!("{host}:{port} ({addr}) not open after {c} ms: {e}\n"),
-                json!({"open": false, "address": addr.to_string(), "connect_ms": c,
-                    "resolve_ms": resolve_ms, "error": e.to_string()}),
+                to_value(&PortCheckResult {
+                    open: false,
+                    address: addr.to_string(),
+                    connect_ms: c,
+                    resolve_ms,
+                    error: Some(e.to_string()),
+                }),
             ))
         }
     }
@@ -189,7 +206,10 @@ async fn tls_check(
         .enumerate()
     {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-            chain.push(json!({"error": "unparsable certificate"}));
+            chain.push(Certificate {
+                error: Some("unparsable certificate".into()),
+                ..Certificate::default()
+            });
             continue;
         };
         let mut names = Vec::new();
@@ -215,15 +235,16 @@ async fn tls_check(
             leaf_not_after = Some(not_after);
         }
         use sha2::Digest;
-        chain.push(json!({
-            "subject": cert.subject().to_string(),
-            "issuer": cert.issuer().to_string(),
-            "not_before": cert.validity().not_before.timestamp(),
-            "not_after": not_after,
-            "names": names,
-            "self_signed": cert.subject() == cert.issuer(),
-            "sha256": hex::encode(sha2::Sha256::digest(der.as_ref())),
-        }));
+        chain.push(Certificate {
+            subject: Some(cert.subject().to_string()),
+            issuer: Some(cert.issuer().to_string()),
+            not_before: Some(cert.validity().not_before.timestamp()),
+            not_after: Some(not_after),
+            names: Some(names),
+            self_signed: Some(cert.subject() == cert.issuer()),
+            sha256: Some(hex::encode(sha2::Sha256::digest(der.as_ref()))),
+            error: None,
+        });
     }
     let names_match = leaf_names.iter().any(|n| name_matches(n, &sni));
     let days_left = leaf_not_after.map(|na| (na - now).div_euclid(86_400));
@@ -236,10 +257,17 @@ async fn tls_check(
     );
     Ok((
         text,
-        json!({
-            "address": addr.to_string(), "server_name": sni, "protocol_version": version,
-            "cipher_suite": suite, "connect_ms": connect_ms, "handshake_ms": handshake_ms,
-            "chain": chain, "names_match": names_match, "days_left": days_left, "expired": expired,
+        to_value(&TlsCheckResult {
+            address: addr.to_string(),
+            server_name: sni,
+            protocol_version: version,
+            cipher_suite: suite,
+            connect_ms,
+            handshake_ms,
+            chain,
+            names_match,
+            days_left,
+            expired,
         }),
     ))
 }

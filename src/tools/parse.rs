@@ -3,6 +3,11 @@
 
 use serde_json::{json, Map, Value};
 
+use super::results::{
+    to_value, DigResult, DnsRecord, MtrHop, MtrResult, NmapHost, NmapPort, NmapResult, PingResult,
+    TracerouteHop, TracerouteResult, WhoisResult,
+};
+
 /// The result of `tool` from its standard output.
 pub fn result(tool: &str, out: &str) -> Option<Value> {
     match tool {
@@ -23,18 +28,18 @@ fn num(s: &str) -> Option<f64> {
 /// `4 packets transmitted, 4 received, 0% packet loss, time 3004ms` and
 /// `rtt min/avg/max/mdev = 0.030/0.041/0.052/0.008 ms`.
 pub fn ping(out: &str) -> Value {
-    let mut r = Map::new();
+    let mut r = PingResult::default();
     for line in out.lines() {
         if line.contains("packets transmitted") {
             for part in line.split(',') {
                 let part = part.trim();
                 let first = part.split_whitespace().next().unwrap_or("");
                 if part.ends_with("packets transmitted") {
-                    r.insert("sent".into(), json!(first.parse::<u64>().ok()));
+                    r.sent = first.parse::<u64>().ok();
                 } else if part.ends_with("received") {
-                    r.insert("received".into(), json!(first.parse::<u64>().ok()));
+                    r.received = first.parse::<u64>().ok();
                 } else if part.ends_with("packet loss") {
-                    r.insert("loss_pct".into(), json!(num(first)));
+                    r.loss_pct = num(first);
                 }
             }
         } else if let Some(rest) = line.strip_prefix("rtt min/avg/max/mdev = ") {
@@ -46,13 +51,11 @@ pub fn ping(out: &str) -> Value {
                 .filter_map(num)
                 .collect();
             if let [min, avg, max, ..] = v[..] {
-                r.insert("rtt_min_ms".into(), json!(min));
-                r.insert("rtt_avg_ms".into(), json!(avg));
-                r.insert("rtt_max_ms".into(), json!(max));
+                (r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms) = (Some(min), Some(avg), Some(max));
             }
         }
     }
-    Value::Object(r)
+    to_value(&r)
 }
 
 /// ` 1  127.0.0.1  0.041 ms  0.012 ms  0.010 ms` (`*` for no answer).
@@ -79,9 +82,13 @@ pub fn traceroute(out: &str) -> Value {
                 address = Some(w.to_string());
             }
         }
-        hops.push(json!({"hop": hop, "address": address, "rtt_ms": rtts}));
+        hops.push(TracerouteHop {
+            hop,
+            address,
+            rtt_ms: rtts,
+        });
     }
-    json!({ "hops": hops })
+    to_value(&TracerouteResult { hops })
 }
 
 /// mtr's report: `  1.|-- 127.0.0.1   0.0%     5    0.1   0.1   0.1   0.1   0.0`.
@@ -99,25 +106,30 @@ pub fn mtr(out: &str) -> Value {
             continue;
         }
         let address = (w[0] != "???").then(|| w[0].to_string());
-        hops.push(json!({
-            "hop": hop, "address": address, "loss_pct": num(w[1]),
-            "sent": w[2].parse::<u64>().ok(), "last_ms": num(w[3]), "avg_ms": num(w[4]),
-            "best_ms": num(w[5]), "worst_ms": num(w[6]), "stdev_ms": num(w[7]),
-        }));
+        hops.push(MtrHop {
+            hop,
+            address,
+            loss_pct: num(w[1]),
+            sent: w[2].parse::<u64>().ok(),
+            last_ms: num(w[3]),
+            avg_ms: num(w[4]),
+            best_ms: num(w[5]),
+            worst_ms: num(w[6]),
+            stdev_ms: num(w[7]),
+        });
     }
-    json!({ "hops": hops })
+    to_value(&MtrResult { hops })
 }
 
 /// dig's sections: `;; ANSWER SECTION:` then `name ttl class type data…` lines.
 pub fn dig(out: &str) -> Value {
-    let mut r = Map::new();
-    let mut sections: Map<String, Value> = Map::new();
+    let mut r = DigResult::default();
     let mut current: Option<String> = None;
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix(";; ->>HEADER<<-") {
             if let Some(st) = rest.split("status: ").nth(1) {
                 let st = st.split(',').next().unwrap_or("").trim();
-                r.insert("status".into(), json!(st));
+                r.status = Some(st.to_string());
             }
         } else if let Some(name) = line
             .strip_prefix(";; ")
@@ -126,15 +138,12 @@ pub fn dig(out: &str) -> Value {
             let key = name.to_ascii_lowercase();
             current = (key != "question" && key != "opt pseudo").then_some(key);
         } else if let Some(t) = line.strip_prefix(";; Query time: ") {
-            r.insert(
-                "query_time_ms".into(),
-                json!(t
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())),
-            );
+            r.query_time_ms = t
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok());
         } else if let Some(t) = line.strip_prefix(";; SERVER: ") {
-            r.insert("server".into(), json!(t.trim()));
+            r.server = Some(t.trim().to_string());
         } else if line.trim().is_empty() {
             current = None;
         } else if let Some(sec) = &current {
@@ -143,28 +152,29 @@ pub fn dig(out: &str) -> Value {
             }
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() >= 4 {
-                let rec = json!({"name": f[0], "ttl": f[1].parse::<u64>().ok(), "class": f[2],
-                    "type": f[3], "data": f[4..].join(" ")});
-                if let Value::Array(a) = sections.entry(sec.clone()).or_insert_with(|| json!([])) {
-                    a.push(rec);
+                let rec = DnsRecord {
+                    name: f[0].to_string(),
+                    ttl: f[1].parse::<u64>().ok(),
+                    class: f[2].to_string(),
+                    record_type: f[3].to_string(),
+                    data: f[4..].join(" "),
+                };
+                match sec.as_str() {
+                    "answer" => r.answer.push(rec),
+                    "authority" => r.authority.push(rec),
+                    "additional" => r.additional.push(rec),
+                    _ => {}
                 }
             }
         }
     }
-    for s in ["answer", "authority", "additional"] {
-        r.insert(
-            s.into(),
-            sections
-                .remove(s)
-                .unwrap_or_else(|| Value::Array(Vec::new())),
-        );
-    }
-    Value::Object(r)
+    to_value(&r)
 }
 
 /// `Key: value` lines, first occurrence of each key (at most 200 keys).
 pub fn whois(out: &str) -> Value {
-    let mut fields = Map::new();
+    let mut r = WhoisResult::default();
+    let fields = &mut r.fields;
     for line in out.lines() {
         let line = line.trim();
         if line.starts_with('%') || line.starts_with('#') || line.starts_with(">>>") {
@@ -175,10 +185,10 @@ pub fn whois(out: &str) -> Value {
             if k.is_empty() || v.is_empty() || k.len() > 64 || fields.len() >= 200 {
                 continue;
             }
-            fields.entry(k.to_string()).or_insert_with(|| json!(v));
+            fields.entry(k.to_string()).or_insert_with(|| v.to_string());
         }
     }
-    json!({ "fields": fields })
+    to_value(&r)
 }
 
 /// The tags of an XML document with their attributes, in order (enough for nmap's
@@ -225,66 +235,54 @@ fn unescape(s: &str) -> String {
 /// nmap's `-oX` output: hosts with status, addresses and ports.
 pub fn nmap(xml: &str) -> Value {
     let mut hosts = Vec::new();
-    let mut host: Option<Map<String, Value>> = None;
-    let mut port: Option<Map<String, Value>> = None;
+    let mut host: Option<NmapHost> = None;
+    let mut port: Option<NmapPort> = None;
     for (name, attrs, closing) in tags(xml) {
-        let attr = |k: &str| attrs.get(k).cloned().unwrap_or(Value::Null);
+        let attr = |k: &str| attrs.get(k).and_then(|v| v.as_str()).map(str::to_string);
         match (name.as_str(), closing) {
-            ("host", false) => {
-                let mut h = Map::new();
-                h.insert("ports".into(), json!([]));
-                host = Some(h);
-            }
-            ("host", true) => hosts.extend(host.take().map(Value::Object)),
+            ("host", false) => host = Some(NmapHost::default()),
+            ("host", true) => hosts.extend(host.take()),
             ("status", false) => {
                 if let Some(h) = host.as_mut() {
-                    h.insert("status".into(), attr("state"));
+                    h.status = attr("state");
                 }
             }
             ("address", false) => {
                 if let Some(h) = host.as_mut() {
-                    h.entry("address").or_insert(attr("addr"));
+                    if h.address.is_none() {
+                        h.address = attr("addr");
+                    }
                 }
             }
             ("port", false) => {
-                let mut p = Map::new();
-                p.insert("protocol".into(), attr("protocol"));
-                p.insert(
-                    "port".into(),
-                    json!(attrs
-                        .get("portid")
-                        .and_then(|v| v.as_str())
-                        .and_then(|v| v.parse::<u16>().ok())),
-                );
-                port = Some(p);
+                port = Some(NmapPort {
+                    protocol: attr("protocol"),
+                    port: attr("portid").and_then(|v| v.parse::<u16>().ok()),
+                    ..NmapPort::default()
+                });
             }
             ("state", false) => {
                 if let Some(p) = port.as_mut() {
-                    p.insert("state".into(), attr("state"));
+                    p.state = attr("state");
                 }
             }
             ("service", false) => {
                 if let Some(p) = port.as_mut() {
-                    p.insert("service".into(), attr("name"));
-                    for k in ["product", "version", "extrainfo"] {
-                        if let Some(v) = attrs.get(k) {
-                            p.insert(k.into(), v.clone());
-                        }
-                    }
+                    p.service = attr("name");
+                    p.product = attr("product");
+                    p.version = attr("version");
+                    p.extrainfo = attr("extrainfo");
                 }
             }
             ("port", true) => {
                 if let (Some(p), Some(h)) = (port.take(), host.as_mut()) {
-                    if let Some(Value::Array(a)) = h.get_mut("ports") {
-                        a.push(Value::Object(p));
-                    }
+                    h.ports.push(p);
                 }
             }
-            ("runstats", false) | ("hosts", false) => {}
             _ => {}
         }
     }
-    json!({ "hosts": hosts })
+    to_value(&NmapResult { hosts })
 }
 
 #[cfg(test)]
@@ -321,5 +319,53 @@ mod tests {
         let r = dig(out);
         assert_eq!(r["status"], "NOERROR");
         assert_eq!(r["answer"][0]["data"], "192.0.2.5");
+    }
+
+    /// Every parser's output fits the `result_schema` its tool declares, for real output
+    /// and for garbage (the parsers are lenient, the shape is not).
+    #[test]
+    fn every_result_fits_its_declared_schema() {
+        let tools =
+            super::super::Tools::new(super::super::ToolsConfig::default()).expect("registry");
+        let samples: &[(&str, &str)] = &[
+            ("ping", "2 packets transmitted, 2 received, 0% packet loss, time 1001ms\nrtt min/avg/max/mdev = 0.030/0.041/0.052/0.008 ms\n"),
+            ("ping", "5 packets transmitted, 0 received, 100% packet loss, time 4000ms\n"),
+            ("traceroute", "traceroute to 127.0.0.1 (127.0.0.1), 30 hops max\n 1  127.0.0.1  0.041 ms  0.012 ms  0.010 ms\n 2  * * *\n"),
+            ("mtr", "HOST: box  Loss%   Snt   Last   Avg  Best  Wrst StDev\n  1.|-- 127.0.0.1   0.0%     5    0.1   0.1   0.1   0.1   0.0\n  2.|-- ???  100.0     5    0.0   0.0   0.0   0.0   0.0\n"),
+            ("dig", ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n\n;; ANSWER SECTION:\nbox.test.\t0\tIN\tA\t192.0.2.5\n\n;; AUTHORITY SECTION:\ntest.\t60\tIN\tNS\tns.test.\n\n;; Query time: 3 msec\n;; SERVER: 127.0.0.1#53(127.0.0.1) (UDP)\n"),
+            ("whois", "% comment\nDomain Name: EXAMPLE.COM\nRegistrar: Someone\nDomain Name: again\n"),
+            ("nmap", r#"<nmaprun><host><status state="up"/><address addr="127.0.0.1"/><ports><port protocol="tcp" portid="22"><state state="open"/><service name="ssh" product="OpenSSH"/></port></ports></host></nmaprun>"#),
+        ];
+        // The parameter declarations are JSON Schema too: each compiles, and the
+        // defaults they declare pass it.
+        for tool in tools.all() {
+            let params = &tool.describe()["params"];
+            let v = jsonschema::draft202012::new(params).expect("a valid parameter schema");
+            let defaults: serde_json::Map<String, Value> = params["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, p)| p.get("default").map(|d| (k.clone(), d.clone())))
+                .collect();
+            let mut example = Value::Object(defaults);
+            for req in params["required"].as_array().into_iter().flatten() {
+                if let Some(name) = req.as_str() {
+                    example[name] = json!("127.0.0.1");
+                }
+            }
+            assert!(v.is_valid(&example), "{}: {example}", tool.def.name);
+        }
+        let garbage = "\u{0}\u{1b}[31m<<<>>> ;; ANSWER SECTION:\nx\n 1.|-- a b c\n<host><port portid=\"99999\">";
+        for (tool, out) in samples
+            .iter()
+            .copied()
+            .chain(["ping", "traceroute", "mtr", "dig", "whois", "nmap"].map(|t| (t, garbage)))
+        {
+            let schema = &tools.get(tool).expect("tool").def.result_schema;
+            let v = jsonschema::draft202012::new(schema).expect("a valid schema");
+            let r = result(tool, out).expect("a parser");
+            let errs: Vec<String> = v.iter_errors(&r).map(|e| e.to_string()).collect();
+            assert!(errs.is_empty(), "{tool}: {r} does not fit: {errs:?}");
+        }
     }
 }
