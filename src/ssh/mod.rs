@@ -911,9 +911,13 @@ pub async fn start(
         let mut carry: Option<bytes::Bytes> = None;
         let mut last_sent: Option<Instant> = None;
         loop {
-            let mut buf = BytesMut::with_capacity(CHUNK + DATA_HEADER_LEN);
-            buf.resize(DATA_HEADER_LEN, 0);
+            // While output is streaming (a chunk went out moments ago) a full-size chunk
+            // is allocated and filled below; otherwise one sized to what arrived, so an
+            // idle terminal holds no chunk buffer while it waits.
+            let streaming = last_sent.is_some_and(|t| t.elapsed() < STREAMING);
+            let mut buf;
             if let Some(d) = carry.take() {
+                buf = new_chunk(CHUNK);
                 append(&mut buf, &d, &mut carry);
             } else {
                 let msg = tokio::select! {
@@ -923,6 +927,7 @@ pub async fn start(
                 let Some(msg) = msg else { break };
                 match msg {
                     ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                        buf = new_chunk(if streaming { CHUNK } else { data.len() });
                         append(&mut buf, &data, &mut carry)
                     }
                     ChannelMsg::ExitStatus { exit_status } => {
@@ -937,11 +942,10 @@ pub async fn start(
                     _ => continue,
                 }
             }
-            // Coalesce into one chunk what russh holds now. While output is streaming
-            // (a chunk went out moments ago), also let russh's session task decrypt the
-            // packets already on the socket: a few yields, never a timer, so bulk output
-            // travels in full-size frames while a lone keystroke's echo goes at once.
-            let streaming = last_sent.is_some_and(|t| t.elapsed() < STREAMING);
+            // Coalesce into one chunk what russh holds now. While output is streaming,
+            // also let russh's session task decrypt the packets already on the socket: a
+            // few yields, never a timer, so bulk output travels in full-size frames while
+            // a lone keystroke's echo goes at once.
             let mut yields = if streaming { COALESCE_YIELDS } else { 0 };
             let mut tail = None;
             while carry.is_none() && buf.len() < CHUNK + DATA_HEADER_LEN {
@@ -1031,6 +1035,14 @@ pub async fn start(
         control: ctl_tx,
         stopper: Stopper::Signal(stop_tx),
     })
+}
+
+/// An empty output chunk with room for its frame header and `payload` bytes (at most
+/// [`CHUNK`]); appending more grows it up to that bound.
+fn new_chunk(payload: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + payload.min(CHUNK));
+    buf.resize(DATA_HEADER_LEN, 0);
+    buf
 }
 
 /// Appends `data` to a chunk being built, keeping what does not fit for the next one.
