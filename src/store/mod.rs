@@ -192,6 +192,7 @@ impl Store {
             tx.open_table(CONFIG_VERSIONS)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
+            tx.open_table(NETBOX_SETTINGS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
