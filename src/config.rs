@@ -416,6 +416,8 @@ pub struct NetboxConfig {
     pub request_timeout_ms: u64,
     /// Largest answer body read from NetBox (a page of 1,000 devices is a few MiB).
     pub max_response_bytes: usize,
+    /// Answer bytes one listing or import may read over all its pages.
+    pub max_listing_bytes: usize,
     /// Devices (or sites, platforms) asked for per page; NetBox caps it at its own
     /// `MAX_PAGE_SIZE` (1,000 by default) and the smaller answer is followed.
     pub page_size: usize,
@@ -444,6 +446,7 @@ impl Default for NetboxConfig {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
             max_response_bytes: 32 * 1024 * 1024,
+            max_listing_bytes: 256 * 1024 * 1024,
             page_size: 1000,
             max_pages: 200,
             concurrency: 4,

@@ -186,10 +186,10 @@ impl NetboxClient {
             q.push(("offset".into(), offset.to_string()));
             q
         };
-        let first: Page<T> = self.get_json(path, &with(0)).await?;
+        let (first, mut bytes): (Page<T>, usize) = self.get_sized(path, &with(0)).await?;
         let step = first.results.len();
         let total = usize::try_from(first.count).unwrap_or(usize::MAX);
-        if total > max_items {
+        if total > max_items || step > max_items {
             return Err(NetboxError::TooMany(format!(
                 "{total} objects match; the limit is {max_items} (netbox.max_import_devices): narrow the filters"
             )));
@@ -208,14 +208,26 @@ impl NetboxClient {
         }
         on_page(1, pages);
         out.reserve(total.saturating_sub(out.len()));
+        // `buffered` keeps at most `concurrency` requests in flight and yields pages
+        // in order.
         let mut rest = stream::iter((1..pages).map(|i| {
             let q = with(i * step);
-            async move { self.get_json::<Page<T>>(path, &q).await }
+            async move { self.get_sized::<Page<T>>(path, &q).await }
         }))
         .buffered(self.cfg.concurrency.clamp(1, 16));
         let mut done = 1;
         while let Some(page) = rest.next().await {
-            out.extend(page?.results);
+            let (page, size) = page?;
+            out.extend(page.results);
+            bytes += size;
+            // A server may send more than its `count` said, or huge objects: what is
+            // kept is bounded whatever it sends.
+            if out.len() > max_items || bytes > self.cfg.max_listing_bytes {
+                return Err(NetboxError::TooMany(format!(
+                    "NetBox sent more than it announced (over {max_items} objects or {} bytes)",
+                    self.cfg.max_listing_bytes
+                )));
+            }
             done += 1;
             on_page(done, pages);
         }
@@ -228,6 +240,15 @@ impl NetboxClient {
         path: &str,
         query: &[(String, String)],
     ) -> Result<T, NetboxError> {
+        Ok(self.get_sized(path, query).await?.0)
+    }
+
+    /// [`Self::get_json`] and the size of the answer's body.
+    async fn get_sized<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<(T, usize), NetboxError> {
         let url = self
             .base
             .join(path)
@@ -238,10 +259,11 @@ impl NetboxClient {
             let last = attempt > self.cfg.retries;
             match self.get_once(&url, query).await {
                 Ok(body) => {
-                    return serde_json::from_slice(&body).map_err(|e| NetboxError::Status {
+                    let value = serde_json::from_slice(&body).map_err(|e| NetboxError::Status {
                         status: 200,
                         message: format!("the answer of {path} is not what NetBox sends: {e}"),
-                    })
+                    })?;
+                    return Ok((value, body.len()));
                 }
                 Err(Failure::Retry(wait, e)) if !last => {
                     let backoff = self
@@ -298,15 +320,18 @@ impl NetboxClient {
         if status.is_success() {
             return Ok(body);
         }
+        // Only NetBox's own `detail` is passed on: the URL is the operator's choice, and
+        // echoing any other body would make the gateway a reader of whatever service
+        // that URL names.
         let detail = serde_json::from_slice::<Detail>(&body)
             .ok()
             .and_then(|d| d.detail)
-            .unwrap_or_else(|| {
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-                    .trim()
-                    .to_string()
-            });
-        let detail: String = detail.chars().take(300).collect();
+            .unwrap_or_default();
+        let detail: String = detail
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect();
         let err = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => NetboxError::AuthFailed(format!(
                 "NetBox refused the token ({}): {detail}",
