@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 
 const LEGACY_TOKEN: &str = "0123456789abcdef0123456789abcdef01234567";
 const V2_TOKEN: &str = "nbt_opsgatetest.s3cretPart42";
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/netbox_fixture.py");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/netbox_fixture.py"
+);
 
 /// The fixture server, killed on drop.
 struct NetBox {
@@ -154,13 +157,19 @@ async fn the_connection_is_tested_its_token_sealed_and_never_returned() {
     assert_eq!(v["url"], format!("{}/", nb.url));
     assert_eq!(v["verify_tls"], true);
     assert_eq!(v["netbox_version"], "4.2.9-fixture");
-    assert!(!body.contains(LEGACY_TOKEN) && !body.contains("token"), "{body}");
+    assert!(
+        !body.contains(LEGACY_TOKEN) && !body.contains("token"),
+        "{body}"
+    );
     // Sealed at rest, absent from the logs.
     assert!(
         files_containing(s.data_dir(), LEGACY_TOKEN.as_bytes()).is_empty(),
         "the token is readable in the data directory"
     );
-    assert!(!s.logs().contains(LEGACY_TOKEN), "the token reached the log");
+    assert!(
+        !s.logs().contains(LEGACY_TOKEN),
+        "the token reached the log"
+    );
     // The stored token works for searches.
     c.get("/api/netbox/sites").await.assert_status(200);
 
@@ -325,7 +334,10 @@ async fn import_by_site_dry_run_job_and_reimport_updates_in_place() {
     assert!(v["refused"][0]["reason"]
         .as_str()
         .is_some_and(|r| r.contains("toaster-os")));
-    assert!(c.all_sessions().await.is_empty(), "a dry run changed the inventory");
+    assert!(
+        c.all_sessions().await.is_empty(),
+        "a dry run changed the inventory"
+    );
 
     // The real run is a job, watched on a job channel.
     let r = c.post("/api/netbox/import", &site1).await;
@@ -373,16 +385,26 @@ async fn import_by_site_dry_run_job_and_reimport_updates_in_place() {
     }
     edited["credential_id"] = json!(cred);
     edited["username"] = json!("netops");
-    c.put(&format!("/api/sessions/{}", d1["id"].as_str().expect("id")), &edited)
-        .await
-        .assert_status(200);
+    c.put(
+        &format!("/api/sessions/{}", d1["id"].as_str().expect("id")),
+        &edited,
+    )
+    .await
+    .assert_status(200);
 
     // NetBox changes: a rename, a new address, a port; the re-import updates in place.
-    nb.hook("/_fixture/device/1", json!({"name": "core-1", "ip4": "10.9.9.9/32", "ssh_port": 2022}))
-        .await;
+    nb.hook(
+        "/_fixture/device/1",
+        json!({"name": "core-1", "ip4": "10.9.9.9/32", "ssh_port": 2022}),
+    )
+    .await;
     let job = import(&c, site1.clone()).await;
     let sum = summary(&job);
-    assert_eq!((sum["created"].as_u64(), sum["updated"].as_u64()), (Some(0), Some(120)), "{sum}");
+    assert_eq!(
+        (sum["created"].as_u64(), sum["updated"].as_u64()),
+        (Some(0), Some(120)),
+        "{sum}"
+    );
     let sessions = c.all_sessions().await;
     assert_eq!(sessions.len(), 120, "a re-import duplicated sessions");
     let d1b = sessions
@@ -440,7 +462,10 @@ async fn every_device_in_one_go_refusals_with_reasons_and_by_id() {
     // Everything: three pages of NetBox, one transaction.
     let started = Instant::now();
     let job = import(&c, json!({"filters": {}})).await;
-    println!("2,500-device import (debug build) took {:?}", started.elapsed());
+    println!(
+        "2,500-device import (debug build) took {:?}",
+        started.elapsed()
+    );
     assert_eq!(job["state"], "succeeded", "{job}");
     let sum = summary(&job);
     // 25 without an IP, 10 on an unmapped platform.
@@ -467,11 +492,15 @@ async fn all_or_nothing_when_netbox_fails_half_way() {
     let (_s, c) = setup().await;
     configure(&c, &nb, LEGACY_TOKEN).await;
     // The first device page comes back, every later one fails (after the retries).
-    nb.hook("/_fixture/fail_after", json!({"requests": 1})).await;
+    nb.hook("/_fixture/fail_after", json!({"requests": 1}))
+        .await;
     let job = import(&c, json!({"filters": {}})).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["targets"][0]["error"]["code"], "netbox_error", "{job}");
-    assert!(c.all_sessions().await.is_empty(), "a failed import applied rows");
+    assert!(
+        c.all_sessions().await.is_empty(),
+        "a failed import applied rows"
+    );
 }
 
 #[tokio::test]
@@ -480,7 +509,10 @@ async fn a_stalling_netbox_is_unreachable_within_the_timeout() {
     let (_s, c) = setup().await;
     let started = Instant::now();
     let r = c
-        .put("/api/netbox", &json!({"url": nb.url, "token": LEGACY_TOKEN}))
+        .put(
+            "/api/netbox",
+            &json!({"url": nb.url, "token": LEGACY_TOKEN}),
+        )
         .await;
     r.assert_error(502, Some("netbox_unreachable"));
     // request_timeout_ms = 3000 in TEST_CONFIG; generous for a busy machine.
@@ -515,4 +547,28 @@ async fn a_429_is_retried_after_its_retry_after() {
     assert_eq!(r.json()["created"].as_array().map(Vec::len), Some(125));
     // One throttled request, then the same one again (plus the hits call itself).
     assert_eq!(nb.hits().await - before, 3);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_netbox_tls_unless_verification_is_off() {
+    // Another gateway serving HTTPS with a self-signed certificate stands in for a
+    // NetBox behind an internal CA.
+    let https = Server::start(ServerOptions::default().tls()).await;
+    let url = format!("https://127.0.0.1:{}", https.addr.port());
+    let (_s, c) = setup().await;
+    let msg = c
+        .put("/api/netbox", &json!({"url": url, "token": LEGACY_TOKEN}))
+        .await
+        .assert_error(502, Some("netbox_tls"));
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    // Without verification the TLS handshake passes; that server is no NetBox, and
+    // its body is not passed on, only the status.
+    let msg = c
+        .put(
+            "/api/netbox",
+            &json!({"url": url, "token": LEGACY_TOKEN, "verify_tls": false}),
+        )
+        .await
+        .assert_error(502, Some("netbox_error"));
+    assert!(msg.contains("404") && !msg.contains("route"), "{msg}");
 }

@@ -10,7 +10,7 @@
 //! NetBox tags' slugs plus `role=<role slug>`. A session remembers its NetBox id, so a
 //! second import updates it (keeping its username and credential) instead of adding one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
@@ -423,7 +423,7 @@ pub fn apply(
         ..ImportReport::default()
     };
     let mut plans = Vec::new();
-    let mut seen_ids: BTreeMap<u64, ()> = BTreeMap::new();
+    let mut seen_ids: HashSet<u64> = HashSet::new();
     for d in devices {
         let refuse = |reason: String| Outcome {
             netbox_id: d.id,
@@ -431,7 +431,7 @@ pub fn apply(
             session_id: None,
             reason: Some(reason),
         };
-        if seen_ids.insert(d.id, ()).is_some() {
+        if !seen_ids.insert(d.id) {
             continue; // NetBox listed it twice (paging while it changed)
         }
         let mut v = match to_session(d, map, req) {
@@ -483,10 +483,7 @@ pub fn apply(
             reason: None,
         };
         match plan {
-            Plan::Create(v) if req.dry_run => {
-                drop(v);
-                report.created.push(outcome(None));
-            }
+            Plan::Create(_) if req.dry_run => report.created.push(outcome(None)),
             Plan::Update(id, _) if req.dry_run => report.updated.push(outcome(Some(id))),
             Plan::Create(v) => {
                 let s = inventory::create_session(tx, ws, v)?;
