@@ -572,3 +572,48 @@ async fn an_untrusted_certificate_is_netbox_tls_unless_verification_is_off() {
         .assert_error(502, Some("netbox_error"));
     assert!(msg.contains("404") && !msg.contains("route"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_cancel_stops_the_fetch_and_a_restart_fails_the_import_applying_nothing() {
+    let nb = NetBox::start("ok");
+    let mut s = Server::start(
+        ServerOptions::default()
+            .config("[netbox]\nrequest_timeout_ms = 20000\nretry_base_ms = 50\n"),
+    )
+    .await;
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    configure(&c, &nb, LEGACY_TOKEN).await;
+    nb.hook("/_fixture/stall_devices", json!({"on": true}))
+        .await;
+
+    // Cancel while NetBox hangs: the job ends at once, not after the request timeout.
+    let r = c.post("/api/netbox/import", &json!({"filters": {}})).await;
+    r.assert_status(202);
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    c.post(&format!("/api/jobs/{id}/cancel"), &json!({}))
+        .await
+        .assert_status(202);
+    let job = wait_job(&c, &id).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The gateway dies during an import: after the restart the job is failed
+    // `interrupted`, and nothing of it was applied.
+    let r = c.post("/api/netbox/import", &json!({"filters": {}})).await;
+    r.assert_status(202);
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.kill9();
+    s.start_again().await;
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let job = wait_job(&c, &id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["targets"][0]["error"]["code"], "interrupted", "{job}");
+    assert!(c.all_sessions().await.is_empty());
+}

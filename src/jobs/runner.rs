@@ -640,6 +640,11 @@ impl ExternalJob {
         *self.cancel.borrow()
     }
 
+    /// Resolves when a cancel is asked for (never, if the job is no longer live).
+    pub async fn until_cancelled(&self) {
+        cancelled(&mut self.cancel.clone()).await
+    }
+
     /// Publishes one progress event under `key` (watchers keep the latest per key).
     pub fn progress(&self, key: &str, event: Map<String, Value>) {
         let _ = self.live.events.send((key.to_string(), event));

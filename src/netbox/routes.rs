@@ -396,12 +396,15 @@ async fn run_import(
                 ),
             )
         };
-        let devices = fetch(&app, &client, &req, &on_page).await?;
+        // A cancel stops the fetch at once (nothing is written before it ends).
+        let cancelled =
+            || NetboxError::invalid("cancelled", "cancelled before anything was applied");
+        let devices = tokio::select! {
+            d = fetch(&app, &client, &req, &on_page) => d?,
+            _ = ext.until_cancelled() => return Err(cancelled()),
+        };
         if ext.cancelled() {
-            return Err(NetboxError::invalid(
-                "cancelled",
-                "cancelled before applying",
-            ));
+            return Err(cancelled());
         }
         ext.progress(
             PROGRESS_KEY,
