@@ -60,8 +60,11 @@ j=json.load(sys.stdin); s=json.loads(j['targets'][0]['output'][0]['output'])
 print('%.2f %d %d %d %d' % ($t1-$t0, s['created'], s['updated'], len(s['refused']), s['duration_ms']))"
 }
 
-read -r t1 c1 u1 r1 d1 < <(run_import)
-read -r t2 c2 u2 r2 d2 < <(run_import)
+# Assignments, not `read < <(…)`: a failed import then stops the script (set -e).
+first=$(run_import)
+second=$(run_import)
+read -r t1 c1 u1 r1 d1 <<<"$first"
+read -r t2 c2 u2 r2 d2 <<<"$second"
 rss_peak=$(rss VmHWM)
 rss_after=$(rss VmRSS)
 sessions=$(api GET /api/sessions | python3 -c "import json,sys; print(sum(len(f['sessions']) for f in json.load(sys.stdin)['folders']))")
