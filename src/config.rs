@@ -542,6 +542,8 @@ impl Config {
                 "tls.cert and tls.key must be given together".into(),
             ));
         }
+        // A platform mapped to an unknown device type is a mistake to report at start.
+        crate::netbox::import::Mapping::new(&self.netbox).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

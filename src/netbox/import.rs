@@ -550,6 +550,28 @@ mod tests {
     }
 
     #[test]
+    fn the_config_adds_platforms_and_refuses_unknown_device_types() {
+        let mut cfg = NetboxConfig::default();
+        cfg.platforms.insert("VyOS".into(), "linux".into());
+        let map = Mapping::new(&cfg).expect("map");
+        let d = device(
+            serde_json::json!({"id": 3, "name": "r", "platform": {"slug": "vyos"},
+            "primary_ip4": {"address": "192.0.2.1/32"}}),
+        );
+        assert_eq!(
+            to_session(&d, &map, &req()).expect("mapped").device_type,
+            DeviceType::Linux
+        );
+        cfg.platforms.insert("x".into(), "toaster".into());
+        assert!(Mapping::new(&cfg).unwrap_err().contains("toaster"));
+        let bad_default = NetboxConfig {
+            default_device_type: "toaster".into(),
+            ..NetboxConfig::default()
+        };
+        assert!(Mapping::new(&bad_default).is_err());
+    }
+
+    #[test]
     fn refusals_say_why() {
         let map = Mapping::new(&NetboxConfig::default()).expect("map");
         let no_ip = device(serde_json::json!({"id": 1, "name": "x", "platform": {"slug": "ios"}}));
