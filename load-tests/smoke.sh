@@ -63,6 +63,15 @@ fi
 rows=$(grep -c '"scenario"' "$out" 2>/dev/null || echo 0)
 if [ "$rows" -lt "$passed" ]; then failed+=("json rows ($rows for $passed scenarios)"); fi
 
+# The NetBox import benchmark, tiny (200 devices over 4 sites; a few seconds): its own
+# script, gateway and fixture, so it counts after the JSON-row check.
+lt_log "smoke: netbox_import"
+if LOAD_PROFILE="$profile" NB_DEVICES=200 NB_SITES=4 timeout 90 "$LT_DIR/netbox_import.sh" >&2; then
+  passed=$((passed + 1))
+else
+  failed+=("netbox_import")
+fi
+
 if [ "${#failed[@]}" -gt 0 ]; then
   lt_log "opsgate-load smoke FAILED: ${failed[*]} ($passed scenarios ok)"
   echo "--- gateway log (tail)" >&2

@@ -60,6 +60,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// `[tools]` and `[tools.<name>]`: network tools (see `crate::tools`).
     pub tools: crate::tools::ToolsConfig,
+    pub netbox: NetboxConfig,
 }
 
 impl Default for Config {
@@ -86,6 +87,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             jobs: JobsConfig::default(),
             tools: crate::tools::ToolsConfig::default(),
+            netbox: NetboxConfig::default(),
         }
     }
 }
@@ -403,6 +405,61 @@ impl Default for JobsConfig {
     }
 }
 
+/// `[netbox]`: NetBox device import. The NetBox URL is operator-supplied, so every
+/// request to it is bounded in time, size and number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetboxConfig {
+    /// Connecting to NetBox (TCP and TLS handshake) may take this long.
+    pub connect_timeout_ms: u64,
+    /// One whole request (connect, send, read the answer) may take this long.
+    pub request_timeout_ms: u64,
+    /// Largest answer body read from NetBox (a page of 1,000 devices is a few MiB).
+    pub max_response_bytes: usize,
+    /// Answer bytes one listing or import may read over all its pages.
+    pub max_listing_bytes: usize,
+    /// Devices (or sites, platforms) asked for per page; NetBox caps it at its own
+    /// `MAX_PAGE_SIZE` (1,000 by default) and the smaller answer is followed.
+    pub page_size: usize,
+    /// Pages one listing or import may fetch; past it the request is refused.
+    pub max_pages: usize,
+    /// Pages fetched at once from one NetBox.
+    pub concurrency: usize,
+    /// Extra attempts after a 429 or 5xx answer, with exponential backoff.
+    pub retries: u32,
+    /// First retry delay (doubles per attempt; a `Retry-After` up to 10 s is honoured).
+    pub retry_base_ms: u64,
+    /// Devices one import may take.
+    pub max_import_devices: usize,
+    /// The device custom field holding the SSH port (22 when absent).
+    pub port_field: String,
+    /// Device type for a platform the mapping does not know (and for devices without a
+    /// platform); empty refuses such devices.
+    pub default_device_type: String,
+    /// NetBox platform slug → opsgate device type, on top of the built-in defaults.
+    pub platforms: BTreeMap<String, String>,
+}
+
+impl Default for NetboxConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_listing_bytes: 256 * 1024 * 1024,
+            page_size: 1000,
+            max_pages: 200,
+            concurrency: 4,
+            retries: 3,
+            retry_base_ms: 500,
+            max_import_devices: 20_000,
+            port_field: "ssh_port".to_string(),
+            default_device_type: String::new(),
+            platforms: BTreeMap::new(),
+        }
+    }
+}
+
 /// Environment variables consumed by the CLI itself rather than the override mechanism.
 const CLI_ENV: &[&str] = &[
     "OPSGATE_LISTEN",
@@ -485,6 +542,8 @@ impl Config {
                 "tls.cert and tls.key must be given together".into(),
             ));
         }
+        // A platform mapped to an unknown device type is a mistake to report at start.
+        crate::netbox::import::Mapping::new(&self.netbox).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod metrics;
 pub mod mux;
+pub mod netbox;
 pub mod pty;
 pub mod source;
 pub mod ssh;

@@ -47,6 +47,11 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
           keep_count = 1000, keep_days = 30 (finished executions per workspace)
   [tools.<name>] enabled = true, timeout_secs, concurrency = 8, max_prefix = 24 (widest scan target)
           for ping, traceroute, mtr, dig, whois, nmap, port_check, tls_check
+  [netbox] connect_timeout_ms = 5000, request_timeout_ms = 30000, max_response_bytes = 33554432,
+           max_listing_bytes = 268435456, page_size = 1000, max_pages = 200, concurrency = 4,
+           retries = 3 (429/5xx), retry_base_ms = 500, max_import_devices = 20000,
+           port_field = \"ssh_port\", default_device_type = \"\" (empty: refuse unmapped platforms)
+  [netbox.platforms] \"vyos\" = \"linux\"  NetBox platform slug -> device type, over the defaults
 ENVIRONMENT: OPSGATE_ADMIN_PASSWORD sets the first admin's password; OPSGATE_LOG sets the
 log filter (e.g. info, opsgate=debug).";
 

@@ -204,3 +204,54 @@ async fn ten_thousand_rows_import_in_one_go() {
     let v = c.list_sessions().await;
     assert_eq!(v["folders"].as_array().map(Vec::len), Some(20));
 }
+
+#[tokio::test]
+async fn a_dry_run_lists_created_updated_skipped_and_refused_rows_and_changes_nothing() {
+    let (_s, c) = setup().await;
+    import(
+        &c,
+        "",
+        "folder,display_name,host,device_type\nA,sw1,10.0.0.1,linux\nA,sw2,10.0.0.2,linux\n",
+    )
+    .await
+    .assert_status(200);
+    // A good file: one update (by name), one new row.
+    let good =
+        "folder,display_name,host,device_type\nA,sw1,10.0.0.11,linux\nA,sw9,10.0.0.9,linux\n";
+    let r = import(&c, "&dry_run=true&on_duplicate=update", good).await;
+    r.assert_status(200);
+    let v = r.json();
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["updated"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["created"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["refused"], json!([]));
+    // A bad file: the refused rows come back as data, with row numbers and reasons.
+    let bad = "folder,display_name,host,port,device_type\nA,ok,10.0.0.5,22,linux\nA,bad,10.0.0.6,0,linux\nA,worse,10.0.0.7,22,toaster\n";
+    let r = import(&c, "&dry_run=true", bad).await;
+    r.assert_status(200);
+    let v = r.json();
+    assert_eq!(v["valid"], false);
+    let rows: Vec<u64> = v["refused"]
+        .as_array()
+        .expect("refused")
+        .iter()
+        .map(|e| e["row"].as_u64().expect("row"))
+        .collect();
+    assert_eq!(rows, vec![2, 3], "{v}");
+    // Against the inventory: duplicates refused in the default mode, listed too.
+    let r = import(&c, "&dry_run=true", good).await;
+    let v = r.json();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["refused"][0]["row"], 1, "{v}");
+    // Two rows of one file matching the same saved session (one by name, one by
+    // address) are refused, not applied one over the other.
+    let twice = "folder,display_name,host,device_type\nA,sw1,10.9.9.9,linux\nB,x,10.0.0.1,linux\n";
+    let msg = import(&c, "&on_duplicate=update", twice)
+        .await
+        .assert_error(400, Some("import_invalid"));
+    assert!(msg.contains("same saved session"), "{msg}");
+    // Nothing of all that changed the inventory.
+    let sessions = all_sessions(&c).await;
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.iter().all(|s| s["host"] != "10.0.0.11"));
+}

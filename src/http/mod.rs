@@ -29,6 +29,7 @@ use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Ro
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
 use crate::jobs::routes as jobs;
+use crate::netbox::routes as netbox;
 use crate::store::{StoreError, HTTP_SESSIONS};
 use crate::workspace::{self, routes as teams};
 
@@ -193,6 +194,16 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::tools::routes::get_execution).delete(crate::tools::routes::cancel_execution),
         )
         .route("/api/system/stats", get(crate::stats::system_stats))
+        .route(
+            "/api/netbox",
+            get(netbox::get_settings)
+                .put(netbox::put_settings)
+                .delete(netbox::delete_settings),
+        )
+        .route("/api/netbox/sites", get(netbox::list_sites))
+        .route("/api/netbox/platforms", get(netbox::list_platforms))
+        .route("/api/netbox/devices", get(netbox::list_devices))
+        .route("/api/netbox/import", post(netbox::import_devices))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))

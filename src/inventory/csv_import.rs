@@ -71,14 +71,30 @@ pub struct RowRef {
     pub id: Option<String>,
 }
 
-/// What an import did.
+/// What an import did (or, for a dry run, would do).
 #[derive(Debug, Serialize, Default)]
 pub struct CsvReport {
+    /// False when at least one row is refused: then nothing is (or would be) applied.
+    pub valid: bool,
     pub created: Vec<RowRef>,
     pub updated: Vec<RowRef>,
     pub skipped: Vec<RowRef>,
+    /// Every refused row with its reason. A real import never applies a file with a
+    /// refused row (it answers 400 `import_invalid`), so this is only ever filled by a
+    /// dry run (`dry_run=true`), which lists them all as data.
+    pub refused: Vec<RowError>,
     /// Sessions removed first (`mode=replace`).
     pub removed: usize,
+}
+
+impl CsvReport {
+    /// The answer of a dry run whose file is refused.
+    pub fn refused(rows: Vec<RowError>) -> CsvReport {
+        CsvReport {
+            refused: rows,
+            ..CsvReport::default()
+        }
+    }
 }
 
 fn row_error(row: usize, folder: &str, name: Option<&str>, message: impl Into<String>) -> RowError {
@@ -285,6 +301,10 @@ pub fn apply(
         .collect();
     let mut errors = Vec::new();
     let mut plans = Vec::with_capacity(rows.len());
+    // Existing session id → the row that matched it first: two rows of one file (one by
+    // name, one by address) must not both overwrite the same session (skipping it twice
+    // is harmless).
+    let mut claimed: HashMap<String, usize> = HashMap::new();
     for mut r in rows {
         let s = &r.session;
         if let Some(name) = &r.credential {
@@ -314,6 +334,17 @@ pub fn apply(
         let found = by_name
             .get(&(s.folder.clone(), s.display_name.to_lowercase()))
             .or_else(|| by_addr.get(&(s.host.to_lowercase(), s.port)));
+        if let (Some(id), OnDuplicate::Update) = (found, on_duplicate) {
+            if let Some(first) = claimed.insert(id.to_string(), r.row) {
+                errors.push(row_error(
+                    r.row,
+                    &s.folder,
+                    Some(&s.display_name),
+                    format!("matches the same saved session ({id}) as row {first}"),
+                ));
+                continue;
+            }
+        }
         let plan = match (found, on_duplicate) {
             (None, _) => Plan::Create,
             (Some(id), OnDuplicate::Update) => Plan::Update(id.to_string()),
@@ -333,7 +364,10 @@ pub fn apply(
     if !errors.is_empty() {
         return Err(InventoryError::Import(errors));
     }
-    let mut report = CsvReport::default();
+    let mut report = CsvReport {
+        valid: true,
+        ..CsvReport::default()
+    };
     if mode == ImportMode::Replace {
         report.removed = store::delete_owned(&mut tx.open_table(SAVED_SESSIONS)?, owner)?;
         store::delete_owned(&mut tx.open_table(FOLDERS)?, owner)?;

@@ -78,9 +78,12 @@ pub fn delete_all_of(tx: &WriteTransaction, owner: &str) -> Result<(), StoreErro
     store::delete_owned(&mut tx.open_table(FOLDERS)?, owner)?;
     store::delete_owned(&mut tx.open_table(CREDENTIALS)?, owner)?;
     store::delete_owned(&mut tx.open_table(KNOWN_HOSTS)?, owner)?;
+    store::delete_owned(&mut tx.open_table(store::NETBOX_SETTINGS)?, owner)?;
     Ok(())
 }
 
 pub use credentials::load_secret;
 pub use known_hosts::{add_known_host, find_known_host};
 pub use sessions::{get_session, valid_host};
+// The NetBox import builds and applies sessions with the same checks as the API.
+pub(crate) use sessions::{check_folder_name, create_session, update_session, ValidSession};

@@ -181,13 +181,15 @@ pub struct ImportQuery {
     format: Option<String>,
     /// CSV only: what to do with rows already in the inventory.
     on_duplicate: Option<csv_import::OnDuplicate>,
-    /// YAML: check and count, write nothing (the console's preview).
+    /// Check and report, write nothing (the console's preview). YAML answers counts;
+    /// CSV answers the created/updated/skipped/refused rows.
     #[serde(default)]
     dry_run: bool,
 }
 
 /// `POST /api/sessions/import?mode=merge|replace[&dry_run=true]
-/// [&format=csv&on_duplicate=fail|skip|update]` (YAML or CSV body; all or nothing). A
+/// [&format=csv&on_duplicate=fail|skip|update]` (YAML or CSV body; all or nothing). A CSV dry
+/// run answers the created/updated/skipped/refused rows (refused ones with reasons). A
 /// YAML dry run answers 200 `{"valid","created","updated","removed","errors"}` with every
 /// bad row, and writes nothing.
 pub async fn import_sessions(
@@ -200,9 +202,13 @@ pub async fn import_sessions(
     match q.format.as_deref() {
         None | Some("yaml") => {}
         Some("csv") => {
-            let rows = csv_import::parse(&body)?;
             let on_duplicate = q.on_duplicate.unwrap_or_default();
             let owner = ws.scope;
+            if q.dry_run {
+                let report = preview_csv(&app, owner, &body, mode, on_duplicate).await?;
+                return Ok(Json(report).into_response());
+            }
+            let rows = csv_import::parse(&body)?;
             let report = app
                 .store
                 .write(move |tx| csv_import::apply(tx, &owner, rows, mode, on_duplicate))
@@ -242,6 +248,55 @@ pub async fn csv_template(_ws: Workspace) -> impl IntoResponse {
         ],
         csv_import::TEMPLATE,
     )
+}
+
+/// A CSV dry run: the whole import in a transaction that is never committed. Refused
+/// rows come back as data (`valid: false`, `refused: [...]`), not as a 400.
+async fn preview_csv(
+    app: &App,
+    owner: crate::workspace::Scope,
+    body: &[u8],
+    mode: ImportMode,
+    on_duplicate: csv_import::OnDuplicate,
+) -> ApiResult<csv_import::CsvReport> {
+    let rows = match csv_import::parse(body) {
+        Ok(r) => r,
+        Err(InventoryError::Import(rows)) => return Ok(csv_import::CsvReport::refused(rows)),
+        Err(e) => return Err(e.into()),
+    };
+    let outcome = app
+        .store
+        .write(move |tx| -> Result<(), CsvDryRun> {
+            Err(
+                match csv_import::apply(tx, &owner, rows, mode, on_duplicate) {
+                    Ok(report) => CsvDryRun::Counted(report),
+                    Err(e) => CsvDryRun::Refused(e),
+                },
+            )
+        })
+        .await;
+    match outcome {
+        Err(CsvDryRun::Counted(r)) => Ok(r),
+        Err(CsvDryRun::Refused(InventoryError::Import(rows))) => {
+            Ok(csv_import::CsvReport::refused(rows))
+        }
+        Err(CsvDryRun::Refused(e)) => Err(e.into()),
+        Ok(()) => Err(ApiError::internal(
+            "dry run committed nothing and reported nothing",
+        )),
+    }
+}
+
+/// How a CSV dry run leaves its write transaction: always by `Err`, so it is aborted.
+enum CsvDryRun {
+    Counted(csv_import::CsvReport),
+    Refused(InventoryError),
+}
+
+impl From<crate::store::StoreError> for CsvDryRun {
+    fn from(e: crate::store::StoreError) -> Self {
+        CsvDryRun::Refused(e.into())
+    }
 }
 
 /// How a dry run leaves its write transaction: always by `Err`, so it is aborted.

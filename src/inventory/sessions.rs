@@ -70,6 +70,9 @@ pub struct SavedSession {
     pub credential_id: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The NetBox device this session was imported from: a re-import updates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netbox_id: Option<u64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -105,6 +108,8 @@ pub(crate) struct ValidSession {
     pub device_type: DeviceType,
     pub credential_id: Option<String>,
     pub tags: Vec<String>,
+    /// Set by the NetBox import only; an edit through the API keeps the stored one.
+    pub netbox_id: Option<u64>,
 }
 
 pub(crate) const DEFAULT_FOLDER: &str = "Default";
@@ -218,6 +223,7 @@ impl SessionInput {
             device_type,
             credential_id,
             tags,
+            netbox_id: None,
         })
     }
 }
@@ -404,6 +410,7 @@ pub(crate) fn create_session(
         device_type: v.device_type,
         credential_id: v.credential_id,
         tags: v.tags,
+        netbox_id: v.netbox_id,
         created_at: now,
         updated_at: now,
     };
@@ -440,6 +447,7 @@ pub(crate) fn update_session(
         device_type: v.device_type,
         credential_id: v.credential_id,
         tags: v.tags,
+        netbox_id: v.netbox_id.or(old.netbox_id),
         created_at: old.created_at,
         updated_at: store::now(),
     };
@@ -604,6 +612,7 @@ mod search_tests {
             device_type: DeviceType::Linux,
             credential_id: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            netbox_id: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -14,6 +14,9 @@ use crate::store::{self, JOBS};
 pub enum JobType {
     ConfigBackup,
     Command,
+    /// A NetBox import, run by `crate::netbox` through [`super::runner::ExternalJob`]
+    /// (not startable through `POST /api/jobs`, so `parse` does not know it).
+    NetboxImport,
 }
 
 impl JobType {

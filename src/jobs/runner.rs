@@ -103,11 +103,16 @@ pub fn spawn(app: &Arc<App>, job: Job) {
 pub async fn resume_all(app: &Arc<App>) -> Result<usize, JobError> {
     let mut jobs = app.store.read(model::unfinished).await?;
     for job in &mut jobs {
+        if job.kind == JobType::NetboxImport {
+            // Its work lived in the task that died; the import is all or nothing, so
+            // nothing of it was applied. The job ends failed.
+            interrupt_external(job);
+        }
         for t in &mut job.targets {
             if matches!(t.state, TargetState::Running | TargetState::Retrying) {
                 match job.kind {
                     JobType::ConfigBackup => t.state = TargetState::Queued,
-                    JobType::Command => {
+                    JobType::Command | JobType::NetboxImport => {
                         t.state = TargetState::Failed;
                         t.error = Some(TargetError {
                             code: INTERRUPTED.into(),
@@ -476,6 +481,10 @@ impl From<DriveError> for OpenError {
 }
 
 async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Outcome, OpenError> {
+    if ctx.kind == JobType::NetboxImport {
+        // Never queued to workers (see `ExternalJob`); refuse rather than SSH anywhere.
+        return Err(OpenError::new(codes::CHANNEL_FAILED, "not a device job"));
+    }
     let (key, sid) = (ctx.scope.key.clone(), session_id.to_string());
     let session = app
         .store
@@ -488,13 +497,13 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
     let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
     let commands: Vec<String> = match ctx.kind {
         JobType::ConfigBackup => vec![profile.show_config.to_string()],
-        JobType::Command => ctx.commands.clone(),
+        JobType::Command | JobType::NetboxImport => ctx.commands.clone(),
     };
     let result = drive(&conn, profile, &commands, timeout).await;
     conn.disconnect().await;
     let outputs = result?;
     match ctx.kind {
-        JobType::Command => Ok(Outcome {
+        JobType::Command | JobType::NetboxImport => Ok(Outcome {
             output: Some(outputs),
             config: None,
         }),
@@ -563,4 +572,113 @@ async fn drive(
     }
     sh.close().await;
     Ok(out)
+}
+
+/// The one target of a job run outside the worker pool (its `session_id`).
+pub const EXTERNAL_TARGET: &str = "netbox";
+
+fn interrupt_external(job: &mut Job) {
+    for t in &mut job.targets {
+        if !t.state.is_done() {
+            t.state = TargetState::Failed;
+            t.error = Some(TargetError {
+                code: INTERRUPTED.into(),
+                message: "the gateway stopped during the import; nothing of it was applied".into(),
+            });
+        }
+    }
+}
+
+/// A job whose work another module does in its own task (a NetBox import) instead of
+/// the worker pool. It has one target, [`EXTERNAL_TARGET`], whose state is the job's;
+/// the module publishes its own progress events (under its own key) on the job's
+/// `job` channels, and ends the job with [`ExternalJob::finish`]. Cancel is asked
+/// through the usual `POST /api/jobs/{id}/cancel` and read with [`ExternalJob::cancelled`].
+pub struct ExternalJob {
+    app: Arc<App>,
+    job: Job,
+    live: LiveJob,
+    cancel: watch::Receiver<bool>,
+    started: Instant,
+}
+
+impl ExternalJob {
+    /// Registers a stored job as running and tells its watchers.
+    pub async fn start(app: &Arc<App>, mut job: Job) -> ExternalJob {
+        let (events, _) = broadcast::channel(PROGRESS_BUFFER);
+        let (cancel, cancel_rx) = watch::channel(false);
+        job.state = JobState::Running;
+        for t in &mut job.targets {
+            t.state = TargetState::Running;
+            t.attempts = 1;
+            t.started_at = Some(store::now());
+        }
+        let live = LiveJob {
+            events,
+            cancel,
+            snapshot: Arc::new(Mutex::new(job.clone())),
+        };
+        app.jobs.live.insert(job.id.clone(), live.clone());
+        persist(app, &job).await;
+        publish(&live, &job, job_event(&job));
+        ExternalJob {
+            app: app.clone(),
+            job,
+            live,
+            cancel: cancel_rx,
+            started: Instant::now(),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    /// Whether a cancel was asked for.
+    pub fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Resolves when a cancel is asked for (never, if the job is no longer live).
+    pub async fn until_cancelled(&self) {
+        cancelled(&mut self.cancel.clone()).await
+    }
+
+    /// Publishes one progress event under `key` (watchers keep the latest per key).
+    pub fn progress(&self, key: &str, event: Map<String, Value>) {
+        let _ = self.live.events.send((key.to_string(), event));
+    }
+
+    /// Ends the job: `Ok(summary)` succeeded (the summary is kept as the target's
+    /// output), `Err` failed with that error, or cancelled if a cancel was asked.
+    pub async fn finish(mut self, result: Result<String, TargetError>) {
+        let cancelled = self.cancelled();
+        if let Some(t) = self.job.targets.first_mut() {
+            match result {
+                Ok(summary) => {
+                    t.state = TargetState::Succeeded;
+                    t.output = Some(vec![CommandOutput {
+                        command: "netbox_import".into(),
+                        output: summary,
+                    }]);
+                }
+                Err(_) if cancelled => t.state = TargetState::Cancelled,
+                Err(e) => {
+                    t.state = TargetState::Failed;
+                    t.error = Some(e);
+                }
+            }
+            t.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        }
+        self.job.cancel_requested = cancelled;
+        self.job.state = self.job.final_state();
+        self.job.finished_at = Some(store::now());
+        persist(&self.app, &self.job).await;
+        if !self.job.targets.is_empty() {
+            publish(&self.live, &self.job, target_event(&self.job, 0));
+        }
+        publish(&self.live, &self.job, job_event(&self.job));
+        self.app.jobs.live.remove(&self.job.id);
+    }
 }

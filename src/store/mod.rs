@@ -54,9 +54,18 @@ pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
 /// (workspace key, schedule id) → cron schedule with its job (jobs module).
 pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schedules");
 
+/// (workspace key, `settings`) → the workspace's NetBox connection (token sealed).
+pub const NETBOX_SETTINGS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("netbox_settings");
+
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
-pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
-    [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
+pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 5] = [
+    FOLDERS,
+    SAVED_SESSIONS,
+    CREDENTIALS,
+    KNOWN_HOSTS,
+    NETBOX_SETTINGS,
+];
 /// (workspace key, id) → tool execution: params, state, times, result, bounded output.
 pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
 /// sequence number → audit event.
@@ -183,6 +192,7 @@ impl Store {
             tx.open_table(CONFIG_VERSIONS)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
+            tx.open_table(NETBOX_SETTINGS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
