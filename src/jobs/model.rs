@@ -17,6 +17,13 @@ pub enum JobType {
 }
 
 impl JobType {
+    /// The word the API uses (`config_backup`, …).
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
     pub fn parse(s: &str) -> Option<JobType> {
         match s {
             "config_backup" => Some(JobType::ConfigBackup),
@@ -130,6 +137,9 @@ pub struct Job {
     /// The schedule that started it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<String>,
+    /// The job whose failed and cancelled targets this one retries, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
     pub targets: Vec<Target>,
 }
 

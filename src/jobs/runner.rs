@@ -12,6 +12,7 @@
 //! safe to repeat). Targets already done are never run again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,13 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 use super::device::{self, DriveError, Shell};
 use super::model::{self, CommandOutput, Job, JobState, JobType, TargetError, TargetState};
+use super::webhooks::{self, Webhooks};
 use super::{configs, JobError};
 use crate::app::App;
+use crate::audit::AuditSink;
 use crate::config::JobsConfig;
 use crate::inventory;
+use crate::metrics::Metrics;
 use crate::source::OpenError;
 use crate::ssh::DeviceConn;
 use crate::store;
@@ -48,18 +52,35 @@ pub(super) struct LiveJob {
     pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
-/// The jobs registry: running jobs by id and the global concurrency limit.
+/// The jobs registry: running jobs by id, the global concurrency limit, and the
+/// webhook sender.
 pub struct Jobs {
     global: Arc<Semaphore>,
     pub(super) live: DashMap<String, LiveJob>,
+    /// Job events for `[jobs.webhooks]` receivers.
+    pub webhooks: Webhooks,
+    metrics: Arc<Metrics>,
 }
 
 impl Jobs {
-    pub fn new(cfg: &JobsConfig) -> Jobs {
+    /// Call inside the Tokio runtime (the webhook delivery task starts here).
+    pub fn new(cfg: &JobsConfig, audit: AuditSink, metrics: Arc<Metrics>) -> Jobs {
         Jobs {
             global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
             live: DashMap::new(),
+            webhooks: Webhooks::start(&cfg.webhooks, audit, metrics.clone()),
+            metrics,
         }
+    }
+
+    /// Whether a job of `workspace` is being worked on now.
+    pub fn running_in(&self, workspace: &str) -> bool {
+        self.live.iter().any(|l| {
+            l.snapshot
+                .lock()
+                .map(|j| j.workspace == workspace)
+                .unwrap_or(true)
+        })
     }
 
     /// The current state of a running job (fresher than the database by a write).
@@ -202,6 +223,7 @@ fn publish(live: &LiveJob, job: &Job, ev: (String, Map<String, Value>)) {
 async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watch::Receiver<bool>) {
     let cfg = app.cfg.jobs.clone();
     job.state = JobState::Running;
+    app.jobs.metrics.jobs.running.fetch_add(1, Relaxed);
     persist(&app, &job).await;
     publish(&live, &job, job_event(&job));
     let mut pending: VecDeque<usize> = (0..job.targets.len())
@@ -245,6 +267,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 }
             }
             Some(u) = upd_rx.recv() => {
+                count(&app.jobs.metrics, &u);
                 let idx = apply(&mut job, u, &mut running);
                 persist(&app, &job).await;
                 publish(&live, &job, target_event(&job, idx));
@@ -280,7 +303,67 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     persist(&app, &job).await;
     publish(&live, &job, job_event(&job));
     tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
+    let m = &app.jobs.metrics.jobs;
+    m.running.fetch_sub(1, Relaxed);
+    m.job_finished(state_word(job.state));
+    for t in &job.targets {
+        // Cancelled-while-queued targets never sent a Done update.
+        if t.state == TargetState::Cancelled && t.duration_ms.is_none() {
+            m.target_finished("cancelled");
+        }
+    }
+    // A job the user cancelled is not a failure.
+    if job.state == JobState::Failed {
+        app.jobs
+            .webhooks
+            .send(&job.workspace, &job.owner, failed_event(&job));
+    }
     app.jobs.live.remove(&job.id);
+}
+
+fn state_word<T: serde::Serialize>(s: T) -> &'static str {
+    match serde_json::to_value(s)
+        .ok()
+        .as_ref()
+        .and_then(Value::as_str)
+    {
+        Some("succeeded") => "succeeded",
+        Some("failed") => "failed",
+        Some("cancelled") => "cancelled",
+        _ => "",
+    }
+}
+
+/// Counts a worker's report in the job metrics.
+fn count(m: &Metrics, u: &Update) {
+    match u {
+        Update::Retrying { .. } => {
+            m.jobs.target_retries.fetch_add(1, Relaxed);
+        }
+        Update::Done { state, .. } => m.jobs.target_finished(state_word(*state)),
+        Update::Running { .. } => {}
+    }
+}
+
+/// The `job.failed` webhook event of a finished job.
+fn failed_event(job: &Job) -> webhooks::Event {
+    webhooks::Event::JobFailed {
+        job_id: job.id.clone(),
+        kind: job.kind,
+        state: job.state,
+        summary: job.summary(),
+        failed: job
+            .targets
+            .iter()
+            .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Cancelled))
+            .take(webhooks::MAX_FAILED_LISTED)
+            .map(|t| webhooks::FailedTarget {
+                session_id: t.session_id.clone(),
+                state: t.state,
+                error: t.error.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn apply(job: &mut Job, u: Update, running: &mut usize) -> usize {
@@ -514,14 +597,27 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
                 app.cfg.jobs.config_keep_versions,
                 app.cfg.jobs.config_keep_days,
             );
-            let config = app
+            let rec = app
                 .store
                 .write(move |tx| configs::record(tx, &ws, &sid, &job, &text, keep_n, keep_d))
                 .await
                 .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?;
+            if let (true, Some(previous)) = (rec.changed, rec.previous.clone()) {
+                app.jobs.webhooks.send(
+                    &ctx.scope.key,
+                    &ctx.scope.actor,
+                    webhooks::Event::ConfigChanged {
+                        job_id: ctx.job_id.clone(),
+                        session_id: session_id.to_string(),
+                        config_id: rec.id.clone(),
+                        previous_config_id: previous,
+                        sha256: rec.sha256.clone(),
+                    },
+                );
+            }
             Ok(Outcome {
                 output: None,
-                config: Some(config),
+                config: Some((rec.id, rec.changed)),
             })
         }
     }
