@@ -18,6 +18,23 @@ use ws::connect;
 
 const IOS_USER: &str = "ogt-ios";
 const JUNOS_USER: &str = "ogt-junos";
+const EOS_USER: &str = "ogt-eos";
+/// Fleet accounts `ogt-d00` … `ogt-d49`: one per target, so the fixture's login log
+/// counts each target's logins.
+const FLEET: usize = 50;
+
+fn fleet_user(i: usize) -> String {
+    format!("ogt-d{i:02}")
+}
+
+fn device_users() -> Vec<String> {
+    let mut v: Vec<String> = [IOS_USER, JUNOS_USER, EOS_USER]
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    v.extend((0..FLEET).map(fleet_user));
+    v
+}
 const ENABLE_SECRET: &str = "en-secret-1";
 const JOBS_CONFIG: &str =
     "[jobs]\nretries = 2\nretry_base_ms = 500\nretry_max_ms = 1000\ncommand_timeout_secs = 10\n";
@@ -46,7 +63,8 @@ fn ensure_devices() {
             .arg(&dir)
             .status()
             .expect("chmod");
-        for user in [IOS_USER, JUNOS_USER] {
+        let users = device_users();
+        for user in &users {
             if !Command::new("id")
                 .arg(user)
                 .output()
@@ -65,18 +83,22 @@ fn ensure_devices() {
                 .arg(&shell)
                 .arg(user)
                 .status();
-            let mut c = Command::new("chpasswd")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("chpasswd");
-            use std::io::Write;
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{user}:{}\n", sshd::PASSWORD).as_bytes())
-                .expect("write");
-            assert!(c.wait().expect("wait").success());
         }
+        let mut c = Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        use std::io::Write;
+        let lines: String = users
+            .iter()
+            .map(|u| format!("{u}:{}\n", sshd::PASSWORD))
+            .collect();
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(lines.as_bytes())
+            .expect("write");
+        assert!(c.wait().expect("wait").success());
         std::fs::create_dir_all("/tmp/opsgate-fake").expect("fake dir");
         Command::new("chmod")
             .args(["1777", "/tmp/opsgate-fake"])
@@ -94,7 +116,9 @@ struct Devices {
 impl Devices {
     fn start() -> Devices {
         ensure_devices();
-        let sshd = Sshd::start_with_users(SshdOptions::default(), &[IOS_USER, JUNOS_USER]);
+        let users = device_users();
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        let sshd = Sshd::start_with_users(SshdOptions::default(), &names);
         let fixture = PathBuf::from(format!("/tmp/opsgate-fake/{}", sshd.port));
         let _ = std::fs::remove_dir_all(&fixture);
         std::fs::create_dir_all(&fixture).expect("fixture");
@@ -139,6 +163,18 @@ impl Devices {
             .unwrap_or_default()
             .lines()
             .count()
+    }
+
+    /// Logins per account so far.
+    fn logins_by_user(&self) -> std::collections::HashMap<String, usize> {
+        let mut m = std::collections::HashMap::new();
+        for l in std::fs::read_to_string(self.fixture.join("logins.log"))
+            .unwrap_or_default()
+            .lines()
+        {
+            *m.entry(l.to_string()).or_default() += 1;
+        }
+        m
     }
 }
 
@@ -407,8 +443,9 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     let (s, admin) = setup().await;
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
+    // 48 reachable devices, a closed port and an untrusted host key: 50 targets.
     let mut targets = Vec::new();
-    for i in 0..20 {
+    for i in 0..FLEET - 2 {
         targets.push(
             session(
                 &admin,
@@ -461,7 +498,7 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     assert_eq!(last_summary["state"], "failed", "{last_summary:?}");
     assert_eq!(
         last_summary["summary"],
-        json!({"total":22,"queued":0,"running":0,"retrying":0,"succeeded":20,"failed":2,"cancelled":0})
+        json!({"total":50,"queued":0,"running":0,"retrying":0,"succeeded":48,"failed":2,"cancelled":0})
     );
     let retrying: Vec<_> = progress
         .iter()
@@ -516,7 +553,7 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
             |f| matches!(f, ServerFrame::Progress { ch: 8, event } if event["event"] == "target"),
         )
         .count();
-    assert_eq!(replayed, 22);
+    assert_eq!(replayed, 50);
 
     // Listing filters by state and type.
     let list = admin
@@ -550,7 +587,13 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     );
     assert_eq!(j["state"], "cancelled", "{j}");
     let cancelled = j["summary"]["cancelled"].as_u64().unwrap_or(0);
-    assert!(cancelled >= 16, "{j}");
+    assert!(cancelled >= 40, "{j}");
+    let sum = &j["summary"];
+    assert_eq!(
+        sum["succeeded"].as_u64().unwrap_or(0) + cancelled,
+        48,
+        "every target is succeeded or cancelled: {j}"
+    );
     admin
         .post(&format!("/api/jobs/{id}/cancel"), &json!({}))
         .await
@@ -563,53 +606,75 @@ async fn a_killed_gateway_finishes_the_remaining_targets_once() {
     let (mut s, admin) = setup().await;
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
+    // 50 targets, each on its own device account: the fixture's login log says how
+    // many times each target ran.
     let mut targets = Vec::new();
-    for i in 0..20 {
+    for i in 0..FLEET {
         targets.push(
             session(
                 &admin,
                 &format!("sw{i}"),
                 d.sshd.port,
-                IOS_USER,
+                &fleet_user(i),
                 "cisco_ios",
                 &cred,
             )
             .await,
         );
     }
-    d.set_delay(0.5);
-    let concurrency = 3;
+    d.set_delay(0.3);
+    let concurrency = 4;
     let id = run_job(
         &admin,
         json!({"type":"config_backup","targets":targets,"concurrency":concurrency}),
     )
     .await;
     // Let some finish, then kill -9.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let j = admin.get(&format!("/api/jobs/{id}")).await.json();
-        if j["summary"]["succeeded"].as_u64().unwrap_or(0) >= 5 {
+        if j["summary"]["succeeded"].as_u64().unwrap_or(0) >= 10 {
             break;
         }
         assert!(Instant::now() < deadline, "{j}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.kill9();
-    let logins_at_kill = d.logins();
+    let at_kill = d.logins_by_user();
+    let started_at_kill: usize = at_kill.values().sum();
     assert!(
-        logins_at_kill < 20,
-        "the job must still be running at the kill"
+        started_at_kill < FLEET,
+        "the job must still be running at the kill ({started_at_kill} logins)"
     );
     s.start_again().await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(90)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
-    // Every target once, except those cut off mid-backup, which run again (at most
-    // the job's concurrency).
-    let logins = d.logins();
+    assert_eq!(j["summary"]["succeeded"], FLEET, "{j}");
+    let after = d.logins_by_user();
+    let mut rerun = 0;
+    for i in 0..FLEET {
+        let u = fleet_user(i);
+        let (before, total) = (
+            at_kill.get(&u).copied().unwrap_or(0),
+            after.get(&u).copied().unwrap_or(0),
+        );
+        if before == 0 {
+            // Not started before the kill: run exactly once after the restart.
+            assert_eq!(total, 1, "{u}: {total} logins, none before the kill");
+        } else {
+            // Started before the kill: done then (1), or cut off mid-backup and run
+            // again once (2) — never more.
+            assert!((1..=2).contains(&total), "{u}: {total} logins");
+            assert_eq!(before, 1, "{u}: {before} logins before the kill");
+            if total == 2 {
+                rerun += 1;
+            }
+        }
+    }
     assert!(
-        (20..=20 + concurrency).contains(&logins),
-        "{logins} logins for 20 targets"
+        rerun <= concurrency,
+        "{rerun} targets ran twice; at most the {concurrency} in flight at the kill may"
     );
     for t in &targets {
         let v = admin

@@ -74,6 +74,7 @@ pub fn profile(t: DeviceType) -> &'static Profile {
         show_config: "show running-config",
         volatile: &[
             r"^! Command: show running-config",
+            r"^! device: .*\(.*EOS-",
             r"^! Startup-config last modified at",
             r"^! Time:",
         ],
@@ -472,6 +473,57 @@ mod tests {
         assert_eq!(
             strip_volatile(p, "Building configuration...\nCurrent configuration : 120 bytes\nhostname rtr1\nntp clock-period 123\n"),
             "hostname rtr1\n"
+        );
+    }
+
+    /// Each device type's cleaning: what a device prints around its config (volatile
+    /// lines, prompt echo, \r) and what must remain.
+    #[test]
+    fn volatile_lines_per_device_type() {
+        let cases: &[(DeviceType, &str, &str)] = &[
+            (
+                DeviceType::CiscoIos,
+                "Building configuration...\n\nCurrent configuration : 1234 bytes\n!\n! Last configuration change at 10:01:02 UTC Mon Nov 23 2026 by admin\n! NVRAM config last updated at 10:01:03 UTC Mon Nov 23 2026\n!\nhostname rtr1\nntp clock-period 17179869\nend\n",
+                "!\n!\nhostname rtr1\nend\n",
+            ),
+            (
+                DeviceType::CiscoNxos,
+                "!Command: show running-config\n!Running configuration last done at: Mon Nov 23 10:01:02 2026\n!Time: Mon Nov 23 10:05:00 2026\n\nversion 9.3(8)\nhostname n9k\n",
+                "version 9.3(8)\nhostname n9k\n",
+            ),
+            (
+                DeviceType::AristaEos,
+                "! Command: show running-config\n! device: rtr1 (vEOS-lab, EOS-4.31.2F)\n! Time: Mon Nov 23 10:05:00 2026\n! Startup-config last modified at Mon Nov 23 10:01:02 2026 by admin\n!\n! boot system flash:/vEOS-lab.swi\n!\nhostname rtr1\n! device: a comment that stays\nend\n",
+                "!\n! boot system flash:/vEOS-lab.swi\n!\nhostname rtr1\n! device: a comment that stays\nend\n",
+            ),
+            (
+                DeviceType::JuniperJunos,
+                "## Last commit: 2026-11-23 10:01:02 UTC by admin\nset system host-name mx1\n",
+                "set system host-name mx1\n",
+            ),
+            (
+                DeviceType::Fortinet,
+                "#config-version=FGT60F-7.2.5\n#conf_file_ver=123456789\n#buildno=1517\nconfig system global\nend\n",
+                "#config-version=FGT60F-7.2.5\nconfig system global\nend\n",
+            ),
+            (
+                DeviceType::HpProcurve,
+                "Running configuration:\n\n; J9729A Configuration Editor; Created on release #WB.16.10\nhostname \"sw1\"\n",
+                "hostname \"sw1\"\n",
+            ),
+            (DeviceType::Linux, "rtr1\n127.0.0.1 localhost\n", "rtr1\n127.0.0.1 localhost\n"),
+        ];
+        for (t, raw, want) in cases {
+            assert_eq!(&strip_volatile(profile(*t), &clean(raw)), want, "{t:?}");
+        }
+        // Through the terminal: the EOS header arrives with \r\r\n and an ANSI reset.
+        let raw = "show running-config\r\r\n\x1b[0m! Command: show running-config\r\r\n! device: rtr1 (vEOS-lab, EOS-4.31.2F)\r\r\nhostname rtr1\r\r\nend\r\r\n";
+        assert_eq!(
+            strip_volatile(
+                profile(DeviceType::AristaEos),
+                &strip_echo(&clean(raw), "show running-config")
+            ),
+            "hostname rtr1\nend\n"
         );
     }
 
