@@ -97,7 +97,8 @@ fi
 if want ssh; then
   lt_log "== ssh: $N x OpenSSH at xargs -P $C"
   printf 'enable\n%s\nterminal length 0\nshow running-config\nexit\n' "$SECRET" >"$LT_TMP/commands.txt"
-  ssh-keyscan -q -t ed25519 -p "$SSHD_PORT" 127.0.0.1 >"$LT_TMP/known_hosts" 2>/dev/null
+  # The host key trusted once, as the gateway's job trusts it once.
+  echo "[127.0.0.1]:$SSHD_PORT $(cut -d' ' -f1,2 "$LT_TMP/sshd/host_ed25519.pub")" >"$LT_TMP/known_hosts"
   mkdir -p "$LT_TMP/ssh-out"
   export SSH_KEY SSHD_PORT LT_TMP LT_SSH_USER
   before=$(logins)
