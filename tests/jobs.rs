@@ -1293,6 +1293,7 @@ async fn deleting_a_team_counts_and_cascades_its_jobs_configs_and_schedules() {
         opsgate::store::CREDENTIALS,
         opsgate::store::KNOWN_HOSTS,
         opsgate::store::JOBS,
+        opsgate::store::JOB_TARGETS,
         opsgate::store::CONFIG_VERSIONS,
         opsgate::store::SCHEDULES,
         opsgate::store::EXECUTIONS,

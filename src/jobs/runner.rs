@@ -215,6 +215,51 @@ async fn persist(app: &Arc<App>, job: &Job) {
     }
 }
 
+/// Writes one target's row: what a target's change costs, whatever the job's size.
+async fn persist_target(app: &Arc<App>, job: &Job, idx: usize) {
+    let (ws, id, t) = (
+        job.workspace.clone(),
+        job.id.clone(),
+        job.targets[idx].clone(),
+    );
+    if let Err(e) = app
+        .store
+        .write(move |tx| model::put_target(tx, &ws, &id, idx, &t))
+        .await
+    {
+        tracing::error!(error = %e, "writing the job target failed");
+    }
+}
+
+/// Writes the job without its targets (state, cancel request, finish time).
+async fn persist_header(app: &Arc<App>, job: &Job) {
+    let mut j = job.clone_header();
+    if let Err(e) = app
+        .store
+        .write(move |tx| model::put_header(tx, &mut j))
+        .await
+    {
+        tracing::error!(error = %e, "writing the job failed");
+    }
+}
+
+/// Publishes a target's change and the job's summary; the snapshot copies that target
+/// only (a whole-job copy per event would cost O(targets) each time).
+fn publish_target(live: &LiveJob, job: &Job, idx: usize) {
+    {
+        let mut snap = live.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if snap.targets.len() == job.targets.len() {
+            snap.targets[idx] = job.targets[idx].clone();
+            snap.state = job.state;
+            snap.cancel_requested = job.cancel_requested;
+        } else {
+            *snap = job.clone();
+        }
+    }
+    let _ = live.events.send(target_event(job, idx));
+    let _ = live.events.send(job_event(job));
+}
+
 fn publish(live: &LiveJob, job: &Job, ev: (String, Map<String, Value>)) {
     *live.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = job.clone();
     let _ = live.events.send(ev);
@@ -224,7 +269,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     let cfg = app.cfg.jobs.clone();
     job.state = JobState::Running;
     app.jobs.metrics.jobs.running.fetch_add(1, Relaxed);
-    persist(&app, &job).await;
+    persist_header(&app, &job).await;
     publish(&live, &job, job_event(&job));
     let mut pending: VecDeque<usize> = (0..job.targets.len())
         .filter(|&i| job.targets[i].state == TargetState::Queued)
@@ -263,15 +308,14 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 if r.is_err() || *cancel_rx.borrow() {
                     cancelled = true;
                     job.cancel_requested = true;
-                    persist(&app, &job).await;
+                    persist_header(&app, &job).await;
                 }
             }
             Some(u) = upd_rx.recv() => {
                 count(&app.jobs.metrics, &u);
                 let idx = apply(&mut job, u, &mut running);
-                persist(&app, &job).await;
-                publish(&live, &job, target_event(&job, idx));
-                publish(&live, &job, job_event(&job));
+                persist_target(&app, &job, idx).await;
+                publish_target(&live, &job, idx);
             }
             permit = app.jobs.global.clone().acquire_owned(), if !cancelled && running < concurrency && !pending.is_empty() => {
                 let Ok(permit) = permit else { break };
@@ -287,9 +331,8 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 let (attempt, sid) = (t.attempts, t.session_id.clone());
                 // Written before the worker connects: after a crash this target is
                 // known to have started.
-                persist(&app, &job).await;
-                publish(&live, &job, target_event(&job, idx));
-                publish(&live, &job, job_event(&job));
+                persist_target(&app, &job, idx).await;
+                publish_target(&live, &job, idx);
                 let (app2, ctx2, tx2, cancel2) = (app.clone(), ctx.clone(), upd_tx.clone(), cancel_rx.clone());
                 tokio::spawn(async move {
                     run_target(app2, ctx2, idx, sid, attempt, cancel2, tx2).await;
@@ -300,7 +343,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     }
     job.state = job.final_state();
     job.finished_at = Some(store::now());
-    persist(&app, &job).await;
+    persist_header(&app, &job).await;
     publish(&live, &job, job_event(&job));
     tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
     let m = &app.jobs.metrics.jobs;

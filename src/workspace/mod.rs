@@ -323,12 +323,13 @@ pub fn rename_team(
 
 /// Tables of a workspace's objects: the inventory ([`OWNED_TABLES`]) and what jobs and
 /// tools made in it. A team's deletion counts and (with cascade) removes all of them.
-const WORKSPACE_TABLES: [redb::TableDefinition<(&str, &str), &[u8]>; 8] = [
+const WORKSPACE_TABLES: [redb::TableDefinition<(&str, &str), &[u8]>; 9] = [
     OWNED_TABLES[0],
     OWNED_TABLES[1],
     OWNED_TABLES[2],
     OWNED_TABLES[3],
     store::JOBS,
+    store::JOB_TARGETS,
     store::CONFIG_VERSIONS,
     store::SCHEDULES,
     store::EXECUTIONS,
