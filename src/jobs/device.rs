@@ -227,18 +227,33 @@ pub fn clean(raw: &str) -> String {
     out
 }
 
+/// The volatile patterns of a profile, compiled once per profile (not per backup).
+fn volatile_set(profile: &Profile) -> std::sync::Arc<regex::RegexSet> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<regex::RegexSet>>>> = OnceLock::new();
+    let key = profile as *const Profile as usize;
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            // The patterns are constants of this file, checked by the unit tests; a
+            // bad one would match nothing rather than fail a backup.
+            Arc::new(
+                regex::RegexSet::new(profile.volatile).unwrap_or_else(|_| regex::RegexSet::empty()),
+            )
+        })
+        .clone()
+}
+
 /// Removes the volatile lines of `profile` from a config (and blank lines at its ends),
 /// so an unchanged device hashes the same.
 pub fn strip_volatile(profile: &Profile, config: &str) -> String {
-    let res: Vec<Regex> = profile
-        .volatile
-        .iter()
-        .filter_map(|p| Regex::new(p).ok())
-        .collect();
-    let lines: Vec<&str> = config
-        .lines()
-        .filter(|l| !res.iter().any(|r| r.is_match(l)))
-        .collect();
+    let set = volatile_set(profile);
+    let lines: Vec<&str> = config.lines().filter(|l| !set.is_match(l)).collect();
     let mut s = lines.join("\n");
     s = s.trim_matches('\n').to_string();
     s.push('\n');
@@ -294,12 +309,17 @@ impl Shell {
     async fn read_until_prompt(&mut self, password: bool) -> Result<(String, String), DriveError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let text = clean(&self.buf);
-            let (body, last) = match text.rfind('\n') {
-                Some(p) => (&text[..p], &text[p + 1..]),
-                None => ("", text.as_str()),
-            };
+            // Only the last line can be a prompt or a pager: cleaning just that line per
+            // chunk keeps a long output linear (the whole buffer is cleaned once, at the
+            // prompt). Lines are cleaned independently, so this is the same last line.
+            let last = clean(match self.buf.rfind('\n') {
+                Some(p) => &self.buf[p + 1..],
+                None => &self.buf,
+            });
+            let last = last.as_str();
             if self.is_prompt(last) || (password && password_re().is_match(last)) {
+                let text = clean(&self.buf);
+                let body = text.rfind('\n').map_or("", |p| &text[..p]);
                 let out = (body.to_string(), last.to_string());
                 self.buf.clear();
                 return Ok(out);

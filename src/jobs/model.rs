@@ -302,3 +302,74 @@ pub fn unfinished(tx: &ReadTransaction) -> Result<Vec<Job>, JobError> {
     out.sort_by_key(|j| j.created_at);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase};
+
+    fn job(n: usize) -> Job {
+        Job {
+            id: "j1".into(),
+            kind: JobType::ConfigBackup,
+            state: JobState::Running,
+            workspace: "alice".into(),
+            owner: "alice".into(),
+            owner_role: Role::Operator,
+            commands: Vec::new(),
+            concurrency: 2,
+            created_at: 1,
+            finished_at: None,
+            cancel_requested: false,
+            schedule_id: None,
+            retry_of: None,
+            targets: (0..n)
+                .map(|i| Target {
+                    session_id: format!("s{i}"),
+                    state: TargetState::Queued,
+                    attempts: 0,
+                    error: None,
+                    started_at: None,
+                    duration_ms: None,
+                    output: None,
+                    config_id: None,
+                    changed: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn targets_have_rows_and_old_inline_jobs_still_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let tx = db.begin_write().expect("tx");
+        // A job as stored before targets had rows: inline, no rows.
+        let mut old = job(3);
+        old.id = "old".into();
+        tx.open_table(JOBS)
+            .expect("t")
+            .insert(
+                ("alice", "old"),
+                store::encode(&old).expect("enc").as_slice(),
+            )
+            .expect("insert");
+        tx.open_table(JOB_TARGETS).expect("t");
+        // A job of 12 targets (indices past 9 must keep their order), one changed.
+        let mut j = job(12);
+        put(&tx, &j).expect("put");
+        j.targets[10].state = TargetState::Succeeded;
+        put_target(&tx, "alice", "j1", 10, &j.targets[10]).expect("row");
+        tx.commit().expect("commit");
+
+        let tx = db.begin_read().expect("read");
+        let got = get(&tx, "alice", "j1").expect("get").expect("some");
+        let ids: Vec<_> = got.targets.iter().map(|t| t.session_id.clone()).collect();
+        assert_eq!(ids, (0..12).map(|i| format!("s{i}")).collect::<Vec<_>>());
+        assert_eq!(got.targets[10].state, TargetState::Succeeded);
+        let old = get(&tx, "alice", "old").expect("get").expect("some");
+        assert_eq!(old.targets.len(), 3);
+        assert_eq!(unfinished(&tx).expect("unfinished").len(), 2);
+        assert_eq!(list(&tx, "bob").expect("list").len(), 0);
+    }
+}
