@@ -400,6 +400,72 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let metrics = Arc::new(Metrics::default());
+        // A queue of 2 that nobody drains (a receiver stalled for good).
+        let (tx, _rx) = mpsc::channel(2);
+        let hooks = Webhooks {
+            tx: Some(tx),
+            metrics: metrics.clone(),
+        };
+        for i in 0..5 {
+            hooks.send(
+                "alice",
+                "alice",
+                Event::ConfigChanged {
+                    job_id: format!("j{i}"),
+                    session_id: "s".into(),
+                    config_id: "c".into(),
+                    previous_config_id: "p".into(),
+                    sha256: "x".into(),
+                },
+            );
+        }
+        assert_eq!(metrics.jobs.webhook_dropped.load(Relaxed), 3);
+        // Without URLs nothing is queued and nothing counted.
+        let off = Webhooks {
+            tx: None,
+            metrics: metrics.clone(),
+        };
+        off.send(
+            "alice",
+            "alice",
+            Event::ConfigChanged {
+                job_id: "j".into(),
+                session_id: "s".into(),
+                config_id: "c".into(),
+                previous_config_id: "p".into(),
+                sha256: "x".into(),
+            },
+        );
+        assert_eq!(metrics.jobs.webhook_dropped.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn payload_shape() {
+        let p = Payload {
+            delivery: "d1".into(),
+            timestamp: 7,
+            team_id: None,
+            owner: "alice".into(),
+            event: Event::ConfigChanged {
+                job_id: "j".into(),
+                session_id: "s".into(),
+                config_id: "c2".into(),
+                previous_config_id: "c1".into(),
+                sha256: "ab".into(),
+            },
+        };
+        let v = serde_json::to_value(&p).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"delivery":"d1","timestamp":7,"owner":"alice",
+                "event":"config.changed","job_id":"j","session_id":"s","config_id":"c2",
+                "previous_config_id":"c1","sha256":"ab"})
+        );
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(100, 1) <= Duration::from_millis(100));
         assert!(backoff(100, 3) >= Duration::from_millis(200));
