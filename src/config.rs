@@ -384,6 +384,8 @@ pub struct JobsConfig {
     pub config_keep_days: u64,
     /// Statistics call a device stale when its last successful backup is older.
     pub stale_after_hours: u64,
+    /// `[jobs.webhooks]`: job events POSTed to receivers (see `crate::jobs::webhooks`).
+    pub webhooks: crate::jobs::webhooks::WebhooksConfig,
 }
 
 impl Default for JobsConfig {
@@ -401,6 +403,7 @@ impl Default for JobsConfig {
             config_keep_versions: 100,
             config_keep_days: 365,
             stale_after_hours: 48,
+            webhooks: Default::default(),
         }
     }
 }
@@ -537,6 +540,10 @@ impl Config {
             ));
         }
         self.metrics_token = self.metrics_token.trim().to_string();
+        self.jobs
+            .webhooks
+            .validate()
+            .map_err(ConfigError::Invalid)?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key must be given together".into(),

@@ -26,6 +26,8 @@ pub struct Metrics {
     ssh_connect_buckets: [AtomicU64; 8],
     ssh_connect_count: AtomicU64,
     ssh_connect_sum_us: AtomicU64,
+    /// Fleet jobs and their webhooks.
+    pub jobs: JobMetrics,
 }
 
 fn kind_index(kind: &str) -> usize {
@@ -175,6 +177,102 @@ impl Metrics {
             self.ssh_connect_sum_us.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "opsgate_ssh_connect_seconds_count {count}");
+        self.jobs.render(&mut o);
         o
+    }
+}
+
+/// Job states in the order of [`JobMetrics::finished`].
+const JOB_END_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Fleet job counters (`crate::jobs`): jobs by state, targets by outcome, retries,
+/// webhook deliveries.
+#[derive(Default)]
+pub struct JobMetrics {
+    /// Jobs being worked on now.
+    pub running: AtomicI64,
+    /// Jobs finished, by [`JOB_END_STATES`].
+    finished: [AtomicU64; 3],
+    /// Targets finished, by [`JOB_END_STATES`].
+    targets: [AtomicU64; 3],
+    /// Target attempts repeated after a connection-level failure.
+    pub target_retries: AtomicU64,
+    /// Jobs started by `POST /api/jobs/{id}/retry`.
+    pub job_retries: AtomicU64,
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failed: AtomicU64,
+    /// Webhook events dropped because the queue was full.
+    pub webhook_dropped: AtomicU64,
+    /// Webhook HTTP attempts repeated after a retryable failure.
+    pub webhook_retries: AtomicU64,
+}
+
+fn end_index(state: &str) -> Option<usize> {
+    JOB_END_STATES.iter().position(|s| *s == state)
+}
+
+impl JobMetrics {
+    /// A job ended in `state` (`succeeded`, `failed` or `cancelled`).
+    pub fn job_finished(&self, state: &str) {
+        if let Some(i) = end_index(state) {
+            self.finished[i].fetch_add(1, Relaxed);
+        }
+    }
+    /// A target ended in `state`.
+    pub fn target_finished(&self, state: &str) {
+        if let Some(i) = end_index(state) {
+            self.targets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    fn render(&self, o: &mut String) {
+        let _ = writeln!(o, "# TYPE opsgate_jobs_running gauge");
+        let _ = writeln!(o, "opsgate_jobs_running {}", self.running.load(Relaxed));
+        let _ = writeln!(o, "# TYPE opsgate_jobs_finished_total counter");
+        for (i, s) in JOB_END_STATES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "opsgate_jobs_finished_total{{state=\"{s}\"}} {}",
+                self.finished[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# TYPE opsgate_job_targets_total counter");
+        for (i, s) in JOB_END_STATES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "opsgate_job_targets_total{{state=\"{s}\"}} {}",
+                self.targets[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# TYPE opsgate_job_target_retries_total counter");
+        let _ = writeln!(
+            o,
+            "opsgate_job_target_retries_total {}",
+            self.target_retries.load(Relaxed)
+        );
+        let _ = writeln!(o, "# TYPE opsgate_job_retries_total counter");
+        let _ = writeln!(
+            o,
+            "opsgate_job_retries_total {}",
+            self.job_retries.load(Relaxed)
+        );
+        let _ = writeln!(o, "# TYPE opsgate_webhook_deliveries_total counter");
+        for (r, c) in [
+            ("delivered", &self.webhook_delivered),
+            ("failed", &self.webhook_failed),
+            ("dropped", &self.webhook_dropped),
+        ] {
+            let _ = writeln!(
+                o,
+                "opsgate_webhook_deliveries_total{{result=\"{r}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(o, "# TYPE opsgate_webhook_retries_total counter");
+        let _ = writeln!(
+            o,
+            "opsgate_webhook_retries_total {}",
+            self.webhook_retries.load(Relaxed)
+        );
     }
 }

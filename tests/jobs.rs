@@ -18,6 +18,23 @@ use ws::connect;
 
 const IOS_USER: &str = "ogt-ios";
 const JUNOS_USER: &str = "ogt-junos";
+const EOS_USER: &str = "ogt-eos";
+/// Fleet accounts `ogt-d00` … `ogt-d49`: one per target, so the fixture's login log
+/// counts each target's logins.
+const FLEET: usize = 50;
+
+fn fleet_user(i: usize) -> String {
+    format!("ogt-d{i:02}")
+}
+
+fn device_users() -> Vec<String> {
+    let mut v: Vec<String> = [IOS_USER, JUNOS_USER, EOS_USER]
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    v.extend((0..FLEET).map(fleet_user));
+    v
+}
 const ENABLE_SECRET: &str = "en-secret-1";
 const JOBS_CONFIG: &str =
     "[jobs]\nretries = 2\nretry_base_ms = 500\nretry_max_ms = 1000\ncommand_timeout_secs = 10\n";
@@ -46,7 +63,8 @@ fn ensure_devices() {
             .arg(&dir)
             .status()
             .expect("chmod");
-        for user in [IOS_USER, JUNOS_USER] {
+        let users = device_users();
+        for user in &users {
             if !Command::new("id")
                 .arg(user)
                 .output()
@@ -64,19 +82,23 @@ fn ensure_devices() {
                 .args(["-s"])
                 .arg(&shell)
                 .arg(user)
-                .status();
-            let mut c = Command::new("chpasswd")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("chpasswd");
-            use std::io::Write;
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{user}:{}\n", sshd::PASSWORD).as_bytes())
-                .expect("write");
-            assert!(c.wait().expect("wait").success());
+                .output();
         }
+        let mut c = Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        use std::io::Write;
+        let lines: String = users
+            .iter()
+            .map(|u| format!("{u}:{}\n", sshd::PASSWORD))
+            .collect();
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(lines.as_bytes())
+            .expect("write");
+        assert!(c.wait().expect("wait").success());
         std::fs::create_dir_all("/tmp/opsgate-fake").expect("fake dir");
         Command::new("chmod")
             .args(["1777", "/tmp/opsgate-fake"])
@@ -94,7 +116,9 @@ struct Devices {
 impl Devices {
     fn start() -> Devices {
         ensure_devices();
-        let sshd = Sshd::start_with_users(SshdOptions::default(), &[IOS_USER, JUNOS_USER]);
+        let users = device_users();
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        let sshd = Sshd::start_with_users(SshdOptions::default(), &names);
         let fixture = PathBuf::from(format!("/tmp/opsgate-fake/{}", sshd.port));
         let _ = std::fs::remove_dir_all(&fixture);
         std::fs::create_dir_all(&fixture).expect("fixture");
@@ -134,11 +158,16 @@ impl Devices {
             .expect("chmod");
     }
 
-    fn logins(&self) -> usize {
-        std::fs::read_to_string(self.fixture.join("logins.log"))
+    /// Logins per account so far.
+    fn logins_by_user(&self) -> std::collections::HashMap<String, usize> {
+        let mut m = std::collections::HashMap::new();
+        for l in std::fs::read_to_string(self.fixture.join("logins.log"))
             .unwrap_or_default()
             .lines()
-            .count()
+        {
+            *m.entry(l.to_string()).or_default() += 1;
+        }
+        m
     }
 }
 
@@ -407,8 +436,9 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     let (s, admin) = setup().await;
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
+    // 48 reachable devices, a closed port and an untrusted host key: 50 targets.
     let mut targets = Vec::new();
-    for i in 0..20 {
+    for i in 0..FLEET - 2 {
         targets.push(
             session(
                 &admin,
@@ -461,7 +491,7 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     assert_eq!(last_summary["state"], "failed", "{last_summary:?}");
     assert_eq!(
         last_summary["summary"],
-        json!({"total":22,"queued":0,"running":0,"retrying":0,"succeeded":20,"failed":2,"cancelled":0})
+        json!({"total":50,"queued":0,"running":0,"retrying":0,"succeeded":48,"failed":2,"cancelled":0})
     );
     let retrying: Vec<_> = progress
         .iter()
@@ -516,7 +546,7 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
             |f| matches!(f, ServerFrame::Progress { ch: 8, event } if event["event"] == "target"),
         )
         .count();
-    assert_eq!(replayed, 22);
+    assert_eq!(replayed, 50);
 
     // Listing filters by state and type.
     let list = admin
@@ -550,7 +580,13 @@ async fn fleet_progress_retries_hostkeys_and_cancel() {
     );
     assert_eq!(j["state"], "cancelled", "{j}");
     let cancelled = j["summary"]["cancelled"].as_u64().unwrap_or(0);
-    assert!(cancelled >= 16, "{j}");
+    assert!(cancelled >= 40, "{j}");
+    let sum = &j["summary"];
+    assert_eq!(
+        sum["succeeded"].as_u64().unwrap_or(0) + cancelled,
+        48,
+        "every target is succeeded or cancelled: {j}"
+    );
     admin
         .post(&format!("/api/jobs/{id}/cancel"), &json!({}))
         .await
@@ -563,53 +599,75 @@ async fn a_killed_gateway_finishes_the_remaining_targets_once() {
     let (mut s, admin) = setup().await;
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
+    // 50 targets, each on its own device account: the fixture's login log says how
+    // many times each target ran.
     let mut targets = Vec::new();
-    for i in 0..20 {
+    for i in 0..FLEET {
         targets.push(
             session(
                 &admin,
                 &format!("sw{i}"),
                 d.sshd.port,
-                IOS_USER,
+                &fleet_user(i),
                 "cisco_ios",
                 &cred,
             )
             .await,
         );
     }
-    d.set_delay(0.5);
-    let concurrency = 3;
+    d.set_delay(0.3);
+    let concurrency = 4;
     let id = run_job(
         &admin,
         json!({"type":"config_backup","targets":targets,"concurrency":concurrency}),
     )
     .await;
     // Let some finish, then kill -9.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let j = admin.get(&format!("/api/jobs/{id}")).await.json();
-        if j["summary"]["succeeded"].as_u64().unwrap_or(0) >= 5 {
+        if j["summary"]["succeeded"].as_u64().unwrap_or(0) >= 10 {
             break;
         }
         assert!(Instant::now() < deadline, "{j}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.kill9();
-    let logins_at_kill = d.logins();
+    let at_kill = d.logins_by_user();
+    let started_at_kill: usize = at_kill.values().sum();
     assert!(
-        logins_at_kill < 20,
-        "the job must still be running at the kill"
+        started_at_kill < FLEET,
+        "the job must still be running at the kill ({started_at_kill} logins)"
     );
     s.start_again().await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(90)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
-    // Every target once, except those cut off mid-backup, which run again (at most
-    // the job's concurrency).
-    let logins = d.logins();
+    assert_eq!(j["summary"]["succeeded"], FLEET, "{j}");
+    let after = d.logins_by_user();
+    let mut rerun = 0;
+    for i in 0..FLEET {
+        let u = fleet_user(i);
+        let (before, total) = (
+            at_kill.get(&u).copied().unwrap_or(0),
+            after.get(&u).copied().unwrap_or(0),
+        );
+        if before == 0 {
+            // Not started before the kill: run exactly once after the restart.
+            assert_eq!(total, 1, "{u}: {total} logins, none before the kill");
+        } else {
+            // Started before the kill: done then (1), or cut off mid-backup and run
+            // again once (2) — never more.
+            assert!((1..=2).contains(&total), "{u}: {total} logins");
+            assert_eq!(before, 1, "{u}: {before} logins before the kill");
+            if total == 2 {
+                rerun += 1;
+            }
+        }
+    }
     assert!(
-        (20..=20 + concurrency).contains(&logins),
-        "{logins} logins for 20 targets"
+        rerun <= concurrency,
+        "{rerun} targets ran twice; at most the {concurrency} in flight at the kill may"
     );
     for t in &targets {
         let v = admin
@@ -716,13 +774,37 @@ async fn schedules_and_statistics() {
             .assert_error(400, Some("invalid_schedule"));
         assert!(msg.contains(why), "{cron}: {msg}");
     }
-    admin
+    let msg = admin
         .post(
             "/api/schedules",
             &json!({"name":"n","cron":"0 2 * * *","timezone":"Mars/Olympus","job":job}),
         )
         .await
         .assert_error(400, Some("invalid_schedule"));
+    assert!(msg.contains("IANA"), "{msg}");
+    // An IANA zone: 09:00 in Berlin is 07:00 or 08:00 UTC depending on the season.
+    let r = admin
+        .post(
+            "/api/schedules",
+            &json!({"name":"berlin","cron":"0 9 * * *","timezone":"Europe/Berlin","job":job,"enabled":false}),
+        )
+        .await;
+    r.assert_status(201);
+    assert_eq!(r.json()["timezone"], "Europe/Berlin");
+    let berlin = r.json()["id"].as_str().expect("id").to_string();
+    let r = admin
+        .put(
+            &format!("/api/schedules/{berlin}"),
+            &json!({"name":"berlin","cron":"0 9 * * *","timezone":"Europe/Berlin","job":job,"enabled":true}),
+        )
+        .await;
+    r.assert_status(200);
+    let h = r.json()["next_run"].as_i64().expect("next_run") % 86_400 / 3600;
+    assert!(h == 7 || h == 8, "{}", r.json());
+    admin
+        .delete(&format!("/api/schedules/{berlin}"))
+        .await
+        .assert_status(204);
     admin
         .post("/api/schedules", &json!({"name":"n","cron":"0 2 * * *","job":{"type":"config_backup","targets":["nope"]}}))
         .await
@@ -784,4 +866,442 @@ async fn schedules_and_statistics() {
         .delete(&format!("/api/schedules/{id}"))
         .await
         .assert_error(404, Some("not_found"));
+}
+
+#[tokio::test]
+async fn arista_eos_config_is_cleaned() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let eos = session(&admin, "leaf1", d.sshd.port, EOS_USER, "arista_eos", &cred).await;
+    let body = json!({"type":"config_backup","targets":[eos]});
+    for round in 0..2 {
+        let id = run_job(&admin, body.clone()).await;
+        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(j["targets"][0]["changed"], round == 0, "{j}");
+    }
+    let versions = admin
+        .get(&format!("/api/configs?session_id={eos}"))
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+    let text = admin
+        .get(&format!(
+            "/api/configs/{}",
+            versions[0]["id"].as_str().expect("id")
+        ))
+        .await
+        .json()["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        text.starts_with("!\n! boot system flash:/vEOS-lab.swi\n"),
+        "{text}"
+    );
+    assert!(text.contains("hostname rtr1\n"), "{text}");
+    assert!(text.trim_end().ends_with("end"), "{text}");
+    for gone in [
+        "! Command:",
+        "! device:",
+        "! Time:",
+        "Startup-config last modified",
+        "rtr1#",
+        "\r",
+    ] {
+        assert!(!text.contains(gone), "{gone:?} in {text}");
+    }
+}
+
+/// What a loopback webhook receiver saw.
+#[derive(Default)]
+struct Hooks {
+    /// (headers, body) of each request to `/ok`.
+    ok: Vec<(axum::http::HeaderMap, Vec<u8>)>,
+    /// Requests to `/fail` (answered 500) and `/stall` (never answered in time).
+    fail: usize,
+    stall: usize,
+}
+
+/// A webhook receiver on 127.0.0.1 inside the test process: `/ok` records and answers
+/// 204, `/fail` answers 500, `/stall` waits 30 s before answering.
+async fn hook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Hooks>>) {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Hooks::default()));
+    let (a, b, c) = (seen.clone(), seen.clone(), seen.clone());
+    let app = axum::Router::new()
+        .route(
+            "/ok",
+            post(
+                move |h: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                    a.lock().expect("lock").ok.push((h, body.to_vec()));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/fail",
+            post(move || async move {
+                b.lock().expect("lock").fail += 1;
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        )
+        .route(
+            "/stall",
+            post(move || async move {
+                c.lock().expect("lock").stall += 1;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, seen)
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn webhooks_retry_and_job_metrics() {
+    const SECRET: &str = "hook-secret-1";
+    let (port, hooks) = hook_receiver().await;
+    let d = Devices::start();
+    let cfg = format!(
+        "{JOBS_CONFIG}\n[jobs.webhooks]\nurls = [\"http://127.0.0.1:{port}/ok\", \"http://127.0.0.1:{port}/fail\", \"http://127.0.0.1:{port}/stall\"]\nsecret = \"{SECRET}\"\ntimeout_ms = 400\nretries = 2\nretry_base_ms = 100\n"
+    );
+    let s = Server::start(ServerOptions::default().config(&cfg)).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let closed = session(
+        &admin,
+        "dead",
+        common::free_port(),
+        IOS_USER,
+        "cisco_ios",
+        &cred,
+    )
+    .await;
+
+    // A failed job (one target on a closed port): job.failed. The first backup of
+    // rtr1 is not a change.
+    let failed = run_job(
+        &admin,
+        json!({"type":"config_backup","targets":[ios, closed]}),
+    )
+    .await;
+    let j = wait_job(&admin, &failed, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "failed", "{j}");
+    // A changed config: config.changed. The stalled and failing receivers do not slow
+    // the job: it is done long before their deliveries give up.
+    d.set_config(&CONFIG_V1.replace("vlan 400", "vlan 401"));
+    let changed = run_job(&admin, json!({"type":"config_backup","targets":[ios]})).await;
+    let j = wait_job(&admin, &changed, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["targets"][0]["changed"], true, "{j}");
+
+    // Both events arrive, signed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hooks.lock().expect("lock").ok.len() < 2 {
+        assert!(Instant::now() < deadline, "webhooks did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events: Vec<Value> = {
+        let h = hooks.lock().expect("lock");
+        h.ok.iter()
+            .map(|(headers, body)| {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+                let want = format!("sha256={}", hex::encode(ring::hmac::sign(&key, body)));
+                assert_eq!(
+                    headers
+                        .get("x-opsgate-signature")
+                        .and_then(|v| v.to_str().ok()),
+                    Some(want.as_str())
+                );
+                assert_eq!(
+                    headers.get("content-type").and_then(|v| v.to_str().ok()),
+                    Some("application/json")
+                );
+                serde_json::from_slice(body).expect("json body")
+            })
+            .collect()
+    };
+    let failed_ev = events
+        .iter()
+        .find(|e| e["event"] == "job.failed")
+        .expect("job.failed");
+    assert_eq!(failed_ev["job_id"], failed.as_str(), "{failed_ev}");
+    assert_eq!(failed_ev["summary"]["failed"], 1, "{failed_ev}");
+    assert_eq!(failed_ev["failed"][0]["session_id"], closed.as_str());
+    assert_eq!(
+        failed_ev["failed"][0]["error"]["code"], "connect_refused",
+        "{failed_ev}"
+    );
+    assert_eq!(failed_ev["owner"], ADMIN, "{failed_ev}");
+    assert!(failed_ev["timestamp"].as_i64().is_some(), "{failed_ev}");
+    let changed_ev = events
+        .iter()
+        .find(|e| e["event"] == "config.changed")
+        .expect("config.changed");
+    assert_eq!(changed_ev["job_id"], changed.as_str(), "{changed_ev}");
+    assert_eq!(changed_ev["session_id"], ios.as_str(), "{changed_ev}");
+    let versions = admin
+        .get(&format!("/api/configs?session_id={ios}"))
+        .await
+        .json();
+    assert_eq!(changed_ev["config_id"], versions[0]["id"], "{changed_ev}");
+    assert_eq!(
+        changed_ev["previous_config_id"], versions[1]["id"],
+        "{changed_ev}"
+    );
+
+    // The failing and the stalled receiver: each event tried 1 + 2 times, then given up
+    // (counted and audited), never more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let m = admin.get("/metrics").await.text();
+        if metric(&m, "opsgate_webhook_deliveries_total{result=\"failed\"}") >= 4 {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not give up:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    {
+        let h = hooks.lock().expect("lock");
+        assert_eq!(h.fail, 6, "2 events x 3 attempts to /fail");
+        assert_eq!(h.stall, 6, "2 events x 3 attempts to /stall");
+        assert_eq!(h.ok.len(), 2, "each event once to /ok");
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "opsgate_webhook_deliveries_total{result=\"delivered\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        metric(&text, "opsgate_webhook_deliveries_total{result=\"failed\"}"),
+        4
+    );
+    assert_eq!(metric(&text, "opsgate_webhook_retries_total"), 8);
+    assert_eq!(
+        metric(&text, "opsgate_jobs_finished_total{state=\"failed\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&text, "opsgate_jobs_finished_total{state=\"succeeded\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&text, "opsgate_job_targets_total{state=\"succeeded\"}"),
+        2
+    );
+    assert_eq!(
+        metric(&text, "opsgate_job_targets_total{state=\"failed\"}"),
+        1
+    );
+    assert_eq!(metric(&text, "opsgate_job_target_retries_total"), 2);
+    assert_eq!(metric(&text, "opsgate_jobs_running"), 0);
+    let audit = admin.get("/api/audit?limit=500").await.text();
+    assert_eq!(audit.matches("\"webhook.delivered\"").count(), 2, "{audit}");
+    assert_eq!(audit.matches("\"webhook.failed\"").count(), 4, "{audit}");
+    // The audit names the receiver's origin, not a path that may hold a token.
+    assert!(!audit.contains("/stall"), "{audit}");
+
+    // Retry: a new job of the same type over the failed target only.
+    let r = admin
+        .post(&format!("/api/jobs/{failed}/retry"), &json!({}))
+        .await;
+    r.assert_status(202);
+    let retry = r.json()["id"].as_str().expect("id").to_string();
+    assert_ne!(retry, failed);
+    let j = wait_job(&admin, &retry, Duration::from_secs(60)).await;
+    assert_eq!(j["type"], "config_backup", "{j}");
+    assert_eq!(j["retry_of"], failed.as_str(), "{j}");
+    assert_eq!(j["targets"].as_array().map(Vec::len), Some(1), "{j}");
+    assert_eq!(j["targets"][0]["session_id"], closed.as_str(), "{j}");
+    let m = admin.get("/metrics").await.text();
+    assert_eq!(metric(&m, "opsgate_job_retries_total"), 1);
+    // Nothing failed in a succeeded job; unknown and invisible jobs are 404.
+    admin
+        .post(&format!("/api/jobs/{changed}/retry"), &json!({}))
+        .await
+        .assert_error(409, Some("nothing_to_retry"));
+    admin
+        .post("/api/jobs/nope/retry", &json!({}))
+        .await
+        .assert_error(404, Some("not_found"));
+    admin
+        .post(
+            "/api/users",
+            &json!({"username":"vic","password":"vic-password-123","role":"viewer"}),
+        )
+        .await
+        .assert_status(201);
+    let vic = s.login("vic", "vic-password-123").await;
+    vic.post(&format!("/api/jobs/{failed}/retry"), &json!({}))
+        .await
+        .assert_error(403, Some("forbidden"));
+    // A command job's retry keeps its commands; one whose failed session is gone has
+    // nothing left to retry.
+    let cmd = run_job(
+        &admin,
+        json!({"type":"command","targets":[ios, closed],"commands":["show clock"]}),
+    )
+    .await;
+    wait_job(&admin, &cmd, Duration::from_secs(60)).await;
+    let r = admin
+        .post(&format!("/api/jobs/{cmd}/retry"), &json!({}))
+        .await;
+    r.assert_status(202);
+    let again = r.json()["id"].as_str().expect("id").to_string();
+    let j = admin.get(&format!("/api/jobs/{again}")).await.json();
+    assert_eq!(j["type"], "command", "{j}");
+    assert_eq!(j["commands"], json!(["show clock"]), "{j}");
+    wait_job(&admin, &again, Duration::from_secs(60)).await;
+    admin
+        .delete(&format!("/api/sessions/{closed}"))
+        .await
+        .assert_status(204);
+    admin
+        .post(&format!("/api/jobs/{cmd}/retry"), &json!({}))
+        .await
+        .assert_error(409, Some("nothing_to_retry"));
+}
+
+#[tokio::test]
+async fn deleting_a_team_counts_and_cascades_its_jobs_configs_and_schedules() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    let r = admin.post("/api/teams", &json!({"name":"NOC"})).await;
+    r.assert_status(201);
+    let team = r.json()["id"].as_str().expect("id").to_string();
+    let at = |p: &str| {
+        let sep = if p.contains('?') { '&' } else { '?' };
+        format!("{p}{sep}workspace={team}")
+    };
+    admin
+        .put(
+            &format!("/api/teams/{team}/members/{ADMIN}"),
+            &json!({"role":"admin"}),
+        )
+        .await
+        .assert_status(200);
+    let r = admin
+        .post(
+            &at("/api/credentials"),
+            &json!({"name":"dev","kind":"password","secret":sshd::PASSWORD,"enable_secret":ENABLE_SECRET}),
+        )
+        .await;
+    r.assert_status(201);
+    let cred = r.json()["id"].as_str().expect("id").to_string();
+    let new_session = |name: &str, user: &str| {
+        json!({"folder":"lab","display_name":name,"host":"127.0.0.1","port":d.sshd.port,
+               "username":user,"device_type":"cisco_ios","credential_id":cred})
+    };
+    // The team's known host, trusted through a terminal on a team session.
+    let r = admin
+        .post(&at("/api/sessions"), &new_session("shell", sshd::USER))
+        .await;
+    r.assert_status(201);
+    let shell = r.json()["id"].as_str().expect("id").to_string();
+    let mut w = connect(&s, admin.cookie.as_deref().expect("cookie")).await;
+    w.send_json(json!({"type":"open","ch":1,"kind":"ssh","session_id":shell,"cols":80,"rows":24}))
+        .await;
+    w.expect_control(|f| matches!(f, ServerFrame::Hostkey { .. }))
+        .await;
+    w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+    w.expect_opened(1).await;
+    w.close().await;
+    let r = admin
+        .post(&at("/api/sessions"), &new_session("rtr1", IOS_USER))
+        .await;
+    r.assert_status(201);
+    let ios = r.json()["id"].as_str().expect("id").to_string();
+    let r = admin
+        .post(
+            &at("/api/jobs"),
+            &json!({"type":"config_backup","targets":[ios]}),
+        )
+        .await;
+    r.assert_status(202);
+    let job = r.json()["id"].as_str().expect("id").to_string();
+    let j = wait_job(&admin, &at(&job), Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    admin
+        .post(
+            &at("/api/schedules"),
+            &json!({"name":"nightly","cron":"0 2 * * *","timezone":"Europe/Berlin",
+                    "job":{"type":"config_backup","targets":[ios]}}),
+        )
+        .await
+        .assert_status(201);
+
+    let msg = admin
+        .delete(&format!("/api/teams/{team}"))
+        .await
+        .assert_error(409, Some("team_not_empty"));
+    for what in [
+        "2 saved sessions",
+        "1 credentials",
+        "1 known hosts",
+        "1 jobs",
+        "1 config versions",
+        "1 schedules",
+    ] {
+        assert!(msg.contains(what), "{what:?} not in {msg}");
+    }
+    admin
+        .delete(&format!("/api/teams/{team}?cascade=true"))
+        .await
+        .assert_status(204);
+    admin
+        .get(&at("/api/jobs"))
+        .await
+        .assert_error(404, Some("not_found"));
+    let audit = admin.get("/api/audit?limit=50").await.text();
+    assert!(
+        audit.contains("2 saved sessions") && audit.contains("1 config versions"),
+        "{audit}"
+    );
+
+    // Nothing of the team's workspace is left in the database.
+    let mut s = s;
+    s.stop();
+    let db = redb::Database::open(s.data_dir().join("opsgate.redb")).expect("open db");
+    let tx = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let key = opsgate::workspace::team_key(&team);
+    for def in [
+        opsgate::store::FOLDERS,
+        opsgate::store::SAVED_SESSIONS,
+        opsgate::store::CREDENTIALS,
+        opsgate::store::KNOWN_HOSTS,
+        opsgate::store::JOBS,
+        opsgate::store::JOB_TARGETS,
+        opsgate::store::CONFIG_VERSIONS,
+        opsgate::store::SCHEDULES,
+        opsgate::store::EXECUTIONS,
+    ] {
+        let Ok(table) = tx.open_table(def) else {
+            continue;
+        };
+        let n = opsgate::store::count_owned(&table, &key).expect("count");
+        assert_eq!(n, 0, "{} rows left in {}", n, redb::TableHandle::name(&def));
+    }
 }

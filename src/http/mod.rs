@@ -162,6 +162,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/jobs", get(jobs::list_jobs).post(jobs::create_job))
         .route("/api/jobs/{id}", get(jobs::get_job))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/jobs/{id}/retry", post(jobs::retry_job))
         .route("/api/configs", get(jobs::list_configs))
         .route("/api/configs/diff", get(jobs::diff_configs))
         .route("/api/configs/search", get(jobs::search_configs))

@@ -63,8 +63,20 @@ pub fn get(tx: &ReadTransaction, workspace: &str, id: &str) -> Result<Version, J
         .ok_or(JobError::NotFound("config version"))
 }
 
+/// What [`record`] did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The device's current version.
+    pub id: String,
+    /// Whether it is new.
+    pub changed: bool,
+    /// The version it replaced as newest, if any (none for a device's first backup).
+    pub previous: Option<String>,
+    pub sha256: String,
+}
+
 /// Records a backup: a new version if the text differs from the device's newest,
-/// else only `last_checked`. Returns the current version's id and whether it is new.
+/// else only `last_checked`.
 pub fn record(
     tx: &WriteTransaction,
     workspace: &str,
@@ -73,7 +85,7 @@ pub fn record(
     text: &str,
     keep_versions: usize,
     keep_days: u64,
-) -> Result<(String, bool), JobError> {
+) -> Result<Recorded, JobError> {
     let now = store::now();
     let sha = sha256_hex(text);
     let mut table = tx.open_table(CONFIG_VERSIONS)?;
@@ -91,16 +103,22 @@ pub fn record(
                 (workspace, id.as_str()),
                 store::encode(&*newest)?.as_slice(),
             )?;
-            return Ok((id, false));
+            return Ok(Recorded {
+                id,
+                changed: false,
+                previous: None,
+                sha256: sha,
+            });
         }
     }
     // Ids sort by time, so equal `created_at` seconds keep their order.
     let id = format!("{:016x}{}", now, &store::new_id()[..8]);
+    let previous = mine.first().map(|v| v.id.clone());
     let v = Version {
         id: id.clone(),
         session_id: session_id.to_string(),
         created_at: now,
-        sha256: sha,
+        sha256: sha.clone(),
         bytes: text.len(),
         last_checked: now,
         job_id: Some(job_id.to_string()),
@@ -114,7 +132,12 @@ pub fn record(
             table.remove((workspace, old.id.as_str()))?;
         }
     }
-    Ok((id, true))
+    Ok(Recorded {
+        id,
+        changed: true,
+        previous,
+        sha256: sha,
+    })
 }
 
 /// Total bytes of stored config text (statistics).

@@ -74,6 +74,7 @@ pub fn profile(t: DeviceType) -> &'static Profile {
         show_config: "show running-config",
         volatile: &[
             r"^! Command: show running-config",
+            r"^! device: .*\(.*EOS-",
             r"^! Startup-config last modified at",
             r"^! Time:",
         ],
@@ -226,18 +227,33 @@ pub fn clean(raw: &str) -> String {
     out
 }
 
+/// The volatile patterns of a profile, compiled once per profile (not per backup).
+fn volatile_set(profile: &Profile) -> std::sync::Arc<regex::RegexSet> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static CACHE: OnceLock<Mutex<HashMap<usize, Arc<regex::RegexSet>>>> = OnceLock::new();
+    let key = profile as *const Profile as usize;
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            // The patterns are constants of this file, checked by the unit tests; a
+            // bad one would match nothing rather than fail a backup.
+            Arc::new(
+                regex::RegexSet::new(profile.volatile).unwrap_or_else(|_| regex::RegexSet::empty()),
+            )
+        })
+        .clone()
+}
+
 /// Removes the volatile lines of `profile` from a config (and blank lines at its ends),
 /// so an unchanged device hashes the same.
 pub fn strip_volatile(profile: &Profile, config: &str) -> String {
-    let res: Vec<Regex> = profile
-        .volatile
-        .iter()
-        .filter_map(|p| Regex::new(p).ok())
-        .collect();
-    let lines: Vec<&str> = config
-        .lines()
-        .filter(|l| !res.iter().any(|r| r.is_match(l)))
-        .collect();
+    let set = volatile_set(profile);
+    let lines: Vec<&str> = config.lines().filter(|l| !set.is_match(l)).collect();
     let mut s = lines.join("\n");
     s = s.trim_matches('\n').to_string();
     s.push('\n');
@@ -293,12 +309,17 @@ impl Shell {
     async fn read_until_prompt(&mut self, password: bool) -> Result<(String, String), DriveError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let text = clean(&self.buf);
-            let (body, last) = match text.rfind('\n') {
-                Some(p) => (&text[..p], &text[p + 1..]),
-                None => ("", text.as_str()),
-            };
+            // Only the last line can be a prompt or a pager: cleaning just that line per
+            // chunk keeps a long output linear (the whole buffer is cleaned once, at the
+            // prompt). Lines are cleaned independently, so this is the same last line.
+            let last = clean(match self.buf.rfind('\n') {
+                Some(p) => &self.buf[p + 1..],
+                None => &self.buf,
+            });
+            let last = last.as_str();
             if self.is_prompt(last) || (password && password_re().is_match(last)) {
+                let text = clean(&self.buf);
+                let body = text.rfind('\n').map_or("", |p| &text[..p]);
                 let out = (body.to_string(), last.to_string());
                 self.buf.clear();
                 return Ok(out);
@@ -472,6 +493,57 @@ mod tests {
         assert_eq!(
             strip_volatile(p, "Building configuration...\nCurrent configuration : 120 bytes\nhostname rtr1\nntp clock-period 123\n"),
             "hostname rtr1\n"
+        );
+    }
+
+    /// Each device type's cleaning: what a device prints around its config (volatile
+    /// lines, prompt echo, \r) and what must remain.
+    #[test]
+    fn volatile_lines_per_device_type() {
+        let cases: &[(DeviceType, &str, &str)] = &[
+            (
+                DeviceType::CiscoIos,
+                "Building configuration...\n\nCurrent configuration : 1234 bytes\n!\n! Last configuration change at 10:01:02 UTC Mon Nov 23 2026 by admin\n! NVRAM config last updated at 10:01:03 UTC Mon Nov 23 2026\n!\nhostname rtr1\nntp clock-period 17179869\nend\n",
+                "!\n!\nhostname rtr1\nend\n",
+            ),
+            (
+                DeviceType::CiscoNxos,
+                "!Command: show running-config\n!Running configuration last done at: Mon Nov 23 10:01:02 2026\n!Time: Mon Nov 23 10:05:00 2026\n\nversion 9.3(8)\nhostname n9k\n",
+                "version 9.3(8)\nhostname n9k\n",
+            ),
+            (
+                DeviceType::AristaEos,
+                "! Command: show running-config\n! device: rtr1 (vEOS-lab, EOS-4.31.2F)\n! Time: Mon Nov 23 10:05:00 2026\n! Startup-config last modified at Mon Nov 23 10:01:02 2026 by admin\n!\n! boot system flash:/vEOS-lab.swi\n!\nhostname rtr1\n! device: a comment that stays\nend\n",
+                "!\n! boot system flash:/vEOS-lab.swi\n!\nhostname rtr1\n! device: a comment that stays\nend\n",
+            ),
+            (
+                DeviceType::JuniperJunos,
+                "## Last commit: 2026-11-23 10:01:02 UTC by admin\nset system host-name mx1\n",
+                "set system host-name mx1\n",
+            ),
+            (
+                DeviceType::Fortinet,
+                "#config-version=FGT60F-7.2.5\n#conf_file_ver=123456789\n#buildno=1517\nconfig system global\nend\n",
+                "#config-version=FGT60F-7.2.5\nconfig system global\nend\n",
+            ),
+            (
+                DeviceType::HpProcurve,
+                "Running configuration:\n\n; J9729A Configuration Editor; Created on release #WB.16.10\nhostname \"sw1\"\n",
+                "hostname \"sw1\"\n",
+            ),
+            (DeviceType::Linux, "rtr1\n127.0.0.1 localhost\n", "rtr1\n127.0.0.1 localhost\n"),
+        ];
+        for (t, raw, want) in cases {
+            assert_eq!(&strip_volatile(profile(*t), &clean(raw)), want, "{t:?}");
+        }
+        // Through the terminal: the EOS header arrives with \r\r\n and an ANSI reset.
+        let raw = "show running-config\r\r\n\x1b[0m! Command: show running-config\r\r\n! device: rtr1 (vEOS-lab, EOS-4.31.2F)\r\r\nhostname rtr1\r\r\nend\r\r\n";
+        assert_eq!(
+            strip_volatile(
+                profile(DeviceType::AristaEos),
+                &strip_echo(&clean(raw), "show running-config")
+            ),
+            "hostname rtr1\nend\n"
         );
     }
 

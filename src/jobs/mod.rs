@@ -9,6 +9,7 @@
 //! - `schedules`: cron schedules that start jobs;
 //! - `stats`: dashboard statistics;
 //! - `watch`: the `job` channel's source;
+//! - `webhooks`: job events POSTed to configured receivers;
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
@@ -19,6 +20,7 @@ pub mod runner;
 pub mod schedules;
 pub mod stats;
 pub mod watch;
+pub mod webhooks;
 
 pub use runner::Jobs;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::JobError;
 use crate::auth::Role;
-use crate::store::{self, JOBS};
+use crate::store::{self, JOBS, JOB_TARGETS};
 
 /// What a job does on each target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,13 @@ pub enum JobType {
 }
 
 impl JobType {
+    /// The word the API uses (`config_backup`, …).
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
     pub fn parse(s: &str) -> Option<JobType> {
         match s {
             "config_backup" => Some(JobType::ConfigBackup),
@@ -133,6 +140,9 @@ pub struct Job {
     /// The schedule that started it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<String>,
+    /// The job whose failed and cancelled targets this one retries, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
     pub targets: Vec<Target>,
 }
 
@@ -149,6 +159,26 @@ pub struct Summary {
 }
 
 impl Job {
+    /// The job without its targets (cheap to copy whatever the job's size).
+    pub fn clone_header(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            kind: self.kind,
+            state: self.state,
+            workspace: self.workspace.clone(),
+            owner: self.owner.clone(),
+            owner_role: self.owner_role,
+            commands: self.commands.clone(),
+            concurrency: self.concurrency,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            cancel_requested: self.cancel_requested,
+            schedule_id: self.schedule_id.clone(),
+            retry_of: self.retry_of.clone(),
+            targets: Vec::new(),
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary {
             total: self.targets.len(),
@@ -180,39 +210,169 @@ impl Job {
     }
 }
 
-pub fn put(tx: &WriteTransaction, job: &Job) -> Result<(), JobError> {
-    let mut t = tx.open_table(JOBS)?;
-    t.insert(
+fn target_key(job_id: &str, idx: usize) -> String {
+    // Zero-padded: rows of a job sort in target order.
+    format!("{job_id}:{idx:06}")
+}
+
+/// Writes the job without its targets (state, cancel, times …).
+pub fn put_header(tx: &WriteTransaction, job: &mut Job) -> Result<(), JobError> {
+    let targets = std::mem::take(&mut job.targets);
+    let encoded = store::encode(&*job);
+    job.targets = targets;
+    tx.open_table(JOBS)?.insert(
         (job.workspace.as_str(), job.id.as_str()),
-        store::encode(job)?.as_slice(),
+        encoded?.as_slice(),
     )?;
     Ok(())
 }
 
+/// Writes one target's row (the hot path: a target's change costs one small row, so a
+/// job of N targets is not rewritten N times).
+pub fn put_target(
+    tx: &WriteTransaction,
+    workspace: &str,
+    job_id: &str,
+    idx: usize,
+    target: &Target,
+) -> Result<(), JobError> {
+    tx.open_table(JOB_TARGETS)?.insert(
+        (workspace, target_key(job_id, idx).as_str()),
+        store::encode(target)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Writes the whole job: its header and every target's row.
+pub fn put(tx: &WriteTransaction, job: &Job) -> Result<(), JobError> {
+    put_header(tx, &mut job.clone_header())?;
+    for (i, t) in job.targets.iter().enumerate() {
+        put_target(tx, &job.workspace, &job.id, i, t)?;
+    }
+    Ok(())
+}
+
+/// Fills a job read from `JOBS` with its target rows. A job stored before targets had
+/// rows of their own keeps the targets inline.
+fn with_targets<T>(table: &T, mut job: Job) -> Result<Job, JobError>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let (from, to) = (format!("{}:", job.id), format!("{};", job.id));
+    let mut targets = Vec::new();
+    for row in table
+        .range((job.workspace.as_str(), from.as_str())..(job.workspace.as_str(), to.as_str()))?
+    {
+        let (_, v) = row?;
+        targets.push(store::decode(v.value())?);
+    }
+    if !targets.is_empty() {
+        job.targets = targets;
+    }
+    Ok(job)
+}
+
 pub fn get(tx: &ReadTransaction, workspace: &str, id: &str) -> Result<Option<Job>, JobError> {
-    Ok(store::get_owned(&tx.open_table(JOBS)?, workspace, id)?)
+    let job: Option<Job> = store::get_owned(&tx.open_table(JOBS)?, workspace, id)?;
+    match job {
+        Some(j) => Ok(Some(with_targets(&tx.open_table(JOB_TARGETS)?, j)?)),
+        None => Ok(None),
+    }
 }
 
 /// The jobs of a workspace, newest first.
 pub fn list(tx: &ReadTransaction, workspace: &str) -> Result<Vec<Job>, JobError> {
-    let mut jobs: Vec<Job> = store::list_owned(&tx.open_table(JOBS)?, workspace)?
-        .into_iter()
-        .map(|(_, j)| j)
-        .collect();
+    let targets = tx.open_table(JOB_TARGETS)?;
+    let mut jobs = Vec::new();
+    for (_, j) in store::list_owned::<Job, _>(&tx.open_table(JOBS)?, workspace)? {
+        jobs.push(with_targets(&targets, j)?);
+    }
     jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     Ok(jobs)
 }
 
 /// Every job not finished yet, in any workspace (to resume at start).
 pub fn unfinished(tx: &ReadTransaction) -> Result<Vec<Job>, JobError> {
+    let targets = tx.open_table(JOB_TARGETS)?;
     let mut out = Vec::new();
     for row in tx.open_table(JOBS)?.iter()? {
         let (_, v) = row?;
         let job: Job = store::decode(v.value())?;
         if !job.state.is_done() {
-            out.push(job);
+            out.push(with_targets(&targets, job)?);
         }
     }
     out.sort_by_key(|j| j.created_at);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase};
+
+    fn job(n: usize) -> Job {
+        Job {
+            id: "j1".into(),
+            kind: JobType::ConfigBackup,
+            state: JobState::Running,
+            workspace: "alice".into(),
+            owner: "alice".into(),
+            owner_role: Role::Operator,
+            commands: Vec::new(),
+            concurrency: 2,
+            created_at: 1,
+            finished_at: None,
+            cancel_requested: false,
+            schedule_id: None,
+            retry_of: None,
+            targets: (0..n)
+                .map(|i| Target {
+                    session_id: format!("s{i}"),
+                    state: TargetState::Queued,
+                    attempts: 0,
+                    error: None,
+                    started_at: None,
+                    duration_ms: None,
+                    output: None,
+                    config_id: None,
+                    changed: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn targets_have_rows_and_old_inline_jobs_still_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let tx = db.begin_write().expect("tx");
+        // A job as stored before targets had rows: inline, no rows.
+        let mut old = job(3);
+        old.id = "old".into();
+        tx.open_table(JOBS)
+            .expect("t")
+            .insert(
+                ("alice", "old"),
+                store::encode(&old).expect("enc").as_slice(),
+            )
+            .expect("insert");
+        tx.open_table(JOB_TARGETS).expect("t");
+        // A job of 12 targets (indices past 9 must keep their order), one changed.
+        let mut j = job(12);
+        put(&tx, &j).expect("put");
+        j.targets[10].state = TargetState::Succeeded;
+        put_target(&tx, "alice", "j1", 10, &j.targets[10]).expect("row");
+        tx.commit().expect("commit");
+
+        let tx = db.begin_read().expect("read");
+        let got = get(&tx, "alice", "j1").expect("get").expect("some");
+        let ids: Vec<_> = got.targets.iter().map(|t| t.session_id.clone()).collect();
+        assert_eq!(ids, (0..12).map(|i| format!("s{i}")).collect::<Vec<_>>());
+        assert_eq!(got.targets[10].state, TargetState::Succeeded);
+        let old = get(&tx, "alice", "old").expect("get").expect("some");
+        assert_eq!(old.targets.len(), 3);
+        assert_eq!(unfinished(&tx).expect("unfinished").len(), 2);
+        assert_eq!(list(&tx, "bob").expect("list").len(), 0);
+    }
 }

@@ -146,6 +146,7 @@ pub async fn build_job(
         finished_at: None,
         cancel_requested: false,
         schedule_id: None,
+        retry_of: None,
         targets: targets
             .into_iter()
             .map(|session_id| Target {
@@ -188,6 +189,12 @@ pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
     Ok(id)
 }
 
+/// The answer to `POST /api/jobs` and `POST /api/jobs/{id}/retry` (202).
+#[derive(Debug, serde::Serialize)]
+pub struct JobCreated {
+    pub id: String,
+}
+
 /// `POST /api/jobs`
 pub async fn create_job(
     State(app): State<Arc<App>>,
@@ -196,7 +203,83 @@ pub async fn create_job(
 ) -> ApiResult<impl IntoResponse> {
     let job = build_job(&app, &ws.scope, ws.user.role, input).await?;
     let id = submit(&app, job).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(JobCreated { id })))
+}
+
+/// The request a retry of `job` makes: same type, commands and concurrency, over the
+/// targets that failed or were cancelled and whose saved session still exists.
+/// `None` when there is nothing to retry.
+pub fn retry_input(
+    job: &Job,
+    existing: &HashSet<String>,
+    max_concurrency: usize,
+) -> Option<JobInput> {
+    let targets: Vec<String> = job
+        .targets
+        .iter()
+        .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Cancelled))
+        .filter(|t| existing.contains(&t.session_id))
+        .map(|t| t.session_id.clone())
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    Some(JobInput {
+        kind: job.kind.as_str(),
+        targets,
+        commands: (!job.commands.is_empty()).then(|| job.commands.clone()),
+        command: None,
+        concurrency: Some(job.concurrency.clamp(1, max_concurrency.max(1))),
+    })
+}
+
+/// `POST /api/jobs/{id}/retry` → 202 `{"id"}`: a new job over the failed and cancelled
+/// targets of a finished job (409 `job_running` while it runs, 409 `nothing_to_retry`
+/// when none failed or their sessions are gone). Same rules as `POST /api/jobs`.
+pub async fn retry_job(
+    State(app): State<Arc<App>>,
+    ws: Workspace,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let old = load_job(&app, &ws, id).await?;
+    if !old.state.is_done() {
+        return Err(ApiError::conflict(
+            "job_running",
+            "the job is still running: wait for it to finish or cancel it first",
+        ));
+    }
+    let (key, ids): (String, Vec<String>) = (
+        ws.scope.key.clone(),
+        old.targets.iter().map(|t| t.session_id.clone()).collect(),
+    );
+    // A session deleted since is left out rather than failing the whole retry.
+    let existing = app
+        .store
+        .read(move |tx| -> Result<HashSet<String>, JobError> {
+            let mut out = HashSet::new();
+            for id in ids {
+                if inventory::get_session(tx, &key, &id)?.is_some() {
+                    out.insert(id);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    let input =
+        retry_input(&old, &existing, app.cfg.jobs.max_concurrency_per_job).ok_or_else(|| {
+            ApiError::conflict(
+                "nothing_to_retry",
+                "no target of this job failed or was cancelled (or their saved sessions are gone)",
+            )
+        })?;
+    let mut job = build_job(&app, &ws.scope, ws.user.role, input).await?;
+    job.retry_of = Some(old.id.clone());
+    let id = submit(&app, job).await?;
+    app.metrics
+        .jobs
+        .job_retries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((StatusCode::ACCEPTED, Json(JobCreated { id })))
 }
 
 #[derive(Deserialize)]
@@ -247,6 +330,7 @@ pub async fn list_jobs(
                 "id": j.id, "type": j.kind, "state": j.state, "created_at": j.created_at,
                 "finished_at": j.finished_at, "concurrency": j.concurrency,
                 "summary": j.summary(), "schedule_id": j.schedule_id,
+                "retry_of": j.retry_of,
             })
         })
         .collect();

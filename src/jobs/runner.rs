@@ -12,6 +12,7 @@
 //! safe to repeat). Targets already done are never run again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,13 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 use super::device::{self, DriveError, Shell};
 use super::model::{self, CommandOutput, Job, JobState, JobType, TargetError, TargetState};
+use super::webhooks::{self, Webhooks};
 use super::{configs, JobError};
 use crate::app::App;
+use crate::audit::AuditSink;
 use crate::config::JobsConfig;
 use crate::inventory;
+use crate::metrics::Metrics;
 use crate::source::OpenError;
 use crate::ssh::DeviceConn;
 use crate::store;
@@ -48,18 +52,35 @@ pub(super) struct LiveJob {
     pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
-/// The jobs registry: running jobs by id and the global concurrency limit.
+/// The jobs registry: running jobs by id, the global concurrency limit, and the
+/// webhook sender.
 pub struct Jobs {
     global: Arc<Semaphore>,
     pub(super) live: DashMap<String, LiveJob>,
+    /// Job events for `[jobs.webhooks]` receivers.
+    pub webhooks: Webhooks,
+    metrics: Arc<Metrics>,
 }
 
 impl Jobs {
-    pub fn new(cfg: &JobsConfig) -> Jobs {
+    /// Call inside the Tokio runtime (the webhook delivery task starts here).
+    pub fn new(cfg: &JobsConfig, audit: AuditSink, metrics: Arc<Metrics>) -> Jobs {
         Jobs {
             global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
             live: DashMap::new(),
+            webhooks: Webhooks::start(&cfg.webhooks, audit, metrics.clone()),
+            metrics,
         }
+    }
+
+    /// Whether a job of `workspace` is being worked on now.
+    pub fn running_in(&self, workspace: &str) -> bool {
+        self.live.iter().any(|l| {
+            l.snapshot
+                .lock()
+                .map(|j| j.workspace == workspace)
+                .unwrap_or(true)
+        })
     }
 
     /// The current state of a running job (fresher than the database by a write).
@@ -199,6 +220,51 @@ async fn persist(app: &Arc<App>, job: &Job) {
     }
 }
 
+/// Writes one target's row: what a target's change costs, whatever the job's size.
+async fn persist_target(app: &Arc<App>, job: &Job, idx: usize) {
+    let (ws, id, t) = (
+        job.workspace.clone(),
+        job.id.clone(),
+        job.targets[idx].clone(),
+    );
+    if let Err(e) = app
+        .store
+        .write(move |tx| model::put_target(tx, &ws, &id, idx, &t))
+        .await
+    {
+        tracing::error!(error = %e, "writing the job target failed");
+    }
+}
+
+/// Writes the job without its targets (state, cancel request, finish time).
+async fn persist_header(app: &Arc<App>, job: &Job) {
+    let mut j = job.clone_header();
+    if let Err(e) = app
+        .store
+        .write(move |tx| model::put_header(tx, &mut j))
+        .await
+    {
+        tracing::error!(error = %e, "writing the job failed");
+    }
+}
+
+/// Publishes a target's change and the job's summary; the snapshot copies that target
+/// only (a whole-job copy per event would cost O(targets) each time).
+fn publish_target(live: &LiveJob, job: &Job, idx: usize) {
+    {
+        let mut snap = live.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if snap.targets.len() == job.targets.len() {
+            snap.targets[idx] = job.targets[idx].clone();
+            snap.state = job.state;
+            snap.cancel_requested = job.cancel_requested;
+        } else {
+            *snap = job.clone();
+        }
+    }
+    let _ = live.events.send(target_event(job, idx));
+    let _ = live.events.send(job_event(job));
+}
+
 fn publish(live: &LiveJob, job: &Job, ev: (String, Map<String, Value>)) {
     *live.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = job.clone();
     let _ = live.events.send(ev);
@@ -207,7 +273,8 @@ fn publish(live: &LiveJob, job: &Job, ev: (String, Map<String, Value>)) {
 async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watch::Receiver<bool>) {
     let cfg = app.cfg.jobs.clone();
     job.state = JobState::Running;
-    persist(&app, &job).await;
+    app.jobs.metrics.jobs.running.fetch_add(1, Relaxed);
+    persist_header(&app, &job).await;
     publish(&live, &job, job_event(&job));
     let mut pending: VecDeque<usize> = (0..job.targets.len())
         .filter(|&i| job.targets[i].state == TargetState::Queued)
@@ -246,14 +313,14 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 if r.is_err() || *cancel_rx.borrow() {
                     cancelled = true;
                     job.cancel_requested = true;
-                    persist(&app, &job).await;
+                    persist_header(&app, &job).await;
                 }
             }
             Some(u) = upd_rx.recv() => {
+                count(&app.jobs.metrics, &u);
                 let idx = apply(&mut job, u, &mut running);
-                persist(&app, &job).await;
-                publish(&live, &job, target_event(&job, idx));
-                publish(&live, &job, job_event(&job));
+                persist_target(&app, &job, idx).await;
+                publish_target(&live, &job, idx);
             }
             permit = app.jobs.global.clone().acquire_owned(), if !cancelled && running < concurrency && !pending.is_empty() => {
                 let Ok(permit) = permit else { break };
@@ -269,9 +336,8 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 let (attempt, sid) = (t.attempts, t.session_id.clone());
                 // Written before the worker connects: after a crash this target is
                 // known to have started.
-                persist(&app, &job).await;
-                publish(&live, &job, target_event(&job, idx));
-                publish(&live, &job, job_event(&job));
+                persist_target(&app, &job, idx).await;
+                publish_target(&live, &job, idx);
                 let (app2, ctx2, tx2, cancel2) = (app.clone(), ctx.clone(), upd_tx.clone(), cancel_rx.clone());
                 tokio::spawn(async move {
                     run_target(app2, ctx2, idx, sid, attempt, cancel2, tx2).await;
@@ -282,10 +348,70 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     }
     job.state = job.final_state();
     job.finished_at = Some(store::now());
-    persist(&app, &job).await;
+    persist_header(&app, &job).await;
     publish(&live, &job, job_event(&job));
     tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
+    let m = &app.jobs.metrics.jobs;
+    m.running.fetch_sub(1, Relaxed);
+    m.job_finished(state_word(job.state));
+    for t in &job.targets {
+        // Cancelled-while-queued targets never sent a Done update.
+        if t.state == TargetState::Cancelled && t.duration_ms.is_none() {
+            m.target_finished("cancelled");
+        }
+    }
+    // A job the user cancelled is not a failure.
+    if job.state == JobState::Failed {
+        app.jobs
+            .webhooks
+            .send(&job.workspace, &job.owner, failed_event(&job));
+    }
     app.jobs.live.remove(&job.id);
+}
+
+fn state_word<T: serde::Serialize>(s: T) -> &'static str {
+    match serde_json::to_value(s)
+        .ok()
+        .as_ref()
+        .and_then(Value::as_str)
+    {
+        Some("succeeded") => "succeeded",
+        Some("failed") => "failed",
+        Some("cancelled") => "cancelled",
+        _ => "",
+    }
+}
+
+/// Counts a worker's report in the job metrics.
+fn count(m: &Metrics, u: &Update) {
+    match u {
+        Update::Retrying { .. } => {
+            m.jobs.target_retries.fetch_add(1, Relaxed);
+        }
+        Update::Done { state, .. } => m.jobs.target_finished(state_word(*state)),
+        Update::Running { .. } => {}
+    }
+}
+
+/// The `job.failed` webhook event of a finished job.
+fn failed_event(job: &Job) -> webhooks::Event {
+    webhooks::Event::JobFailed {
+        job_id: job.id.clone(),
+        kind: job.kind,
+        state: job.state,
+        summary: job.summary(),
+        failed: job
+            .targets
+            .iter()
+            .filter(|t| matches!(t.state, TargetState::Failed | TargetState::Cancelled))
+            .take(webhooks::MAX_FAILED_LISTED)
+            .map(|t| webhooks::FailedTarget {
+                session_id: t.session_id.clone(),
+                state: t.state,
+                error: t.error.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn apply(job: &mut Job, u: Update, running: &mut usize) -> usize {
@@ -523,14 +649,27 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
                 app.cfg.jobs.config_keep_versions,
                 app.cfg.jobs.config_keep_days,
             );
-            let config = app
+            let rec = app
                 .store
                 .write(move |tx| configs::record(tx, &ws, &sid, &job, &text, keep_n, keep_d))
                 .await
                 .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?;
+            if let (true, Some(previous)) = (rec.changed, rec.previous.clone()) {
+                app.jobs.webhooks.send(
+                    &ctx.scope.key,
+                    &ctx.scope.actor,
+                    webhooks::Event::ConfigChanged {
+                        job_id: ctx.job_id.clone(),
+                        session_id: session_id.to_string(),
+                        config_id: rec.id.clone(),
+                        previous_config_id: previous,
+                        sha256: rec.sha256.clone(),
+                    },
+                );
+            }
             Ok(Outcome {
                 output: None,
-                config: Some(config),
+                config: Some((rec.id, rec.changed)),
             })
         }
     }

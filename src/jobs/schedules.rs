@@ -1,6 +1,7 @@
 //! Cron schedules that start jobs. Standard 5-field cron (minute hour day-of-month month
-//! day-of-week) parsed by `croner`; an optional `timezone` is `UTC` or a fixed offset
-//! (`+02:00`, `-05:30`).
+//! day-of-week) parsed by `croner`; an optional `timezone` is an IANA name
+//! (`Europe/Berlin`, DST-correct through `chrono-tz`), `UTC` (the default) or a fixed
+//! offset (`+02:00`, `-05:30`). An unknown one is 400 `invalid_schedule` with the reason.
 //!
 //! The scheduler task wakes every few seconds and starts each enabled schedule whose
 //! next run after its last run (or its creation) has come. A run missed while the
@@ -15,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use chrono::{FixedOffset, TimeZone, Utc};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -70,30 +71,44 @@ fn bad(m: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_schedule", m)
 }
 
-/// Parses `tz` (`UTC`, `Z`, `+HH:MM`, `-HH:MM`).
-fn offset(tz: Option<&str>) -> Result<FixedOffset, String> {
+/// A schedule's time zone: an IANA zone (DST-aware, from `chrono-tz`'s copy of the tz
+/// database) or a fixed offset.
+#[derive(Debug, Clone, Copy)]
+enum Zone {
+    Iana(chrono_tz::Tz),
+    Fixed(FixedOffset),
+}
+
+/// Parses `tz`: absent, `UTC` or `Z`; a fixed offset `+HH:MM` / `-HH:MM`; or an IANA
+/// name such as `Europe/Berlin`.
+fn zone(tz: Option<&str>) -> Result<Zone, String> {
+    let utc = || Zone::Iana(chrono_tz::UTC);
     let Some(tz) = tz.map(str::trim).filter(|t| !t.is_empty()) else {
-        return FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+        return Ok(utc());
     };
     if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
-        return FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+        return Ok(utc());
     }
-    let err = || {
-        format!(
-            "timezone {tz:?}: use UTC or a fixed offset like +02:00 (IANA names are not supported)"
-        )
+    let sign = match tz.as_bytes().first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => {
+            return tz.parse::<chrono_tz::Tz>().map(Zone::Iana).map_err(|_| {
+                format!(
+                    "timezone {tz:?} is not an IANA time zone name (like Europe/Berlin), UTC or a fixed offset (like +02:00)"
+                )
+            })
+        }
     };
-    let (sign, rest) = match tz.as_bytes().first() {
-        Some(b'+') => (1, &tz[1..]),
-        Some(b'-') => (-1, &tz[1..]),
-        _ => return Err(err()),
-    };
-    let (h, m) = rest.split_once(':').ok_or_else(err)?;
+    let err = || format!("timezone {tz:?}: a fixed offset is +HH:MM or -HH:MM, at most 14 hours");
+    let (h, m) = tz[1..].split_once(':').ok_or_else(err)?;
     let (h, m): (i32, i32) = (h.parse().map_err(|_| err())?, m.parse().map_err(|_| err())?);
     if !(0..=14).contains(&h) || !(0..60).contains(&m) {
         return Err(err());
     }
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(err)
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+        .map(Zone::Fixed)
+        .ok_or_else(err)
 }
 
 /// Checks a 5-field cron expression.
@@ -107,17 +122,25 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     croner::Cron::from_str(expr).map_err(|e| format!("cron {expr:?}: {e}"))
 }
 
-/// The first run strictly after `after` (unix seconds), as unix seconds.
+/// The first run strictly after `after` (unix seconds), as unix seconds. Wall-clock
+/// times are those of the zone, so `0 2 * * *` in Europe/Berlin is 01:00 UTC in winter
+/// and 00:00 UTC in summer; croner handles the DST days (a time skipped in spring runs
+/// at the first instant after the gap, a repeated hour in autumn runs once).
 pub fn next_after(cron: &str, tz: Option<&str>, after: i64) -> Result<i64, String> {
     let c = parse_cron(cron)?;
-    let off = offset(tz)?;
-    let start: DateTime<FixedOffset> = off
-        .timestamp_opt(after, 0)
-        .single()
-        .ok_or_else(|| "time out of range".to_string())?;
-    c.find_next_occurrence(&start, false)
-        .map(|t| t.with_timezone(&Utc).timestamp())
-        .map_err(|e| format!("no next run: {e}"))
+    fn next<Z: TimeZone>(c: &croner::Cron, z: Z, after: i64) -> Result<i64, String> {
+        let start = z
+            .timestamp_opt(after, 0)
+            .single()
+            .ok_or_else(|| "time out of range".to_string())?;
+        c.find_next_occurrence(&start, false)
+            .map(|t| t.with_timezone(&Utc).timestamp())
+            .map_err(|e| format!("no next run: {e}"))
+    }
+    match zone(tz)? {
+        Zone::Iana(z) => next(&c, z, after),
+        Zone::Fixed(z) => next(&c, z, after),
+    }
 }
 
 fn view(s: &Schedule) -> serde_json::Value {
@@ -149,7 +172,7 @@ async fn check_input(app: &Arc<App>, ws: &Workspace, input: &ScheduleInput) -> A
         return Err(bad("name must be 1 to 200 characters"));
     }
     parse_cron(&input.cron).map_err(bad)?;
-    offset(input.timezone.as_deref()).map_err(bad)?;
+    zone(input.timezone.as_deref()).map_err(bad)?;
     // The job is checked as POST /api/jobs would (type, targets in this workspace …).
     build_job(app, &ws.scope, ws.user.role, input.job.clone()).await?;
     Ok(())
@@ -390,6 +413,48 @@ mod tests {
             Ok(t + 24 * 3600)
         );
         assert_eq!(next_after("0 2 * * *", Some("-01:00"), t), Ok(t + 3 * 3600));
-        assert!(next_after("0 2 * * *", Some("Europe/Paris"), t).is_err());
+        assert!(next_after("0 2 * * *", Some("Mars/Olympus"), t).is_err());
+        assert!(next_after("0 2 * * *", Some("+25:00"), t).is_err());
+    }
+
+    #[test]
+    fn iana_zones_follow_daylight_saving() {
+        let h = 3600;
+        // 2026-01-15 00:00 UTC: Berlin is UTC+1, so 09:00 there is 08:00 UTC.
+        let jan = 1_768_435_200;
+        assert_eq!(
+            next_after("0 9 * * *", Some("Europe/Berlin"), jan),
+            Ok(jan + 8 * h)
+        );
+        // 2026-07-15 00:00 UTC: summer time, UTC+2.
+        let jul = 1_784_073_600;
+        assert_eq!(
+            next_after("0 9 * * *", Some("Europe/Berlin"), jul),
+            Ok(jul + 7 * h)
+        );
+        assert_eq!(
+            next_after("0 9 * * *", Some("America/New_York"), jul),
+            Ok(jul + 13 * h)
+        );
+        // Across the spring change (2026-03-29 01:00 UTC): the day before at 09:00 CET
+        // is 08:00 UTC, the day after 07:00 UTC.
+        let mar28 = 1_774_656_000;
+        assert_eq!(
+            next_after("0 9 * * *", Some("Europe/Berlin"), mar28),
+            Ok(mar28 + 8 * h)
+        );
+        assert_eq!(
+            next_after("0 9 * * *", Some("Europe/Berlin"), mar28 + 86_400),
+            Ok(mar28 + 86_400 + 7 * h)
+        );
+        // 02:30 does not exist in Berlin on 2026-03-29: the run is not lost that day.
+        let r = next_after("30 2 * * *", Some("Europe/Berlin"), mar28 + 86_400).expect("next");
+        assert!(r < mar28 + 2 * 86_400, "{r}");
+        // 02:30 happens twice on 2026-10-25 (CEST then CET): it runs once that day.
+        let oct25 = 1_792_886_400;
+        let first = next_after("30 2 * * *", Some("Europe/Berlin"), oct25).expect("next");
+        let second = next_after("30 2 * * *", Some("Europe/Berlin"), first).expect("next");
+        assert!(first >= oct25 && first < oct25 + 86_400, "{first}");
+        assert!(second >= oct25 + 86_400, "{first} then {second}");
     }
 }

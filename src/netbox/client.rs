@@ -131,12 +131,14 @@ impl NetboxClient {
     ) -> Result<NetboxClient, NetboxError> {
         let base = parse_url(url)?;
         let auth = auth_header(token)?;
+        let tls = crate::tls::client_config(verify_tls)
+            .map_err(|e| NetboxError::Unreachable(format!("cannot build the client: {e}")))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms.max(1)))
             .timeout(Duration::from_millis(cfg.request_timeout_ms.max(1)))
             // A redirect would be followed with the token to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
-            .danger_accept_invalid_certs(!verify_tls)
             .user_agent(concat!("opsgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| NetboxError::Unreachable(format!("cannot build the client: {e}")))?;

@@ -320,6 +320,7 @@ pub async fn import_devices(
         finished_at: None,
         cancel_requested: false,
         schedule_id: None,
+        retry_of: None,
         targets: vec![Target {
             session_id: EXTERNAL_TARGET.to_string(),
             state: TargetState::Queued,

@@ -47,6 +47,9 @@ pub const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 
 /// (workspace key, job id) → job with its targets' states (jobs module).
 pub const JOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("jobs");
+/// (workspace key, "<job id>:<target index>") → one target of a job (jobs module): a
+/// target's change writes its row only, not the whole job.
+pub const JOB_TARGETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("job_targets");
 /// (workspace key, version id) → config version with its text (jobs module).
 pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("config_versions");
@@ -189,6 +192,7 @@ impl Store {
             tx.open_table(TEAMS)?;
             tx.open_table(MEMBERS)?;
             tx.open_table(JOBS)?;
+            tx.open_table(JOB_TARGETS)?;
             tx.open_table(CONFIG_VERSIONS)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;

@@ -133,6 +133,11 @@ impl Executions {
         self.live.len()
     }
 
+    /// Whether a run of workspace `key` is in flight (a team's deletion waits for it).
+    pub fn running_in(&self, key: &str) -> bool {
+        self.live.iter().any(|l| l.key == key)
+    }
+
     pub fn live(&self, id: &str) -> Option<Arc<Live>> {
         self.live.get(id).map(|l| l.clone())
     }

@@ -321,17 +321,43 @@ pub fn rename_team(
     Ok(team)
 }
 
-/// Deletes a team whose workspace is empty (no folder, saved session, credential or
-/// known host), with its memberships; 409 `team_not_empty` otherwise.
-pub fn delete_team(tx: &WriteTransaction, id: &str, actor: &str) -> Result<(), WorkspaceError> {
+/// Tables of a workspace's objects: the inventory ([`OWNED_TABLES`]) and what jobs and
+/// tools made in it. A team's deletion counts and (with cascade) removes all of them.
+const WORKSPACE_TABLES: [redb::TableDefinition<(&str, &str), &[u8]>; 9] = [
+    OWNED_TABLES[0],
+    OWNED_TABLES[1],
+    OWNED_TABLES[2],
+    OWNED_TABLES[3],
+    store::JOBS,
+    store::JOB_TARGETS,
+    store::CONFIG_VERSIONS,
+    store::SCHEDULES,
+    store::EXECUTIONS,
+];
+
+/// Deletes a team with its memberships. Without `cascade` its workspace must be empty
+/// (no folder, saved session, credential, known host, job, config version, schedule or
+/// tool execution), else 409 `team_not_empty` listing what is left; with `cascade`
+/// all of them are deleted in the same transaction (nothing is left orphaned). Returns
+/// what was deleted, e.g. `["3 jobs", "2 config versions"]`.
+pub fn delete_team(
+    tx: &WriteTransaction,
+    id: &str,
+    actor: &str,
+    cascade: bool,
+) -> Result<Vec<String>, WorkspaceError> {
     if tx.team(id)?.is_none() {
         return Err(WorkspaceError::NotFound("team"));
     }
     let key = team_key(id);
     let mut left = Vec::new();
-    for def in OWNED_TABLES {
-        let table = tx.open_table(def)?;
-        let n = store::count_owned(&table, &key)?;
+    for def in WORKSPACE_TABLES {
+        let mut table = tx.open_table(def)?;
+        let n = if cascade {
+            store::delete_owned(&mut table, &key)?
+        } else {
+            store::count_owned(&table, &key)?
+        };
         if n > 0 {
             left.push(format!(
                 "{n} {}",
@@ -339,11 +365,11 @@ pub fn delete_team(tx: &WriteTransaction, id: &str, actor: &str) -> Result<(), W
             ));
         }
     }
-    if !left.is_empty() {
+    if !left.is_empty() && !cascade {
         return Err(WorkspaceError::Conflict {
             code: "team_not_empty",
             message: format!(
-                "the team's workspace still holds {}; delete them first",
+                "the team's workspace still holds {}; delete them first or add ?cascade=true",
                 left.join(", ")
             ),
         });
@@ -359,13 +385,14 @@ pub fn delete_team(tx: &WriteTransaction, id: &str, actor: &str) -> Result<(), W
         }
     }
     tx.open_table(TEAMS)?.remove(id)?;
-    audit::record(
-        tx,
-        audit::Entry::new(actor, "team.delete")
-            .target(id)
-            .workspace(Some(id.to_string())),
-    )?;
-    Ok(())
+    let mut entry = audit::Entry::new(actor, "team.delete")
+        .target(id)
+        .workspace(Some(id.to_string()));
+    if !left.is_empty() {
+        entry = entry.detail(format!("with {}", left.join(", ")));
+    }
+    audit::record(tx, entry)?;
+    Ok(left)
 }
 
 /// Adds `username` to a team or changes their role; returns the new membership and the

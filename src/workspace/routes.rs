@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -191,18 +191,34 @@ pub async fn rename_team(
     Ok(Json(view(team, None, Vec::new(), true)))
 }
 
-/// `DELETE /api/teams/{id}` (global admins; 409 `team_not_empty` unless its workspace
-/// is empty)
+/// `DELETE /api/teams/{id}[?cascade=true]` query.
+#[derive(Deserialize, Default)]
+pub struct DeleteTeamQuery {
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// `DELETE /api/teams/{id}[?cascade=true]` (global admins). Without `cascade`: 409
+/// `team_not_empty` unless its workspace is empty. With it: everything in the
+/// workspace goes too; 409 `team_busy` while one of its jobs or tool runs is in flight
+/// (they would write into a deleted workspace).
 pub async fn delete_team(
     State(app): State<Arc<App>>,
     user: CurrentUser,
     Path(id): Path<String>,
+    Query(q): Query<DeleteTeamQuery>,
 ) -> ApiResult<StatusCode> {
     require_global_admin(&app, &user, &id).await?;
     let actor = user.username.clone();
     let key = super::team_key(&id);
+    if q.cascade && (app.jobs.running_in(&key) || app.executions.running_in(&key)) {
+        return Err(ApiError::conflict(
+            "team_busy",
+            "a job or tool run of this team is in progress: cancel it or wait, then delete",
+        ));
+    }
     app.store
-        .write(move |tx| super::delete_team(tx, &id, &actor))
+        .write(move |tx| super::delete_team(tx, &id, &actor, q.cascade))
         .await?;
     // A channel opened on a session deleted since still uses the team's credential.
     app.mux.close_workspace(&key, None, ACCESS_REVOKED);
