@@ -14,6 +14,10 @@ export interface SidebarHost {
   open(spec: TermSpec, where?: 'tab' | 'right' | 'down'): void;
   adopt(ch: LiveChannel, title: string): void;
   shownChannelIds(): Set<string>;
+  /** Starts a config backup of a device (the Jobs screen, device preselected). */
+  backup?(s: SavedSession): void;
+  /** Shows a device's stored config versions. */
+  configs?(s: SavedSession): void;
 }
 
 export function sessionSpec(s: SavedSession): TermSpec {
@@ -282,6 +286,8 @@ export class Sidebar {
       items.push(['Open to the right', () => this.host.open(sessionSpec(s), 'right')]);
       items.push(['Open below', () => this.host.open(sessionSpec(s), 'down')]);
     }
+    if (this.host.backup && this.host.canOpen) items.push(['Back up config…', () => this.host.backup?.(s)]);
+    if (this.host.configs) items.push(['Config versions', () => this.host.configs?.(s)]);
     items.push(['Edit…', () => void editSession(s, this.folders, done)]);
     items.push(['Duplicate…', () => void editSession(s, this.folders, done, true)]);
     items.push(['Move to folder…', () => moveSession(s, this.folders, done)]);
