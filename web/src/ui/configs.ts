@@ -149,6 +149,7 @@ export class ConfigsPage {
             from,
             h('label', { for: 'cfg-to' }, 'To'),
             to,
+            h('span', {}),
             h('button', { type: 'button', onclick: () => void this.showDiff(from.value, to.value) }, 'Compare'),
           )
         : null,

@@ -120,10 +120,12 @@ export class JobsPage {
           this.role !== 'viewer' ? this.newForm : null,
           h(
             'div',
-            { class: 'filters' },
+            { class: 'list-head' },
             h('h2', {}, 'Recent jobs'),
-            h('div', { class: 'field inline' }, h('label', { for: 'job-state-filter' }, 'State'), this.stateFilter),
-            h('div', { class: 'field inline' }, h('label', { for: 'job-type-filter' }, 'Type'), this.typeFilter),
+            h('label', { for: 'job-state-filter' }, 'State'),
+            this.stateFilter,
+            h('label', { for: 'job-type-filter' }, 'Type'),
+            this.typeFilter,
           ),
           this.listBox,
         ),
@@ -217,7 +219,7 @@ export class JobsPage {
               'tr',
               { 'aria-current': j.id === this.shownJob ? 'true' : undefined },
               h('td', { class: 'nowrap' }, fmtTime(j.created_at)),
-              h('td', {}, j.type.replace('_', ' ')),
+              h('td', { class: 'nowrap' }, j.type === 'config_backup' ? 'backup' : j.type),
               h('td', {}, chip(j.state)),
               h('td', { class: 'nowrap' }, bar(`Job ${j.id} progress`, doneCount(j.summary), j.summary.total || 1, j.state), ` ${doneCount(j.summary)}/${j.summary.total}`),
               h('td', { class: 'row-actions' }, h('button', { type: 'button', class: 'small', 'aria-label': `Open job ${j.id}`, onclick: () => this.open(j.id) }, 'Open')),
@@ -350,8 +352,12 @@ export class JobsPage {
         }
         render();
       },
-      // The job ended: fetch once more for what frames do not carry (command output).
-      exit: () => void fetchDetail(),
+      // The job ended: fetch once more for what frames do not carry (command output),
+      // and the list, whose row still says running.
+      exit: () => {
+        void fetchDetail();
+        void this.loadList();
+      },
       error: (code, message) => (msg.textContent = `${code}: ${message}`),
     });
   }

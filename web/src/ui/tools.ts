@@ -166,11 +166,12 @@ export class ToolsPage {
         'div',
         { class: 'field-grid' },
         ...this.fields.map((f) => {
-          const help = [f.schema.description, f.schema.minimum !== undefined ? `${f.schema.minimum}–${f.schema.maximum}` : '', f.schema.format ?? ''].filter(Boolean).join(' · ');
+          if (f.required) f.input.setAttribute('aria-required', 'true');
+          const help = [f.required ? 'required' : '', f.schema.description, f.schema.minimum !== undefined ? `${f.schema.minimum}–${f.schema.maximum}` : '', f.schema.format ?? ''].filter(Boolean).join(' · ');
           return h(
             'div',
             { class: 'field' },
-            h('label', { for: f.input.id }, f.name, f.required ? h('span', { 'aria-hidden': 'true', class: 'req' }, ' *') : null),
+            h('label', { for: f.input.id }, f.name),
             f.input,
             h('small', { id: `${f.input.id}-help` }, help),
             f.error,
