@@ -134,7 +134,7 @@ export class ConfigsPage {
           const delta = prev ? v.bytes - prev.bytes : 0;
           return h(
             'li',
-            {},
+            { 'data-id': v.id },
             h('button', { type: 'button', class: 'ghost ver', 'aria-label': `View version of ${fmtTime(v.created_at)}`, onclick: () => void this.showVersion(v.id) }, fmtTime(v.created_at)),
             h('span', { class: 'muted' }, fmtBytes(v.bytes), prev ? h('span', { class: delta > 0 ? 'plus' : delta < 0 ? 'minus' : '' }, ` ${delta >= 0 ? '+' : '−'}${Math.abs(delta)} B`) : null),
             prev ? h('button', { type: 'button', class: 'small', 'aria-label': `Diff ${fmtTime(v.created_at)} with the version before`, onclick: () => void this.showDiff(prev.id, v.id) }, 'Diff') : null,
@@ -164,7 +164,9 @@ export class ConfigsPage {
       clear(this.viewer, h('p', { class: 'form-error', role: 'alert' }, (e as Error).message));
       return;
     }
-    const lines = v.text.split('\n');
+    // A final newline ends the last line; it does not start an empty one.
+    const lines = v.text.replace(/\n$/, '').split('\n');
+    this.versionsBox.querySelectorAll('li').forEach((li) => (li.dataset.id === id ? li.setAttribute('aria-current', 'true') : li.removeAttribute('aria-current')));
     const code = h(
       'div',
       { class: 'code', tabindex: 0, role: 'region', 'aria-label': 'Config text' },
