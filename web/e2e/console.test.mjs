@@ -402,6 +402,7 @@ top = ["top"]
     await page.getByLabel(/Find in the latest config/).fill('name staff');
     await page.getByRole('button', { name: 'Search', exact: true }).click();
     await page.getByText('1 matching line in 1 device').waitFor();
+    await shot('configs-search');
     await page.getByRole('button', { name: /^rtr1 line \d+: +name staff$/ }).click();
     await page.locator('.code .ln.hit', { hasText: 'name staff' }).waitFor();
     await shot('configs-version');
