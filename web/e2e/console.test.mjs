@@ -431,6 +431,9 @@ top = ["top"]
     await page.getByRole('button', { name: 'Dashboard', exact: true }).click();
     await page.getByRole('region', { name: 'Backups, 24 h' }).locator('.big').getByText('3', { exact: true }).waitFor();
     await until('live samples', async () => (await page.locator('svg.spark polyline').count()) >= 3, 15_000);
+    // The stats channel belongs to the dashboard: never listed (or adopted) as a terminal.
+    await hook(() => window.__opsgate.reloadTree());
+    assert.equal(await page.locator('.sidebar').getByText(/stats every/).count(), 0);
     await shot('dashboard');
     await page.emulateMedia({ colorScheme: 'dark' });
     await shot('dashboard-dark');

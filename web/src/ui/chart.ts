@@ -29,7 +29,7 @@ export function sparkline(label: string, series: Series[], max?: number, w = 240
     if (s.values.length < 2) return;
     // Few samples still span a good part of the chart (a line, not a dot at the edge);
     // once there are enough, the newest is at the right and the window slides.
-    const step = w / (Math.min(s.cap, Math.max(s.values.length, 30)) - 1);
+    const step = w / (Math.min(s.cap, Math.max(s.values.length, 12)) - 1);
     const x0 = w - (s.values.length - 1) * step;
     const pts = s.values.map((v, i) => `${(x0 + i * step).toFixed(1)},${(hgt - 2 - (Math.min(v, top) / top) * (hgt - 4)).toFixed(1)}`);
     if (k === 0) {

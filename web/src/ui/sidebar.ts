@@ -24,6 +24,12 @@ export function sessionSpec(s: SavedSession): TermSpec {
   return { kind: 'ssh', title: s.display_name, sessionId: s.id, where: `${s.host}:${s.port}` };
 }
 
+/** Only terminals are adopted or listed: tool, job and stats channels belong to their
+ * screens (a reload simply opens them again). */
+function terminalsOnly(live: LiveChannel[]): LiveChannel[] {
+  return live.filter((c) => c.kind === 'ssh' || c.kind === 'pty');
+}
+
 export class Sidebar {
   readonly el: HTMLElement;
   readonly search: HTMLInputElement;
@@ -72,7 +78,7 @@ export class Sidebar {
       ]);
       this.folders = sess.folders;
       this.programs = programs;
-      this.live = live;
+      this.live = terminalsOnly(live);
     } catch (e) {
       toast(`Could not load the device list: ${(e as Error).message}`, 'error');
     }
@@ -82,7 +88,7 @@ export class Sidebar {
   /** Refreshes only the list of live channels (cheap; after tabs change). */
   async reloadLive(): Promise<void> {
     try {
-      this.live = await api.get<LiveChannel[]>('api/channels');
+      this.live = terminalsOnly(await api.get<LiveChannel[]>('api/channels'));
       this.render();
     } catch {
       /* keep the old list */
