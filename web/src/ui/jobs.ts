@@ -255,7 +255,7 @@ export class JobsPage {
       const canRetry = !!s && (s.failed > 0 || s.cancelled > 0) && ['succeeded', 'failed', 'cancelled'].includes(jobState);
       clear(
         head,
-        h('h2', {}, `${(detail?.type ?? 'job').replace('_', ' ')} `, h('span', { class: 'muted mono' }, id)),
+        h('h2', { title: `job ${id}` }, `${(detail?.type ?? 'job').replace('_', ' ')} `, h('span', { class: 'muted mono' }, id.slice(0, 8))),
         chip(jobState),
         h('span', { class: 'spacer' }),
         this.role !== 'viewer' && !['succeeded', 'failed', 'cancelled'].includes(jobState)
