@@ -345,6 +345,13 @@ top = ["top"]
     await page.locator('.run-head .chip.s-succeeded').waitFor();
     await page.getByRole('table', { name: 'Executions' }).getByRole('cell', { name: 'count=3 host=127.0.0.1 size=56' }).first().waitFor();
     await shot('tools-ping');
+    // A long run is cancelled from the panel: its process group is killed.
+    await count.fill('20');
+    await page.getByRole('button', { name: 'Run', exact: true }).click();
+    await until('the long ping running', async () => /icmp_seq=2 /.test(await out.textContent()), 20_000);
+    await page.locator('.run-head').getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('.run-head .chip.s-cancelled').waitFor();
+    await page.getByRole('table', { name: 'Executions' }).locator('.chip.s-cancelled').first().waitFor();
     // Screens come and go; the terminals' channels keep running underneath.
     await page.getByRole('button', { name: 'Terminals', exact: true }).click();
     const after = await terms();
@@ -406,6 +413,21 @@ top = ["top"]
     await page.getByRole('button', { name: /^rtr1 line \d+: +name staff$/ }).click();
     await page.locator('.code .ln.hit', { hasText: 'name staff' }).waitFor();
     await shot('configs-version');
+  });
+
+  step('runs a command job and shows what each target printed', async () => {
+    await page.getByRole('button', { name: 'Jobs', exact: true }).click();
+    await page.getByRole('button', { name: 'Clear' }).click();
+    await page.getByRole('checkbox', { name: /^rtr1/ }).check();
+    await page.getByLabel('Job type', { exact: true }).selectOption('command');
+    await page.getByLabel('Commands (one per line)').fill('show running-config');
+    await page.getByRole('button', { name: 'Start job' }).click();
+    await page.locator('.job-head .chip.s-succeeded').waitFor({ timeout: 30_000 });
+    const row = page.getByRole('table', { name: 'Targets' }).getByRole('row', { name: /rtr1/ });
+    await row.getByText(/^Output \(1 command\)$/).click();
+    await row.locator('pre.output', { hasText: 'name staff' }).waitFor();
+    await shot('jobs-command-output');
+    await page.getByLabel('Job type', { exact: true }).selectOption('config_backup');
   });
 
   step('a failing target shows its error code and message; Retry starts a new job or shows the gateway\'s answer', async () => {

@@ -162,7 +162,7 @@ export class JobsPage {
       h(
         'div',
         { class: 'row' },
-        h('div', { class: 'field' }, h('label', { for: 'job-type' }, 'Type'), type),
+        h('div', { class: 'field' }, h('label', { for: 'job-type' }, 'Job type'), type),
         h('div', { class: 'field narrow' }, h('label', { for: 'job-concurrency' }, 'Concurrency'), conc),
       ),
       cmdField,
