@@ -423,9 +423,9 @@ top = ["top"]
     await page.getByLabel('Commands (one per line)').fill('show running-config');
     await page.getByRole('button', { name: 'Start job' }).click();
     await page.locator('.job-head .chip.s-succeeded').waitFor({ timeout: 30_000 });
-    const row = page.getByRole('table', { name: 'Targets' }).getByRole('row', { name: /rtr1/ });
-    await row.getByText(/^Output \(1 command\)$/).click();
-    await row.locator('pre.output', { hasText: 'name staff' }).waitFor();
+    const outRow = page.getByRole('row', { name: 'rtr1 output' });
+    await outRow.getByText(/^Output \(1 command\)$/).click();
+    await outRow.locator('pre.output', { hasText: 'name staff' }).waitFor();
     await shot('jobs-command-output');
     await page.getByLabel('Job type', { exact: true }).selectOption('config_backup');
   });

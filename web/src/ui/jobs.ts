@@ -50,6 +50,14 @@ interface JobDetail extends JobRow {
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const DONE_TARGET = new Set(['succeeded', 'failed', 'cancelled']);
 
+/** Time only for today, date and time before (the list is narrow). */
+function fmtShort(unix: number): string {
+  const d = new Date(unix * 1000);
+  return d.toDateString() === new Date().toDateString()
+    ? d.toLocaleTimeString(undefined, { timeStyle: 'medium' })
+    : fmtTime(unix);
+}
+
 export function doneCount(s: Summary): number {
   return s.succeeded + s.failed + s.cancelled;
 }
@@ -218,7 +226,7 @@ export class JobsPage {
             h(
               'tr',
               { 'aria-current': j.id === this.shownJob ? 'true' : undefined },
-              h('td', { class: 'nowrap' }, fmtTime(j.created_at)),
+              h('td', { class: 'nowrap', title: fmtTime(j.created_at) }, fmtShort(j.created_at)),
               h('td', { class: 'nowrap' }, j.type === 'config_backup' ? 'backup' : j.type),
               h('td', {}, chip(j.state)),
               h('td', { class: 'nowrap' }, bar(`Job ${j.id} progress`, doneCount(j.summary), j.summary.total || 1, j.state), ` ${doneCount(j.summary)}/${j.summary.total}`),
@@ -289,29 +297,32 @@ export class JobsPage {
                 ...t.output.map((o) => h('div', {}, h('div', { class: 'mono muted' }, `# ${o.command}`), h('pre', { class: 'output small' }, o.output))),
               )
             : null;
-          return h(
-            'tr',
-            { 'data-target': t.session_id },
-            h('th', { scope: 'row' }, name),
-            h('td', {}, chip(t.state)),
-            h('td', {}, bar(`${name} progress`, value, 1, t.state)),
-            h('td', { class: 'nowrap' }, t.attempts ? String(t.attempts) : ''),
-            h('td', { class: 'nowrap' }, fmtDuration(t.duration_ms)),
+          // Command output gets a row of its own under the target, the table's full width.
+          return [
             h(
-              'td',
-              {},
-              t.error ? h('div', { class: 'target-error' }, h('code', {}, t.error.code), ' ', t.error.message) : null,
-              t.config_id
-                ? h(
-                    'span',
-                    {},
-                    t.changed ? 'new version ' : 'unchanged ',
-                    h('button', { type: 'button', class: 'small', onclick: () => this.host.openConfig(t.session_id, t.config_id ?? undefined, !!t.changed) }, t.changed ? 'Diff' : 'View'),
-                  )
-                : null,
-              out,
+              'tr',
+              { 'data-target': t.session_id },
+              h('th', { scope: 'row' }, name),
+              h('td', {}, chip(t.state)),
+              h('td', {}, bar(`${name} progress`, value, 1, t.state)),
+              h('td', { class: 'nowrap' }, t.attempts ? String(t.attempts) : ''),
+              h('td', { class: 'nowrap' }, fmtDuration(t.duration_ms)),
+              h(
+                'td',
+                {},
+                t.error ? h('div', { class: 'target-error' }, h('code', {}, t.error.code), ' ', t.error.message) : null,
+                t.config_id
+                  ? h(
+                      'span',
+                      {},
+                      t.changed ? 'new version ' : 'unchanged ',
+                      h('button', { type: 'button', class: 'small', onclick: () => this.host.openConfig(t.session_id, t.config_id ?? undefined, !!t.changed) }, t.changed ? 'Diff' : 'View'),
+                    )
+                  : null,
+              ),
             ),
-          );
+            out ? h('tr', { class: 'out-row', 'aria-label': `${name} output` }, h('td', { colspan: 6 }, out)) : null,
+          ];
         }),
       );
     };
