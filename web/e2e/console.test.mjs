@@ -398,6 +398,9 @@ top = ["top"]
     const del = await diff.locator('tr.d-delete td.txt').allTextContents();
     assert.deepEqual(ins, [' name staff']);
     assert.deepEqual(del, [' name users']);
+    // Inside the changed line, only the word that changed is marked.
+    assert.deepEqual(await diff.locator('tr.d-insert mark').allTextContents(), ['staff']);
+    assert.deepEqual(await diff.locator('tr.d-delete mark').allTextContents(), ['users']);
     await diff.focus();
     await page.keyboard.press('n');
     await page.getByText('change 1 of 1').waitFor();

@@ -83,3 +83,44 @@ export function stepHunk(current: number, dir: 1 | -1, count: number): number {
   if (current < 0) return dir === 1 ? 0 : count - 1;
   return Math.max(0, Math.min(count - 1, current + dir));
 }
+
+/**
+ * The part of a changed line that differs from its counterpart: the common prefix and
+ * suffix are left plain, the middle is highlighted (GitHub's word-level view, by
+ * characters). `[start, endA, endB]`: `a.slice(start, endA)` and `b.slice(start, endB)`
+ * differ. Identical lines give an empty middle.
+ */
+export function changedSpan(a: string, b: string): [number, number, number] {
+  let start = 0;
+  const max = Math.min(a.length, b.length);
+  while (start < max && a[start] === b[start]) start++;
+  let endA = a.length;
+  let endB = b.length;
+  while (endA > start && endB > start && a[endA - 1] === b[endB - 1]) {
+    endA--;
+    endB--;
+  }
+  return [start, endA, endB];
+}
+
+/** For each changed line of a hunk (by index), the text of the line it pairs with. */
+export function counterparts(h: Hunk): Map<number, string> {
+  const out = new Map<number, string>();
+  const lines = h.lines;
+  let i = 0;
+  while (i < lines.length) {
+    if (lines[i].tag === 'equal') {
+      i++;
+      continue;
+    }
+    const del: number[] = [];
+    const ins: number[] = [];
+    while (i < lines.length && lines[i].tag === 'delete') del.push(i++);
+    while (i < lines.length && lines[i].tag === 'insert') ins.push(i++);
+    for (let k = 0; k < Math.min(del.length, ins.length); k++) {
+      out.set(del[k], lines[ins[k]].text);
+      out.set(ins[k], lines[del[k]].text);
+    }
+  }
+  return out;
+}

@@ -65,3 +65,24 @@ test('side by side pairs a changed line across and pads the rest', () => {
   assert.equal(stepHunk(-1, -1, 3), 2);
   assert.equal(stepHunk(0, 1, 0), -1);
 });
+
+test('word-level: only the differing middle of a changed line is marked', async () => {
+  const { changedSpan, counterparts } = await import('../src/diffview.js');
+  assert.deepEqual(changedSpan(' name users', ' name staff'), [6, 11, 11]);
+  assert.deepEqual(changedSpan('vlan 321', 'vlan 3210'), [8, 8, 9]);
+  assert.deepEqual(changedSpan('same', 'same'), [4, 4, 4]);
+  const m = counterparts({
+    old_start: 0,
+    old_lines: 2,
+    new_start: 0,
+    new_lines: 1,
+    lines: [
+      { tag: 'delete', old_line: 1, text: 'a 1' },
+      { tag: 'delete', old_line: 2, text: 'b' },
+      { tag: 'insert', new_line: 1, text: 'a 2' },
+    ],
+  });
+  assert.equal(m.get(0), 'a 2');
+  assert.equal(m.get(2), 'a 1');
+  assert.equal(m.has(1), false);
+});

@@ -4,9 +4,19 @@
 // j/k), and a search over every device's latest config.
 
 import { api, Folder } from '../api';
-import { Diff, hunkHeader, sideBySide, stepHunk } from '../diffview';
+import { changedSpan, counterparts, Diff, hunkHeader, sideBySide, stepHunk } from '../diffview';
 import { clear, fmtBytes, fmtTime, h } from './dom';
 import { deviceName } from './live';
+
+/** A changed line with the part that differs from its counterpart in a <mark>. */
+function marked(text: string, other: string | undefined, removed: boolean): (string | HTMLElement)[] {
+  if (other === undefined) return [text];
+  const [start, endA, endB] = removed ? changedSpan(text, other) : changedSpan(other, text);
+  const end = removed ? endA : endB;
+  // Nothing in common: the whole line is the change, the row colour says it already.
+  if (end <= start || (start === 0 && end === text.length)) return [text];
+  return [text.slice(0, start), h('mark', { class: 'w' }, text.slice(start, end)), text.slice(end)];
+}
 
 interface VersionMeta {
   id: string;
@@ -208,8 +218,9 @@ export class ConfigsPage {
       clear(
         body,
         d.hunks.length === 0 ? h('p', { class: 'muted pad' }, 'The two versions are identical.') : null,
-        ...d.hunks.map((hk, i) =>
-          h(
+        ...d.hunks.map((hk, i) => {
+          const pair = counterparts(hk);
+          return h(
             'table',
             { class: `hunk${i === current ? ' current' : ''}`, 'data-hunk': String(i) },
             h('caption', { class: 'hunk-head' }, hunkHeader(hk)),
@@ -217,14 +228,14 @@ export class ConfigsPage {
               ? h(
                   'tbody',
                   {},
-                  ...hk.lines.map((l) =>
+                  ...hk.lines.map((l, k) =>
                     h(
                       'tr',
                       { class: `d-${l.tag}` },
                       h('td', { class: 'num' }, l.old_line ?? ''),
                       h('td', { class: 'num' }, l.new_line ?? ''),
                       h('td', { class: 'sign', 'aria-label': l.tag === 'insert' ? 'added' : l.tag === 'delete' ? 'removed' : undefined }, l.tag === 'insert' ? '+' : l.tag === 'delete' ? '−' : ' '),
-                      h('td', { class: 'txt' }, l.text),
+                      h('td', { class: 'txt' }, l.tag === 'equal' ? l.text : marked(l.text, pair.get(k), l.tag === 'delete')),
                     ),
                   ),
                 )
@@ -236,14 +247,14 @@ export class ConfigsPage {
                       'tr',
                       {},
                       h('td', { class: `num d-${r.left?.tag ?? 'none'}` }, r.left?.line ?? ''),
-                      h('td', { class: `txt d-${r.left?.tag ?? 'none'}`, 'aria-label': r.left?.tag === 'delete' ? `removed: ${r.left.text}` : undefined }, r.left?.text ?? ''),
+                      h('td', { class: `txt d-${r.left?.tag ?? 'none'}`, 'aria-label': r.left?.tag === 'delete' ? `removed: ${r.left.text}` : undefined }, r.left?.tag === 'delete' ? marked(r.left.text, r.right?.text, true) : (r.left?.text ?? '')),
                       h('td', { class: `num d-${r.right?.tag ?? 'none'}` }, r.right?.line ?? ''),
-                      h('td', { class: `txt d-${r.right?.tag ?? 'none'}`, 'aria-label': r.right?.tag === 'insert' ? `added: ${r.right.text}` : undefined }, r.right?.text ?? ''),
+                      h('td', { class: `txt d-${r.right?.tag ?? 'none'}`, 'aria-label': r.right?.tag === 'insert' ? `added: ${r.right.text}` : undefined }, r.right?.tag === 'insert' ? marked(r.right.text, r.left?.text, false) : (r.right?.text ?? '')),
                     ),
                   ),
                 ),
-          ),
-        ),
+          );
+        }),
       );
     };
     body.addEventListener('keydown', (ev) => {
