@@ -68,9 +68,52 @@ function ensureUser() {
   mkdirSync('/run/sshd', { recursive: true });
 }
 
-/** A real sshd; `rekey()` restarts it on the same port with a new host key. */
-export async function startSshd() {
+// A fake network device (tests/fixtures/fake_device.py, Cisco IOS flavour) as the login
+// shell of a throwaway account, as tests/jobs.rs sets it up; its own copy and account
+// name so a cargo test run on the same machine does not race this one.
+export const DEVICE_USER = 'ogw-ios';
+export const DEVICE_ENABLE = 'en-secret-1';
+const DEVICE_SHELL_DIR = '/usr/local/lib/opsgate-web-e2e';
+
+function ensureDevice() {
+  mkdirSync(DEVICE_SHELL_DIR, { recursive: true });
+  const shell = join(DEVICE_SHELL_DIR, 'fake_device.py');
+  writeFileSync(shell, readFileSync(join(ROOT, 'tests/fixtures/fake_device.py')));
+  execFileSync('chmod', ['755', DEVICE_SHELL_DIR, shell]);
+  try {
+    execFileSync('id', [DEVICE_USER], { stdio: 'ignore' });
+  } catch {
+    try {
+      execFileSync('useradd', ['-m', '-s', shell, DEVICE_USER], { stdio: 'ignore' });
+    } catch {
+      execFileSync('id', [DEVICE_USER], { stdio: 'ignore' });
+    }
+  }
+  execFileSync('usermod', ['-s', shell, DEVICE_USER]);
+  execFileSync('chpasswd', { input: `${DEVICE_USER}:${SSH_PASSWORD}\n` });
+  mkdirSync('/tmp/opsgate-fake', { recursive: true });
+  execFileSync('chmod', ['1777', '/tmp/opsgate-fake']);
+}
+
+/** The fake device's fixture directory for an sshd port: its config and login log. */
+export function deviceFixture(port) {
+  const dir = `/tmp/opsgate-fake/${port}`;
+  mkdirSync(dir, { recursive: true });
+  execFileSync('chmod', ['777', dir]);
+  const setConfig = (text) => {
+    writeFileSync(join(dir, 'config.txt'), text);
+    execFileSync('chmod', ['644', join(dir, 'config.txt')]);
+  };
+  writeFileSync(join(dir, 'logins.log'), '');
+  execFileSync('chmod', ['666', join(dir, 'logins.log')]);
+  return { dir, setConfig, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A real sshd; `rekey()` restarts it on the same port with a new host key. With
+ * `devices`, the fake network device account may log in too. */
+export async function startSshd({ devices = false } = {}) {
   ensureUser();
+  if (devices) ensureDevice();
   const dir = join(TMP, 'sshd');
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
@@ -93,7 +136,7 @@ export async function startSshd() {
         'UsePAM yes',
         'StrictModes no',
         'PermitRootLogin no',
-        `AllowUsers ${SSH_USER}`,
+        `AllowUsers ${SSH_USER}${devices ? ` ${DEVICE_USER}` : ''}`,
         'LogLevel ERROR',
         'PrintMotd no',
         'PrintLastLog no',

@@ -48,6 +48,8 @@ export interface ChannelEvents {
   exit(code?: number, signal?: string): void;
   error(code: string, message: string): void;
   closed(reason?: string): void;
+  /** A `progress` frame (tool, job and stats channels); terminals ignore it. */
+  progress?(event: Record<string, unknown>): void;
 }
 
 export class Channel {
@@ -445,6 +447,7 @@ export class Connection {
         c.events.closed(f.reason);
         break;
       case 'progress':
+        c.events.progress?.(f.event);
         break;
     }
   }

@@ -66,6 +66,7 @@ if (localStorage.getItem('opsgate.testHook') === '1') {
       });
     },
     echoSeen: () => echoSeen,
+    reloadTree: () => current?.sidebar.reload(),
     inputQueued: () => {
       const c = current?.ws.active?.focused.channel;
       return c ? { queued: c.input.queued, inFlight: c.input.inFlight, window: c.input.window } : null;

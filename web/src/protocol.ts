@@ -20,7 +20,7 @@ export type OpenTarget =
       rows: number;
     }
   | { kind: 'pty'; program: string; cols: number; rows: number }
-  | { kind: 'tool'; tool: string; params: unknown }
+  | { kind: 'tool'; tool?: string; params?: unknown; execution_id?: string }
   | { kind: 'job'; job_id: string }
   | { kind: 'stats'; interval_ms: number };
 
@@ -130,7 +130,13 @@ function openTarget(o: Obj): OpenTarget {
     case 'pty':
       return { kind, program: req.str(o, 'program'), cols: req.u16(o, 'cols'), rows: req.u16(o, 'rows') };
     case 'tool':
-      return { kind, tool: req.str(o, 'tool'), params: o.params ?? null };
+      // Either `tool` (+ `params`) to start a run or `execution_id` to follow one (§3.1).
+      return {
+        kind,
+        tool: o.tool === undefined ? undefined : req.str(o, 'tool'),
+        params: o.params ?? undefined,
+        execution_id: optStr(o, 'execution_id'),
+      };
     case 'job':
       return { kind, job_id: req.str(o, 'job_id') };
     case 'stats':
@@ -248,7 +254,13 @@ function targetPairs(t: OpenTarget): [string, unknown][] {
     case 'pty':
       return [['kind', t.kind], ['program', t.program], ['cols', t.cols], ['rows', t.rows]];
     case 'tool':
-      return [['kind', t.kind], ['tool', t.tool], ['params', t.params ?? null]];
+      // As serde writes it: an empty tool and null params are left out.
+      return [
+        ['kind', t.kind],
+        ['tool', t.tool || undefined],
+        ['params', t.params ?? undefined],
+        ['execution_id', t.execution_id],
+      ];
     case 'job':
       return [['kind', t.kind], ['job_id', t.job_id]];
     case 'stats':

@@ -138,6 +138,8 @@ export class AdminPage {
     const actor = h('input', { id: 'audit-actor', type: 'search', placeholder: 'any user', spellcheck: 'false' });
     const action = h('input', { id: 'audit-action', type: 'search', placeholder: 'e.g. login, channel.open', spellcheck: 'false' });
     const text = h('input', { id: 'audit-text', type: 'search', placeholder: 'target, address, detail', spellcheck: 'false' });
+    const since = h('input', { id: 'audit-since', type: 'datetime-local' });
+    const until = h('input', { id: 'audit-until', type: 'datetime-local' });
     const rows = h('tbody', {});
     const more = h('button', { type: 'button', hidden: true }, 'Load older');
     let events: AuditEvent[] = [];
@@ -145,8 +147,14 @@ export class AdminPage {
     const render = () => {
       const a = action.value.trim().toLowerCase();
       const t = text.value.trim().toLowerCase();
+      // The gateway filters by user and pages by sequence; time and text filter what
+      // is loaded ("Load older" reaches further back).
+      const from = since.value ? new Date(since.value).getTime() / 1000 : -Infinity;
+      const to = until.value ? new Date(until.value).getTime() / 1000 : Infinity;
       const shown = events.filter(
         (e) =>
+          e.at >= from &&
+          e.at <= to &&
           (!a || e.action.toLowerCase().includes(a)) &&
           (!t || [e.target, e.ip, e.detail].some((x) => x?.toLowerCase().includes(t))),
       );
@@ -175,6 +183,8 @@ export class AdminPage {
     });
     action.addEventListener('input', render);
     text.addEventListener('input', render);
+    since.addEventListener('change', render);
+    until.addEventListener('change', render);
     more.addEventListener('click', () => void load(false));
     clear(
       this.body,
@@ -184,6 +194,8 @@ export class AdminPage {
         h('div', { class: 'field' }, h('label', { for: 'audit-actor' }, 'User'), actor),
         h('div', { class: 'field' }, h('label', { for: 'audit-action' }, 'Action'), action),
         h('div', { class: 'field' }, h('label', { for: 'audit-text' }, 'Contains'), text),
+        h('div', { class: 'field' }, h('label', { for: 'audit-since' }, 'From'), since),
+        h('div', { class: 'field' }, h('label', { for: 'audit-until' }, 'Until'), until),
       ),
       h('table', { class: 'grid audit' }, h('thead', {}, h('tr', {}, ...['Time', 'User', 'Action', 'Target', 'Address', 'Detail'].map((c) => h('th', { scope: 'col' }, c)))), rows),
       more,

@@ -5,6 +5,10 @@ import { api, LiveChannel, Me } from '../api';
 import { Connection, SocketState } from '../connection';
 import { clearConsole, loadConsole, loadLog, saveConsole } from '../persist';
 import { AdminPage } from './admin';
+import { ConfigsPage } from './configs';
+import { DashboardPage } from './dashboard';
+import { JobsPage } from './jobs';
+import { ToolsPage } from './tools';
 import { h, clear } from './dom';
 import { InventoryPage, InventoryTab } from './inventory';
 import { quickOpen } from './palette';
@@ -15,7 +19,7 @@ import { fontSize, onThemeChange, setFontSize } from './theme';
 import { OutputLog } from './outlog';
 import { Workspace } from './workspace';
 
-type Page = 'terminals' | 'inventory' | 'admin';
+type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'inventory' | 'admin';
 
 const FINAL_TEXT: Record<string, string> = {
   logged_out: 'You were signed out.',
@@ -31,6 +35,11 @@ export class ConsoleApp {
   readonly sidebar: Sidebar;
   private inventory: InventoryPage;
   private admin?: AdminPage;
+  private tools: ToolsPage;
+  private jobs: JobsPage;
+  private configs: ConfigsPage;
+  private dashboard: DashboardPage;
+  private page: Page = 'terminals';
   private main: HTMLElement;
   private nav: HTMLElement;
   private statusSocket: HTMLElement;
@@ -68,7 +77,17 @@ export class ConsoleApp {
       open: (spec, where) => this.open(spec, where),
       adopt: (c, title) => this.adopt(c, title),
       shownChannelIds: () => new Set(this.ws.all().map((v) => v.channel?.id).filter((x): x is string => !!x)),
+      backup: (s) => {
+        this.show('jobs');
+        this.jobs.prepare('config_backup', [s.id]);
+      },
+      configs: (s) => this.openConfig(s.id),
     });
+    const folders = () => this.sidebar.folders;
+    this.tools = new ToolsPage(this.conn, me.role);
+    this.jobs = new JobsPage(this.conn, me.role, { folders, openConfig: (id, cfg, diff) => this.openConfig(id, cfg, diff) });
+    this.configs = new ConfigsPage(folders);
+    this.dashboard = new DashboardPage(this.conn, (id) => this.openConfig(id));
     this.inventory = new InventoryPage(() => void this.sidebar.reload());
     if (me.role === 'admin') this.admin = new AdminPage(me.username);
 
@@ -91,7 +110,6 @@ export class ConsoleApp {
       this.statusSocket,
       this.statusCount,
       h('span', { class: 'spacer' }),
-      h('span', { class: 'muted' }, 'Tools, jobs, configs and the dashboard arrive with their APIs.'),
       h('button', { type: 'button', class: 'ghost', onclick: () => showHelp(), 'aria-label': 'Keyboard shortcuts' }, '? Shortcuts'),
     );
     root.replaceChildren(h('div', { class: 'shell' }, header, h('div', { class: 'body' }, this.sidebar.el, this.main), status));
@@ -183,8 +201,25 @@ export class ConsoleApp {
     quickOpen(title, this.sidebar.folders, this.sidebar.programs, (spec) => this.open(spec, this.ws.active ? where : 'tab'));
   }
 
+  /** Opens the Configs screen on a device (a version, or its diff with the one before). */
+  openConfig(sessionId: string, configId?: string, diffPrevious = false): void {
+    this.show('configs');
+    void this.configs.openDevice(sessionId, configId, diffPrevious);
+  }
+
+  // Pages swap what `main` shows; the terminal workspace is only detached from the DOM,
+  // so its channels keep running (and acking) and come back as they were.
   show(page: Page, sub?: InventoryTab): void {
-    const pages: [Page, string][] = [['terminals', 'Terminals'], ['inventory', 'Inventory']];
+    if (this.page === 'dashboard' && page !== 'dashboard') this.dashboard.hide();
+    this.page = page;
+    const pages: [Page, string][] = [
+      ['terminals', 'Terminals'],
+      ['dashboard', 'Dashboard'],
+      ['tools', 'Tools'],
+      ['jobs', 'Jobs'],
+      ['configs', 'Configs'],
+      ['inventory', 'Inventory'],
+    ];
     if (this.admin) pages.push(['admin', 'Admin']);
     clear(
       this.nav,
@@ -192,9 +227,21 @@ export class ConsoleApp {
         h('button', { type: 'button', class: 'ghost', 'aria-current': p === page ? 'page' : undefined, onclick: () => this.show(p) }, label),
       ),
     );
-    const el = page === 'terminals' ? this.ws.el : page === 'inventory' ? this.inventory.el : this.admin!.el;
+    const el = {
+      terminals: this.ws.el,
+      dashboard: this.dashboard.el,
+      tools: this.tools.el,
+      jobs: this.jobs.el,
+      configs: this.configs.el,
+      inventory: this.inventory.el,
+      admin: this.admin?.el ?? this.ws.el,
+    }[page];
     if (this.main.firstChild !== el) clear(this.main, el);
     if (page === 'inventory') this.inventory.show(sub);
+    if (page === 'dashboard') void this.dashboard.show();
+    if (page === 'tools') void this.tools.show();
+    if (page === 'jobs') this.jobs.show();
+    if (page === 'configs') this.configs.show();
     if (page === 'admin') this.admin?.show();
     if (page === 'terminals') {
       this.ws.fitAll();

@@ -14,7 +14,8 @@ export const SHORTCUTS: [string, string][] = [
   ['Alt+Shift+F', 'Find in the terminal'],
   ['Ctrl+Shift+C / Ctrl+Shift+V', 'Copy the selection / paste'],
   ['Ctrl+Shift+F', 'Search the device list'],
-  ['Shift+F10', 'Actions for the focused device'],
+  ['Shift+F10', 'Actions for the focused device (back up, config versions, edit…)'],
+  ['n / p (or j / k)', 'Next / previous change in a config diff'],
   ['?', 'This list (outside a terminal)'],
 ];
 

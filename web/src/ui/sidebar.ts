@@ -14,10 +14,20 @@ export interface SidebarHost {
   open(spec: TermSpec, where?: 'tab' | 'right' | 'down'): void;
   adopt(ch: LiveChannel, title: string): void;
   shownChannelIds(): Set<string>;
+  /** Starts a config backup of a device (the Jobs screen, device preselected). */
+  backup?(s: SavedSession): void;
+  /** Shows a device's stored config versions. */
+  configs?(s: SavedSession): void;
 }
 
 export function sessionSpec(s: SavedSession): TermSpec {
   return { kind: 'ssh', title: s.display_name, sessionId: s.id, where: `${s.host}:${s.port}` };
+}
+
+/** Only terminals are adopted or listed: tool, job and stats channels belong to their
+ * screens (a reload simply opens them again). */
+function terminalsOnly(live: LiveChannel[]): LiveChannel[] {
+  return live.filter((c) => c.kind === 'ssh' || c.kind === 'pty');
 }
 
 export class Sidebar {
@@ -68,7 +78,7 @@ export class Sidebar {
       ]);
       this.folders = sess.folders;
       this.programs = programs;
-      this.live = live;
+      this.live = terminalsOnly(live);
     } catch (e) {
       toast(`Could not load the device list: ${(e as Error).message}`, 'error');
     }
@@ -78,7 +88,7 @@ export class Sidebar {
   /** Refreshes only the list of live channels (cheap; after tabs change). */
   async reloadLive(): Promise<void> {
     try {
-      this.live = await api.get<LiveChannel[]>('api/channels');
+      this.live = terminalsOnly(await api.get<LiveChannel[]>('api/channels'));
       this.render();
     } catch {
       /* keep the old list */
@@ -282,6 +292,8 @@ export class Sidebar {
       items.push(['Open to the right', () => this.host.open(sessionSpec(s), 'right')]);
       items.push(['Open below', () => this.host.open(sessionSpec(s), 'down')]);
     }
+    if (this.host.backup && this.host.canOpen) items.push(['Back up config…', () => this.host.backup?.(s)]);
+    if (this.host.configs) items.push(['Config versions', () => this.host.configs?.(s)]);
     items.push(['Edit…', () => void editSession(s, this.folders, done)]);
     items.push(['Duplicate…', () => void editSession(s, this.folders, done, true)]);
     items.push(['Move to folder…', () => moveSession(s, this.folders, done)]);
