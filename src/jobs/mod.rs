@@ -9,10 +9,12 @@
 //! - `schedules`: cron schedules that start jobs;
 //! - `stats`: dashboard statistics;
 //! - `watch`: the `job` channel's source;
+//! - `external`: jobs another module runs itself (app start/stop), same records and channel;
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
 pub mod device;
+pub mod external;
 pub mod model;
 pub mod routes;
 pub mod runner;

@@ -14,6 +14,10 @@ use crate::store::{self, JOBS};
 pub enum JobType {
     ConfigBackup,
     Command,
+    /// Starts an app (`crate::apps`); run by the apps module, not by the worker pool.
+    AppStart,
+    /// Stops an app (`crate::apps`).
+    AppStop,
 }
 
 impl JobType {

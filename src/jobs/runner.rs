@@ -44,7 +44,7 @@ pub const INTERRUPTED: &str = "interrupted";
 #[derive(Clone)]
 pub(super) struct LiveJob {
     pub(super) events: broadcast::Sender<(String, Map<String, Value>)>,
-    cancel: watch::Sender<bool>,
+    pub(super) cancel: watch::Sender<bool>,
     pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
@@ -107,7 +107,9 @@ pub async fn resume_all(app: &Arc<App>) -> Result<usize, JobError> {
             if matches!(t.state, TargetState::Running | TargetState::Retrying) {
                 match job.kind {
                     JobType::ConfigBackup => t.state = TargetState::Queued,
-                    JobType::Command => {
+                    // An app's start or stop is not repeated blindly either: the
+                    // apps module marks the app failed with the same reason.
+                    JobType::Command | JobType::AppStart | JobType::AppStop => {
                         t.state = TargetState::Failed;
                         t.error = Some(TargetError {
                             code: INTERRUPTED.into(),
@@ -488,13 +490,13 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
     let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
     let commands: Vec<String> = match ctx.kind {
         JobType::ConfigBackup => vec![profile.show_config.to_string()],
-        JobType::Command => ctx.commands.clone(),
+        JobType::Command | JobType::AppStart | JobType::AppStop => ctx.commands.clone(),
     };
     let result = drive(&conn, profile, &commands, timeout).await;
     conn.disconnect().await;
     let outputs = result?;
     match ctx.kind {
-        JobType::Command => Ok(Outcome {
+        JobType::Command | JobType::AppStart | JobType::AppStop => Ok(Outcome {
             output: Some(outputs),
             config: None,
         }),

@@ -54,9 +54,20 @@ pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
 /// (workspace key, schedule id) → cron schedule with its job (jobs module).
 pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schedules");
 
+/// (workspace key, project id) → project (apps module).
+pub const PROJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("projects");
+/// (workspace key, app id) → app with its state and auto-stop deadline (apps module).
+pub const APPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("apps");
+
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
-pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 4] =
-    [FOLDERS, SAVED_SESSIONS, CREDENTIALS, KNOWN_HOSTS];
+pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 6] = [
+    FOLDERS,
+    SAVED_SESSIONS,
+    CREDENTIALS,
+    KNOWN_HOSTS,
+    PROJECTS,
+    APPS,
+];
 /// (workspace key, id) → tool execution: params, state, times, result, bounded output.
 pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
 /// sequence number → audit event.
@@ -183,6 +194,8 @@ impl Store {
             tx.open_table(CONFIG_VERSIONS)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
+            tx.open_table(PROJECTS)?;
+            tx.open_table(APPS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })
