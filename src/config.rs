@@ -431,6 +431,9 @@ pub struct AppsConfig {
     pub output_bytes: usize,
     /// Seconds between auto-stop sweeps.
     pub sweep_interval_secs: u64,
+    /// How many seconds one minute of `auto_stop_minutes` and `extend` lasts: 60. Tests
+    /// and demos shorten it to see an auto-stop happen; nothing else should change it.
+    pub auto_stop_minute_secs: u64,
     /// The most one `extend` may add, and the furthest an auto-stop deadline may lie
     /// ahead, in minutes.
     pub max_extend_minutes: u32,
@@ -451,6 +454,7 @@ impl Default for AppsConfig {
             command_timeout_secs: 900,
             output_bytes: 64 * 1024,
             sweep_interval_secs: 10,
+            auto_stop_minute_secs: 60,
             max_extend_minutes: 7 * 24 * 60,
             max_projects: 1000,
             max_apps: 1000,

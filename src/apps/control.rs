@@ -76,9 +76,10 @@ async fn run(app: Arc<App>, ws: Scope, role: Role, begun: Begun, action: Action)
     };
     tracing::info!(ok = result.is_ok(), ?action, "app command finished");
     let (ws2, id, job_id) = (ws.clone(), begun.app.id.clone(), begun.job.id.clone());
+    let minute = app.cfg.apps.auto_stop_minute_secs.max(1) as i64;
     if let Err(e) = app
         .store
-        .write(move |tx| model::complete(tx, &ws2, &id, &job_id, action, for_app))
+        .write(move |tx| model::complete(tx, &ws2, &id, &job_id, action, for_app, minute))
         .await
     {
         tracing::error!(error = %e, "recording the app's new state failed");

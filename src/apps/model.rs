@@ -446,6 +446,7 @@ pub fn update_app(
     ws: &Scope,
     id: &str,
     input: AppInput,
+    minute_secs: i64,
 ) -> Result<ManagedApp, AppsError> {
     check_id(id, "app")?;
     let old: ManagedApp =
@@ -470,6 +471,7 @@ pub fn update_app(
         app.auto_stop_at = deadline(
             app.started_at.unwrap_or_else(store::now),
             app.auto_stop_minutes,
+            minute_secs,
         );
     }
     put_app(tx, &ws.key, &app)?;
@@ -512,8 +514,9 @@ fn busy(app: &ManagedApp) -> AppsError {
     }
 }
 
-fn deadline(from: i64, minutes: u32) -> Option<i64> {
-    (minutes > 0).then(|| from + i64::from(minutes) * 60)
+/// `from` plus `minutes` minutes of `minute_secs` seconds each; `None` for 0 (never).
+fn deadline(from: i64, minutes: u32, minute_secs: i64) -> Option<i64> {
+    (minutes > 0).then(|| from + i64::from(minutes) * minute_secs)
 }
 
 /// Why a stop happens.
@@ -642,6 +645,7 @@ pub fn complete(
     job_id: &str,
     action: Action,
     outcome: Result<(), String>,
+    minute_secs: i64,
 ) -> Result<Option<ManagedApp>, AppsError> {
     let Some(mut app) = store::get_owned::<ManagedApp, _>(&tx.open_table(APPS)?, &ws.key, id)?
     else {
@@ -655,7 +659,7 @@ pub fn complete(
         (Ok(()), Action::Start) => {
             app.status = AppStatus::Running;
             app.started_at = Some(now);
-            app.auto_stop_at = deadline(now, app.auto_stop_minutes);
+            app.auto_stop_at = deadline(now, app.auto_stop_minutes, minute_secs);
         }
         (Ok(()), Action::Stop) => {
             app.status = AppStatus::Stopped;
@@ -695,6 +699,7 @@ pub fn extend(
     id: &str,
     minutes: u32,
     max_minutes: u32,
+    minute_secs: i64,
 ) -> Result<ManagedApp, AppsError> {
     if minutes == 0 || minutes > max_minutes {
         return Err(invalid(
@@ -718,8 +723,8 @@ pub fn extend(
             message: "the app has no auto-stop (auto_stop_minutes is 0)".into(),
         });
     };
-    let limit = now + i64::from(max_minutes) * 60;
-    app.auto_stop_at = Some((at.max(now) + i64::from(minutes) * 60).min(limit));
+    let limit = now + i64::from(max_minutes) * minute_secs;
+    app.auto_stop_at = Some((at.max(now) + i64::from(minutes) * minute_secs).min(limit));
     app.updated_at = now;
     put_app(tx, &ws.key, &app)?;
     crate::audit::record(

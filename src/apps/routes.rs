@@ -115,6 +115,10 @@ pub struct ExtendInput {
     pub minutes: u32,
 }
 
+fn minute_secs(app: &App) -> i64 {
+    app.cfg.apps.auto_stop_minute_secs.max(1) as i64
+}
+
 /// `GET /api/servers`
 pub async fn list_servers(
     State(app): State<Arc<App>>,
@@ -271,10 +275,10 @@ pub async fn update_app(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<AppInput>,
 ) -> ApiResult<Json<AppView>> {
-    let scope = ws.scope.clone();
+    let (scope, minute) = (ws.scope.clone(), minute_secs(&app));
     let a = app
         .store
-        .write(move |tx| model::update_app(tx, &scope, &id, input))
+        .write(move |tx| model::update_app(tx, &scope, &id, input, minute))
         .await?;
     Ok(Json(a.into()))
 }
@@ -334,10 +338,14 @@ pub async fn extend_app(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ExtendInput>,
 ) -> ApiResult<Json<AppView>> {
-    let (scope, max) = (ws.scope.clone(), app.cfg.apps.max_extend_minutes);
+    let (scope, max, minute) = (
+        ws.scope.clone(),
+        app.cfg.apps.max_extend_minutes,
+        minute_secs(&app),
+    );
     let a = app
         .store
-        .write(move |tx| model::extend(tx, &scope, &id, input.minutes, max))
+        .write(move |tx| model::extend(tx, &scope, &id, input.minutes, max, minute))
         .await?;
     Ok(Json(a.into()))
 }
