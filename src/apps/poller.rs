@@ -107,6 +107,9 @@ pub struct Poller {
     /// Connections opened by checks (a reused one does not count): for the benchmark
     /// and to see reuse work.
     connects: std::sync::atomic::AtomicU64,
+    /// Finished poll rounds, and the figures of the last one.
+    rounds: std::sync::atomic::AtomicU64,
+    last_round: Mutex<Option<RoundReport>>,
 }
 
 impl Poller {
@@ -119,7 +122,34 @@ impl Poller {
             asked: DashMap::new(),
             max_cached: cfg.max_cached_connections,
             connects: std::sync::atomic::AtomicU64::new(0),
+            rounds: std::sync::atomic::AtomicU64::new(0),
+            last_round: Mutex::new(None),
         }
+    }
+
+    /// Prometheus lines for `GET /metrics`: poll rounds, the last round's wall time and
+    /// counts, SSH connections opened by checks, connections cached now.
+    pub fn render_metrics(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self
+            .last_round
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cached = self.conns.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let (secs, servers, online) = last
+            .map(|r| (r.elapsed.as_secs_f64(), r.servers, r.online))
+            .unwrap_or_default();
+        format!(
+            "# TYPE opsgate_apps_poll_rounds_total counter\nopsgate_apps_poll_rounds_total {}\n\
+             # TYPE opsgate_apps_poll_round_seconds gauge\nopsgate_apps_poll_round_seconds {secs:.6}\n\
+             # TYPE opsgate_apps_poll_round_servers gauge\nopsgate_apps_poll_round_servers {servers}\n\
+             # TYPE opsgate_apps_poll_round_online gauge\nopsgate_apps_poll_round_online {online}\n\
+             # TYPE opsgate_apps_poll_connects_total counter\nopsgate_apps_poll_connects_total {}\n\
+             # TYPE opsgate_apps_poll_cached_connections gauge\nopsgate_apps_poll_cached_connections {cached}\n",
+            self.rounds.load(Relaxed),
+            self.connects.load(Relaxed),
+        )
     }
 
     /// The last status of a server (`unknown` if never checked).
@@ -299,12 +329,19 @@ pub async fn poll_round(app: &Arc<App>) -> Result<RoundReport, AppsError> {
         .count()
         .await;
     app.apps.forget_missing(&present);
-    let elapsed = began.elapsed();
-    Ok(RoundReport {
+    let report = RoundReport {
         servers: n,
         online,
-        elapsed,
-    })
+        elapsed: began.elapsed(),
+    };
+    *app.apps
+        .last_round
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+    app.apps
+        .rounds
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(report)
 }
 
 /// Checks server `id` of workspace `key` now, unless it was checked on request less than

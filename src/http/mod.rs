@@ -418,7 +418,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<R
         .await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(n as usize),
+        app.metrics.render(n as usize) + &app.apps.render_metrics(),
     )
         .into_response())
 }
