@@ -6,7 +6,8 @@
 //! (`offset`: the byte offset of `data` in the command's whole output), keyed
 //! `output:<offset>` so a re-attaching socket gets them again. The job keeps only the
 //! last `cap` bytes of output (the end is where an error is); a watcher that opens the
-//! channel later first gets that tail as one event with `"snapshot":true`.
+//! channel later first gets that tail as one event with `"snapshot":true` and `end`
+//! (the offset just past it): live events with an `offset` below `end` are already in it.
 
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +49,7 @@ pub fn output_snapshot(job: &Job) -> Option<(String, Map<String, Value>)> {
     m.insert("job_id".into(), json!(job.id));
     m.insert("snapshot".into(), json!(true));
     m.insert("data".into(), json!(out.output));
+    m.insert("end".into(), json!(out.bytes.unwrap_or(0)));
     Some(("output".to_string(), m))
 }
 
@@ -106,6 +108,7 @@ impl ExternalJob {
             t.output = Some(vec![CommandOutput {
                 command: command.to_string(),
                 output: String::new(),
+                bytes: Some(0),
             }]);
         }
         self.persist().await;
@@ -151,6 +154,7 @@ impl ExternalJob {
             .and_then(|o| o.first_mut())
         {
             o.output = text;
+            o.bytes = Some(self.offset);
         }
     }
 

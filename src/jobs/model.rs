@@ -109,6 +109,9 @@ pub struct Target {
 pub struct CommandOutput {
     pub command: String,
     pub output: String,
+    /// App jobs: bytes of output seen in all (`output` keeps only the tail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// A job as stored and as `GET /api/jobs/{id}` returns it.

@@ -544,6 +544,7 @@ async fn drive(
             out.push(CommandOutput {
                 command: c.clone(),
                 output: text,
+                bytes: None,
             });
         }
         return Ok(out);
@@ -561,6 +562,7 @@ async fn drive(
         out.push(CommandOutput {
             command: c.clone(),
             output: text,
+            bytes: None,
         });
     }
     sh.close().await;
