@@ -427,6 +427,9 @@ pub struct AppsConfig {
     pub check_min_interval_secs: u64,
     /// How long a start or stop command may run before it fails with `command_timeout`.
     pub command_timeout_secs: u64,
+    /// Start/stop commands running at once over all apps (each holds an SSH
+    /// connection); later ones wait, their job `queued`.
+    pub max_running_commands: usize,
     /// Output kept with a start/stop job (the tail: the end holds the error).
     pub output_bytes: usize,
     /// Seconds between auto-stop sweeps.
@@ -452,6 +455,7 @@ impl Default for AppsConfig {
             max_cached_connections: 256,
             check_min_interval_secs: 5,
             command_timeout_secs: 900,
+            max_running_commands: 32,
             output_bytes: 64 * 1024,
             sweep_interval_secs: 10,
             auto_stop_minute_secs: 60,

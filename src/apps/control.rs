@@ -60,8 +60,19 @@ pub async fn launch(
 
 async fn run(app: Arc<App>, ws: Scope, role: Role, begun: Begun, action: Action) {
     let mut job = ExternalJob::start(&app, begun.job.clone(), app.cfg.apps.output_bytes);
-    job.running(&begun.command).await;
-    let result = execute(&app, &ws, role, &begun.app, &begun.command, &mut job).await;
+    // The job stays `queued` while `max_running_commands` others run; a cancel then
+    // ends it without connecting.
+    let permit = tokio::select! {
+        p = app.apps.commands.clone().acquire_owned() => p.ok(),
+        _ = cancelled(job.cancel_receiver()) => None,
+    };
+    let result = match permit {
+        Some(_permit) => {
+            job.running(&begun.command).await;
+            execute(&app, &ws, role, &begun.app, &begun.command, &mut job).await
+        }
+        None => Err(fail("cancelled", "cancelled before the command started")),
+    };
     let for_app = match &result {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -96,7 +96,8 @@ struct Cached {
     fingerprint: String,
 }
 
-/// The poller's state: last statuses, cached connections, the concurrency limit.
+/// The apps module's live state: servers' last statuses, the poller's cached
+/// connections and concurrency limit, and the limit on running start/stop commands.
 pub struct Poller {
     statuses: DashMap<ServerKey, ServerStatus>,
     conns: Mutex<HashMap<ServerKey, Cached>>,
@@ -107,6 +108,9 @@ pub struct Poller {
     /// Connections opened by checks (a reused one does not count): for the benchmark
     /// and to see reuse work.
     connects: std::sync::atomic::AtomicU64,
+    /// Start/stop commands running at once (`max_running_commands`): `control` takes a
+    /// permit before it connects.
+    pub(super) commands: Arc<Semaphore>,
     /// Finished poll rounds, and the figures of the last one.
     rounds: std::sync::atomic::AtomicU64,
     last_round: Mutex<Option<RoundReport>>,
@@ -122,6 +126,7 @@ impl Poller {
             asked: DashMap::new(),
             max_cached: cfg.max_cached_connections,
             connects: std::sync::atomic::AtomicU64::new(0),
+            commands: Arc::new(Semaphore::new(cfg.max_running_commands.max(1))),
             rounds: std::sync::atomic::AtomicU64::new(0),
             last_round: Mutex::new(None),
         }
