@@ -175,6 +175,7 @@ struct Env {
     admin: Client,
     server_id: String,
     project_id: String,
+    cred: String,
 }
 
 async fn env(extra_config: &str) -> Env {
@@ -218,6 +219,7 @@ async fn env(extra_config: &str) -> Env {
         host,
         server,
         admin,
+        cred,
     }
 }
 
@@ -704,6 +706,14 @@ async fn systemd_apps_validation_projects_and_roles() {
         .assert_error(404, Some("not_found"));
 }
 
+async fn metric(env: &Env, name: &str) -> u64 {
+    let text = env.admin.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 #[tokio::test]
 async fn status_is_online_with_figures_then_offline_when_the_server_dies() {
     let mut env = env("").await;
@@ -722,20 +732,82 @@ async fn status_is_online_with_figures_then_offline_when_the_server_dies() {
     assert_eq!(s["load"].as_array().map(Vec::len), Some(3), "{s}");
     assert!(s["last_checked"].as_i64().is_some(), "{s}");
     assert!(s["error"].is_null(), "{s}");
-    // Checked again: the cached connection is reused (no second login on the server).
+    // Checked again: the cached connection is reused (no second login); a changed
+    // credential drops it (a new login).
     let s2 = env.admin.get(&url).await.json();
     assert_eq!(s2["status"], "online", "{s2}");
+    assert_eq!(metric(&env, "opsgate_apps_poll_connects_total").await, 1);
+    assert_eq!(
+        metric(&env, "opsgate_apps_poll_cached_connections").await,
+        1
+    );
+    env.admin
+        .put(
+            &format!("/api/credentials/{}", env.cred),
+            &json!({"name":"pw","kind":"password","secret":sshd::PASSWORD}),
+        )
+        .await
+        .assert_status(200);
+    assert_eq!(env.admin.get(&url).await.json()["status"], "online");
+    assert_eq!(metric(&env, "opsgate_apps_poll_connects_total").await, 2);
     let list = env.admin.get("/api/servers").await.json();
     assert_eq!(list["servers"][0]["status"], "online", "{list}");
     assert_eq!(list["servers"][0]["running_containers"], 2, "{list}");
     assert_eq!(list["servers"][0]["display_name"], "stage1", "{list}");
+
+    // A server whose host key nobody trusted: offline with hostkey_unknown, and an app
+    // there fails with it (never trusted silently).
+    let other = Sshd::start_with_users(SshdOptions::default(), &[APPS_USER]);
+    let untrusted = env
+        .admin
+        .create_session(
+            &json!({"display_name":"new1","host":"127.0.0.1","port":other.port,
+            "username":APPS_USER,"device_type":"linux","credential_id":env.cred}),
+        )
+        .await;
+    let uid = untrusted["id"].as_str().expect("id");
+    let s = env
+        .admin
+        .get(&format!("/api/servers/{uid}/status"))
+        .await
+        .json();
+    assert_eq!(s["status"], "offline", "{s}");
+    assert_eq!(s["error"]["code"], "hostkey_unknown", "{s}");
+    let r = env
+        .admin
+        .post(
+            "/api/apps",
+            &json!({"name":"new","project_id":env.project_id,"server_id":uid,
+            "cd_path":"/srv/new"}),
+        )
+        .await;
+    r.assert_status(201);
+    let nid = r.json()["id"].as_str().expect("id").to_string();
+    env.admin
+        .post(&format!("/api/apps/{nid}/start"), &json!({}))
+        .await
+        .assert_status(202);
+    let a = env.wait_status(&nid, "failed", WAIT).await;
+    assert!(
+        a["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("hostkey_unknown"),
+        "{a}"
+    );
+    drop(other);
 
     env.host.sshd.kill();
     let s = env.admin.get(&url).await.json();
     assert_eq!(s["status"], "offline", "{s}");
     assert_eq!(s["error"]["code"], "connect_refused", "{s}");
     let list = env.admin.get("/api/servers").await.json();
-    assert_eq!(list["servers"][0]["status"], "offline", "{list}");
+    let stage1 = list["servers"]
+        .as_array()
+        .and_then(|v| v.iter().find(|s| s["id"] == env.server_id.as_str()))
+        .expect("stage1 listed");
+    assert_eq!(stage1["status"], "offline", "{list}");
+    assert_eq!(stage1["error"]["code"], "connect_refused", "{list}");
     env.admin
         .get("/api/servers/0123456789abcdef/status")
         .await

@@ -13,11 +13,11 @@
 //! Connection reuse: an authenticated connection is kept after a successful check
 //! (at most `max_cached_connections` over all servers; beyond, checks connect and
 //! disconnect each time) and used by the next check of the same server if nothing it
-//! was made from changed. Its fingerprint holds the session's host, port, username,
-//! credential id and `updated_at`, the credential's `updated_at`, the trusted host
-//! key's fingerprint, and who acts with which role: editing the session or its
-//! credential, deleting the known host, or a membership change makes the next check
-//! drop it and connect afresh. A connection the peer closed, or one whose exec fails,
+//! was made from changed. Its fingerprint holds the session's host, port, username and
+//! credential id, a digest of the credential's sealed secret (new on every update), the
+//! trusted host key's fingerprint, and who acts with which role: editing where the
+//! session points or its credential, deleting the known host, or a membership change
+//! makes the next check drop it and connect afresh. A connection the peer closed, or one whose exec fails,
 //! is dropped too (and the check retried once on a fresh connection).
 
 use std::collections::{HashMap, HashSet};
@@ -223,20 +223,24 @@ fn fingerprint_of(
     s: &SavedSession,
     actor: &Option<(Scope, Role)>,
 ) -> Result<String, AppsError> {
-    let cred_updated = match &s.credential_id {
+    // The sealed secret changes with every credential update (a fresh nonce each
+    // time), even two in the same second; its digest stands for the credential.
+    let cred_seal = match &s.credential_id {
         Some(cid) => store::get_owned::<Credential, _>(&tx.open_table(CREDENTIALS)?, key, cid)?
-            .map(|c| c.updated_at),
+            .map(|c| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(c.sealed.as_bytes()))
+            }),
         None => None,
     };
     let hostkey = inventory::find_known_host(tx, key, &s.host, s.port)?.map(|k| k.fingerprint);
     Ok(format!(
-        "{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}",
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
         s.host,
         s.port,
         s.username,
         s.credential_id,
-        s.updated_at,
-        cred_updated,
+        cred_seal,
         hostkey,
         actor.as_ref().map(|(sc, r)| (&sc.actor, r.as_str())),
     ))
