@@ -14,8 +14,9 @@ use opsgate_protocol::codes;
 use russh::ChannelMsg;
 use tokio::sync::watch;
 
-use super::model::{self, Begun, ManagedApp, Trigger};
+use super::model::{self, ManagedApp};
 use super::remote::Action;
+use super::state::{self, Begun, Trigger};
 use super::AppsError;
 use crate::app::App;
 use crate::auth::Role;
@@ -47,7 +48,7 @@ pub async fn launch(
     let ws2 = ws.clone();
     let begun = app
         .store
-        .write(move |tx| model::begin(tx, &ws2, role, &id, action, &trigger))
+        .write(move |tx| state::begin(tx, &ws2, role, &id, action, &trigger))
         .await?;
     let (app2, b) = (app.clone(), begun.clone());
     let span = tracing::info_span!("app", id = %begun.app.id, job = %begun.job.id);
@@ -90,7 +91,7 @@ async fn run(app: Arc<App>, ws: Scope, role: Role, begun: Begun, action: Action)
     let minute = app.cfg.apps.auto_stop_minute_secs.max(1) as i64;
     if let Err(e) = app
         .store
-        .write(move |tx| model::complete(tx, &ws2, &id, &job_id, action, for_app, minute))
+        .write(move |tx| state::complete(tx, &ws2, &id, &job_id, action, for_app, minute))
         .await
     {
         tracing::error!(error = %e, "recording the app's new state failed");

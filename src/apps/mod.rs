@@ -4,7 +4,8 @@
 //! - A *server* is a saved session of device type `linux` (inventory is the one source
 //!   of host, port, user and credential); its status comes from [`poller`].
 //! - A *project* groups apps; an *app* is a docker compose project in a directory of a
-//!   server (or a systemd unit). Both live in redb per workspace ([`model`]).
+//!   server (or a systemd unit). Both live in redb per workspace ([`model`]); their
+//!   state machine is [`state`].
 //! - Start and stop are jobs ([`control`]): one SSH exec built by [`remote`] whose
 //!   output streams on the job's `job` channel; a sweeper stops apps whose auto-stop
 //!   deadline (stored, so it survives a restart) has passed.
@@ -15,6 +16,7 @@ pub mod model;
 pub mod poller;
 pub mod remote;
 pub mod routes;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -76,7 +78,7 @@ impl From<AppsError> for ApiError {
 /// `failed`, then the auto-stop sweeper and (unless `poll_interval_secs` is 0) the
 /// status poller run until the process ends.
 pub async fn start(app: &Arc<App>) -> Result<(), AppsError> {
-    let n = app.store.write(model::fail_interrupted).await?;
+    let n = app.store.write(state::fail_interrupted).await?;
     if n > 0 {
         tracing::warn!(
             apps = n,

@@ -10,9 +10,10 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::model::{self, AppInput, ManagedApp, Project, ProjectInput, Trigger};
+use super::model::{self, AppInput, ManagedApp, Project, ProjectInput};
 use super::poller::{self, ServerStatus};
 use super::remote::Action;
+use super::state::{self, Trigger};
 use super::{control, AppsError};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
@@ -345,7 +346,7 @@ pub async fn extend_app(
     );
     let a = app
         .store
-        .write(move |tx| model::extend(tx, &scope, &id, input.minutes, max, minute))
+        .write(move |tx| state::extend(tx, &scope, &id, input.minutes, max, minute))
         .await?;
     Ok(Json(a.into()))
 }
