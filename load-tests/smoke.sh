@@ -21,6 +21,8 @@ GW_BIN="$LT_ROOT/target/$profile/opsgate"
 LOAD="$LT_ROOT/target/$profile/opsgate-load"
 
 lt_init
+# The apps poller runs every second with short checks, for the tiny apps-poll run.
+export OPSGATE_APPS__POLL_INTERVAL_SECS=1 OPSGATE_APPS__POLL_TIMEOUT_SECS=2
 lt_start_gateway "$GW_BIN" || exit 1
 have_sshd=1
 lt_start_sshd || { have_sshd=0; lt_log "no sshd fixture (not root or no openssh-server): ssh scenarios fail"; }
@@ -55,6 +57,7 @@ if [ "$have_sshd" = 1 ]; then
   ssh_common=(--ssh-port "$SSHD_PORT" --ssh-user "$LT_SSH_USER")
   run ssh ssh "${common[@]}" "${ssh_common[@]}" --channels 2 --per-socket 2 --duration 1.5 --interval-ms 50 --bytes 1048576
   run ssh-cli echo --target ssh-cli "${ssh_common[@]}" --ssh-key "$SSH_KEY" --channels 1 --duration 1 --interval-ms 50
+  run apps-poll apps-poll "${common[@]}" "${ssh_common[@]}" --servers 10 --unreachable-pct 20
 else
   failed+=("ssh (no sshd fixture)")
 fi

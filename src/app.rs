@@ -28,6 +28,8 @@ pub struct App {
     pub executions: Arc<crate::tools::executions::Executions>,
     /// The one shared system-metrics sampler.
     pub stats: Arc<crate::stats::Sampler>,
+    /// Servers' last statuses and the status poller's cached connections.
+    pub apps: crate::apps::Poller,
 }
 
 impl App {
@@ -59,6 +61,7 @@ impl App {
             audit,
             tools,
             executions,
+            apps: crate::apps::Poller::new(&cfg.apps),
             cfg,
             store,
             sealer,

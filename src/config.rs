@@ -58,6 +58,8 @@ pub struct Config {
     pub pty: PtyConfig,
     pub ssh: SshConfig,
     pub jobs: JobsConfig,
+    /// `[apps]`: servers' status polling, app start/stop and auto-stop.
+    pub apps: AppsConfig,
     /// `[tools]` and `[tools.<name>]`: network tools (see `crate::tools`).
     pub tools: crate::tools::ToolsConfig,
     pub netbox: NetboxConfig,
@@ -86,6 +88,7 @@ impl Default for Config {
             pty: PtyConfig::default(),
             ssh: SshConfig::default(),
             jobs: JobsConfig::default(),
+            apps: AppsConfig::default(),
             tools: crate::tools::ToolsConfig::default(),
             netbox: NetboxConfig::default(),
         }
@@ -459,6 +462,66 @@ impl Default for NetboxConfig {
             port_field: "ssh_port".to_string(),
             default_device_type: String::new(),
             platforms: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[apps]`: servers (saved sessions of type `linux`), their status poller, and apps
+/// started and stopped over SSH (see `crate::apps`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppsConfig {
+    /// Seconds between the end of one poll round and the start of the next; 0 turns the
+    /// background poller off (`GET /api/servers/{id}/status` still checks).
+    pub poll_interval_secs: u64,
+    /// Servers checked at once by a poll round.
+    pub poll_concurrency: usize,
+    /// How long one server's check (connect included) may take before it counts as
+    /// `offline` with `connect_timeout`.
+    pub poll_timeout_secs: u64,
+    /// Authenticated SSH connections the poller keeps open between rounds (one per
+    /// server at most); beyond this, checks connect and disconnect each time.
+    pub max_cached_connections: usize,
+    /// A server checked by hand less than this long ago answers with that result
+    /// instead of connecting again.
+    pub check_min_interval_secs: u64,
+    /// How long a start or stop command may run before it fails with `command_timeout`.
+    pub command_timeout_secs: u64,
+    /// Start/stop commands running at once over all apps (each holds an SSH
+    /// connection); later ones wait, their job `queued`.
+    pub max_running_commands: usize,
+    /// Output kept with a start/stop job (the tail: the end holds the error).
+    pub output_bytes: usize,
+    /// Seconds between auto-stop sweeps.
+    pub sweep_interval_secs: u64,
+    /// How many seconds one minute of `auto_stop_minutes` and `extend` lasts: 60. Tests
+    /// and demos shorten it to see an auto-stop happen; nothing else should change it.
+    pub auto_stop_minute_secs: u64,
+    /// The most one `extend` may add, and the furthest an auto-stop deadline may lie
+    /// ahead, in minutes.
+    pub max_extend_minutes: u32,
+    /// Projects per workspace.
+    pub max_projects: usize,
+    /// Apps per workspace.
+    pub max_apps: usize,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_secs: 60,
+            poll_concurrency: 16,
+            poll_timeout_secs: 10,
+            max_cached_connections: 256,
+            check_min_interval_secs: 5,
+            command_timeout_secs: 900,
+            max_running_commands: 32,
+            output_bytes: 64 * 1024,
+            sweep_interval_secs: 10,
+            auto_stop_minute_secs: 60,
+            max_extend_minutes: 7 * 24 * 60,
+            max_projects: 1000,
+            max_apps: 1000,
         }
     }
 }

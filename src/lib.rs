@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod apps;
 pub mod audit;
 pub mod auth;
 pub mod config;

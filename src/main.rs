@@ -199,6 +199,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // Cron schedules; a run missed while the gateway was down starts once now.
     tokio::spawn(opsgate::jobs::schedules::scheduler(app.clone()));
+    // Apps: interrupted starts/stops turn failed; the auto-stop sweeper and the poller run.
+    opsgate::apps::start(&app).await.context("starting apps")?;
     let cleaner = auth::RedbSessionStore::new(app.store.clone());
     tokio::spawn(async move {
         use tower_sessions::session_store::ExpiredDeletion;

@@ -3,6 +3,7 @@
 //!
 //! Every scenario is bounded in count and time and refuses non-loopback targets.
 
+mod apps;
 mod common;
 mod connect;
 mod opsgate;
@@ -42,6 +43,8 @@ enum Cmd {
     Idle(terminal::IdleArgs),
     /// REST: search over many saved sessions, login throughput
     Rest(rest::RestArgs),
+    /// Server status poller: one poll round over many linux servers, some unreachable
+    AppsPoll(apps::AppsPollArgs),
 }
 
 /// `ssh`: the echo scenario, then the throughput scenario, on `ssh` channels.
@@ -90,5 +93,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Reconnect(a) => reconnect::run(a).await,
         Cmd::Idle(a) => terminal::idle(a).await,
         Cmd::Rest(a) => rest::run(a).await,
+        Cmd::AppsPoll(a) => apps::run(a).await,
     }
 }

@@ -25,6 +25,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::app::App;
+use crate::apps::routes as apps;
 use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Role};
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
@@ -205,6 +206,26 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/netbox/platforms", get(netbox::list_platforms))
         .route("/api/netbox/devices", get(netbox::list_devices))
         .route("/api/netbox/import", post(netbox::import_devices))
+        .route("/api/servers", get(apps::list_servers))
+        .route("/api/servers/{id}/status", get(apps::server_status))
+        .route(
+            "/api/projects",
+            get(apps::list_projects).post(apps::create_project),
+        )
+        .route(
+            "/api/projects/{id}",
+            put(apps::update_project).delete(apps::delete_project),
+        )
+        .route("/api/apps", get(apps::list_apps).post(apps::create_app))
+        .route(
+            "/api/apps/{id}",
+            get(apps::get_app)
+                .put(apps::update_app)
+                .delete(apps::delete_app),
+        )
+        .route("/api/apps/{id}/start", post(apps::start_app))
+        .route("/api/apps/{id}/stop", post(apps::stop_app))
+        .route("/api/apps/{id}/extend", post(apps::extend_app))
         .route("/ws", get(crate::mux::ws_handler))
         .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(|| async { "ok" }))
@@ -409,7 +430,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<R
         .await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(n as usize),
+        app.metrics.render(n as usize) + &app.apps.render_metrics(),
     )
         .into_response())
 }

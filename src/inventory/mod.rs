@@ -79,6 +79,8 @@ pub fn delete_all_of(tx: &WriteTransaction, owner: &str) -> Result<(), StoreErro
     store::delete_owned(&mut tx.open_table(CREDENTIALS)?, owner)?;
     store::delete_owned(&mut tx.open_table(KNOWN_HOSTS)?, owner)?;
     store::delete_owned(&mut tx.open_table(store::NETBOX_SETTINGS)?, owner)?;
+    store::delete_owned(&mut tx.open_table(store::APPS)?, owner)?;
+    store::delete_owned(&mut tx.open_table(store::PROJECTS)?, owner)?;
     Ok(())
 }
 

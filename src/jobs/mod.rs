@@ -10,10 +10,12 @@
 //! - `stats`: dashboard statistics;
 //! - `watch`: the `job` channel's source;
 //! - `webhooks`: job events POSTed to configured receivers;
+//! - `external`: jobs another module runs itself (app start/stop), same records and channel;
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
 pub mod device;
+pub mod external;
 pub mod model;
 pub mod routes;
 pub mod runner;

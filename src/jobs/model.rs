@@ -17,6 +17,10 @@ pub enum JobType {
     /// A NetBox import, run by `crate::netbox` through [`super::runner::ExternalJob`]
     /// (not startable through `POST /api/jobs`, so `parse` does not know it).
     NetboxImport,
+    /// Starts an app (`crate::apps`); run by the apps module, not by the worker pool.
+    AppStart,
+    /// Stops an app (`crate::apps`).
+    AppStop,
 }
 
 impl JobType {
@@ -115,6 +119,9 @@ pub struct Target {
 pub struct CommandOutput {
     pub command: String,
     pub output: String,
+    /// App jobs: bytes of output seen in all (`output` keeps only the tail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// A job as stored and as `GET /api/jobs/{id}` returns it.

@@ -242,6 +242,14 @@ pub async fn retry_job(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let old = load_job(&app, &ws, id).await?;
+    if !matches!(old.kind, JobType::ConfigBackup | JobType::Command) {
+        // An import or an app's start/stop is started again from its own screen and
+        // route, where its preconditions are checked (app state, NetBox filters).
+        return Err(ApiError::conflict(
+            "not_retryable",
+            "only config_backup and command jobs can be retried",
+        ));
+    }
     if !old.state.is_done() {
         return Err(ApiError::conflict(
             "job_running",

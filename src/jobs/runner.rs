@@ -48,7 +48,7 @@ pub const INTERRUPTED: &str = "interrupted";
 #[derive(Clone)]
 pub(super) struct LiveJob {
     pub(super) events: broadcast::Sender<(String, Map<String, Value>)>,
-    cancel: watch::Sender<bool>,
+    pub(super) cancel: watch::Sender<bool>,
     pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
@@ -124,16 +124,25 @@ pub fn spawn(app: &Arc<App>, job: Job) {
 pub async fn resume_all(app: &Arc<App>) -> Result<usize, JobError> {
     let mut jobs = app.store.read(model::unfinished).await?;
     for job in &mut jobs {
-        if job.kind == JobType::NetboxImport {
-            // Its work lived in the task that died; the import is all or nothing, so
-            // nothing of it was applied. The job ends failed.
+        if matches!(
+            job.kind,
+            JobType::NetboxImport | JobType::AppStart | JobType::AppStop
+        ) {
+            // Its work lived in the task that died (another module's): an import is all
+            // or nothing, so nothing of it was applied; an app's command is not repeated
+            // blindly (the apps module marks the app failed). The job ends failed.
             interrupt_external(job);
         }
         for t in &mut job.targets {
             if matches!(t.state, TargetState::Running | TargetState::Retrying) {
                 match job.kind {
                     JobType::ConfigBackup => t.state = TargetState::Queued,
-                    JobType::Command | JobType::NetboxImport => {
+                    // An app's start or stop is not repeated blindly either: the
+                    // apps module marks the app failed with the same reason.
+                    JobType::Command
+                    | JobType::NetboxImport
+                    | JobType::AppStart
+                    | JobType::AppStop => {
                         t.state = TargetState::Failed;
                         t.error = Some(TargetError {
                             code: INTERRUPTED.into(),
@@ -623,16 +632,20 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
     let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
     let commands: Vec<String> = match ctx.kind {
         JobType::ConfigBackup => vec![profile.show_config.to_string()],
-        JobType::Command | JobType::NetboxImport => ctx.commands.clone(),
+        JobType::Command | JobType::NetboxImport | JobType::AppStart | JobType::AppStop => {
+            ctx.commands.clone()
+        }
     };
     let result = drive(&conn, profile, &commands, timeout).await;
     conn.disconnect().await;
     let outputs = result?;
     match ctx.kind {
-        JobType::Command | JobType::NetboxImport => Ok(Outcome {
-            output: Some(outputs),
-            config: None,
-        }),
+        JobType::Command | JobType::NetboxImport | JobType::AppStart | JobType::AppStop => {
+            Ok(Outcome {
+                output: Some(outputs),
+                config: None,
+            })
+        }
         JobType::ConfigBackup => {
             let raw = outputs
                 .into_iter()
@@ -690,6 +703,7 @@ async fn drive(
             out.push(CommandOutput {
                 command: c.clone(),
                 output: text,
+                bytes: None,
             });
         }
         return Ok(out);
@@ -707,6 +721,7 @@ async fn drive(
         out.push(CommandOutput {
             command: c.clone(),
             output: text,
+            bytes: None,
         });
     }
     sh.close().await;
@@ -722,7 +737,7 @@ fn interrupt_external(job: &mut Job) {
             t.state = TargetState::Failed;
             t.error = Some(TargetError {
                 code: INTERRUPTED.into(),
-                message: "the gateway stopped during the import; nothing of it was applied".into(),
+                message: "the gateway stopped while this ran; it is not run again (an import applied nothing)".into(),
             });
         }
     }
@@ -800,6 +815,7 @@ impl ExternalJob {
                     t.output = Some(vec![CommandOutput {
                         command: "netbox_import".into(),
                         output: summary,
+                        bytes: None,
                     }]);
                 }
                 Err(_) if cancelled => t.state = TargetState::Cancelled,

@@ -41,6 +41,11 @@ pub fn source(app: &Arc<App>, stored: Job) -> Source {
                     return false;
                 }
             }
+            if let Some((key, event)) = super::external::output_snapshot(&job) {
+                if tx.send(SourceEvent::Progress { key, event }).await.is_err() {
+                    return false;
+                }
+            }
             let (key, event) = job_event(&job);
             tx.send(SourceEvent::Progress { key, event }).await.is_ok()
         };

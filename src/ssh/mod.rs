@@ -856,6 +856,12 @@ impl DeviceConn {
         Ok(channel)
     }
 
+    /// Whether the connection has ended (the peer closed it, or it failed): a cached
+    /// connection that is closed must not be used again.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Ends the connection politely.
     pub async fn disconnect(self) {
         let _ = self

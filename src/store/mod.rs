@@ -61,13 +61,20 @@ pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new
 pub const NETBOX_SETTINGS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("netbox_settings");
 
+/// (workspace key, project id) → project (apps module).
+pub const PROJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("projects");
+/// (workspace key, app id) → app with its state and auto-stop deadline (apps module).
+pub const APPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("apps");
+
 /// The tables whose rows belong to a workspace, keyed (workspace key, id).
-pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 5] = [
+pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 7] = [
     FOLDERS,
     SAVED_SESSIONS,
     CREDENTIALS,
     KNOWN_HOSTS,
     NETBOX_SETTINGS,
+    PROJECTS,
+    APPS,
 ];
 /// (workspace key, id) → tool execution: params, state, times, result, bounded output.
 pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
@@ -197,6 +204,8 @@ impl Store {
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
             tx.open_table(NETBOX_SETTINGS)?;
+            tx.open_table(PROJECTS)?;
+            tx.open_table(APPS)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })

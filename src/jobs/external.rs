@@ -1,0 +1,197 @@
+//! Jobs that another module runs itself (an app's start or stop, `crate::apps`): the
+//! same stored [`Job`] record, the same `GET /api/jobs/{id}`, cancel and `job` channel
+//! as fleet jobs, but the work is one remote command whose output streams live.
+//!
+//! Output travels as `progress` events `{"event":"output","job_id","offset","data"}`
+//! (`offset`: the byte offset of `data` in the command's whole output), keyed
+//! `output:<offset>` so a re-attaching socket gets them again. The job keeps only the
+//! last `cap` bytes of output (the end is where an error is); a watcher that opens the
+//! channel later first gets that tail as one event with `"snapshot":true` and `end`
+//! (the offset just past it): live events with an `offset` below `end` are already in it.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, watch};
+
+use super::model::{self, CommandOutput, Job, JobState, TargetError, TargetState};
+use super::runner::{job_event, target_event, LiveJob};
+use super::JobError;
+use crate::app::App;
+use crate::store;
+
+/// Progress events kept for a lagging watcher (it then resynchronises from the job).
+const PROGRESS_BUFFER: usize = 1024;
+/// Largest `data` of one output event; longer reads are split.
+const OUTPUT_EVENT_BYTES: usize = 4096;
+
+/// A running external job: its owner (the caller) reports through it.
+pub struct ExternalJob {
+    app: Arc<App>,
+    job: Job,
+    live: LiveJob,
+    cancel_rx: watch::Receiver<bool>,
+    /// Total output bytes seen.
+    offset: u64,
+    /// The last `cap` bytes of output.
+    tail: Vec<u8>,
+    cap: usize,
+}
+
+/// The output-tail event for a watcher that opens the channel of an external job.
+pub fn output_snapshot(job: &Job) -> Option<(String, Map<String, Value>)> {
+    if !matches!(job.kind, model::JobType::AppStart | model::JobType::AppStop) {
+        return None;
+    }
+    let out = job.targets.first()?.output.as_ref()?.first()?;
+    let mut m = Map::new();
+    m.insert("event".into(), json!("output"));
+    m.insert("job_id".into(), json!(job.id));
+    m.insert("snapshot".into(), json!(true));
+    m.insert("data".into(), json!(out.output));
+    m.insert("end".into(), json!(out.bytes.unwrap_or(0)));
+    Some(("output".to_string(), m))
+}
+
+impl ExternalJob {
+    /// Registers `job` (already stored, one target) as running here, so its channel
+    /// streams live and `POST /api/jobs/{id}/cancel` reaches [`ExternalJob::cancelled`].
+    pub fn start(app: &Arc<App>, job: Job, cap: usize) -> ExternalJob {
+        let (events, _) = broadcast::channel(PROGRESS_BUFFER);
+        let (cancel, cancel_rx) = watch::channel(job.cancel_requested);
+        let live = LiveJob {
+            events,
+            cancel,
+            snapshot: Arc::new(Mutex::new(job.clone())),
+        };
+        app.jobs.live.insert(job.id.clone(), live.clone());
+        ExternalJob {
+            app: app.clone(),
+            job,
+            live,
+            cancel_rx,
+            offset: 0,
+            tail: Vec::new(),
+            cap: cap.max(1024),
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    fn publish(&self, ev: (String, Map<String, Value>)) {
+        *self.live.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = self.job.clone();
+        let _ = self.live.events.send(ev);
+    }
+
+    async fn persist(&self) {
+        let j = self.job.clone();
+        if let Err(e) = self
+            .app
+            .store
+            .write(move |tx| -> Result<(), JobError> { model::put(tx, &j) })
+            .await
+        {
+            tracing::error!(error = %e, job = %self.job.id, "writing the job failed");
+        }
+    }
+
+    /// The job and its target are running `command`.
+    pub async fn running(&mut self, command: &str) {
+        self.job.state = JobState::Running;
+        if let Some(t) = self.job.targets.first_mut() {
+            t.state = TargetState::Running;
+            t.attempts = 1;
+            t.started_at = Some(store::now());
+            t.output = Some(vec![CommandOutput {
+                command: command.to_string(),
+                output: String::new(),
+                bytes: Some(0),
+            }]);
+        }
+        self.persist().await;
+        self.publish(target_event(&self.job, 0));
+        self.publish(job_event(&self.job));
+    }
+
+    /// Streams a piece of output to watchers and keeps it in the bounded tail.
+    pub fn output(&mut self, data: &[u8]) {
+        for piece in data.chunks(OUTPUT_EVENT_BYTES) {
+            let mut m = Map::new();
+            m.insert("event".into(), json!("output"));
+            m.insert("job_id".into(), json!(self.job.id));
+            m.insert("offset".into(), json!(self.offset));
+            m.insert("data".into(), json!(String::from_utf8_lossy(piece)));
+            let key = format!("output:{}", self.offset);
+            self.offset += piece.len() as u64;
+            self.tail.extend_from_slice(piece);
+            if self.tail.len() > self.cap {
+                // Oldest output goes first: the end of a failed command says why.
+                let cut = self.tail.len() - self.cap;
+                self.tail.drain(..cut);
+            }
+            self.sync_output();
+            self.publish((key, m));
+        }
+    }
+
+    fn sync_output(&mut self) {
+        let dropped = self.offset - self.tail.len() as u64;
+        let mut text = String::new();
+        if dropped > 0 {
+            text.push_str(&format!(
+                "[opsgate: the first {dropped} bytes are not kept]\n"
+            ));
+        }
+        text.push_str(&String::from_utf8_lossy(&self.tail));
+        if let Some(o) = self
+            .job
+            .targets
+            .first_mut()
+            .and_then(|t| t.output.as_mut())
+            .and_then(|o| o.first_mut())
+        {
+            o.output = text;
+            o.bytes = Some(self.offset);
+        }
+    }
+
+    /// The kept output tail as text.
+    pub fn output_tail(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
+
+    /// A receiver that turns `true` when someone cancels the job.
+    pub fn cancel_receiver(&self) -> watch::Receiver<bool> {
+        self.cancel_rx.clone()
+    }
+
+    /// Ends the job: `Ok` succeeded, `Err` failed (or cancelled, code `cancelled`).
+    /// Stores it, tells watchers, and unregisters it.
+    pub async fn finish(mut self, result: Result<(), TargetError>) {
+        let started = self.job.targets.first().and_then(|t| t.started_at);
+        if let Some(t) = self.job.targets.first_mut() {
+            t.duration_ms = started.map(|s| ((store::now() - s).max(0) as u64) * 1000);
+            match result {
+                Ok(()) => t.state = TargetState::Succeeded,
+                Err(e) if e.code == "cancelled" => {
+                    t.state = TargetState::Cancelled;
+                    t.error = Some(e);
+                }
+                Err(e) => {
+                    t.state = TargetState::Failed;
+                    t.error = Some(e);
+                }
+            }
+        }
+        self.job.cancel_requested |= *self.cancel_rx.borrow();
+        self.job.state = self.job.final_state();
+        self.job.finished_at = Some(store::now());
+        self.persist().await;
+        self.publish(target_event(&self.job, 0));
+        self.publish(job_event(&self.job));
+        self.app.jobs.live.remove(&self.job.id);
+    }
+}
