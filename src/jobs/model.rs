@@ -9,7 +9,7 @@ use crate::auth::Role;
 use crate::store::{self, JOBS};
 
 /// What a job does on each target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     ConfigBackup,
@@ -27,7 +27,7 @@ impl JobType {
 }
 
 /// A target's state; progress frames carry the same words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     Queued,
@@ -48,7 +48,7 @@ impl TargetState {
 }
 
 /// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -71,14 +71,14 @@ impl JobState {
 }
 
 /// Why a target failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TargetError {
     pub code: String,
     pub message: String,
 }
 
 /// One target of a job: a saved session of the job's workspace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Target {
     pub session_id: String,
     pub state: TargetState,
@@ -101,14 +101,14 @@ pub struct Target {
 }
 
 /// What one command printed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandOutput {
     pub command: String,
     pub output: String,
 }
 
 /// A job as stored and as `GET /api/jobs/{id}` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     #[serde(rename = "type")]
@@ -134,7 +134,7 @@ pub struct Job {
 }
 
 /// Counts of targets per state: the `job` summary.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub total: usize,
     pub queued: usize,

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::error::ApiResult;
 use crate::inventory::SavedSession;
 use crate::store::{self, SAVED_SESSIONS};
+use crate::http::{WorkspaceHeader, WorkspaceQuery};
 use crate::workspace::Workspace;
 
 const DAY: i64 = 86_400;
@@ -122,6 +123,8 @@ pub fn compute(
 }
 
 /// `GET /api/statistics`
+#[utoipa::path(get, path = "/api/statistics", tag = "system", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Dashboard figures of the workspace", body = crate::http::Statistics)))]
 pub async fn statistics(
     State(app): State<Arc<App>>,
     ws: Workspace,
