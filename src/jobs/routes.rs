@@ -533,6 +533,7 @@ pub async fn diff_configs(
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// 1 to 1000 characters.
+    #[param(example = "hostname")]
     q: String,
     /// Treat `q` as a regular expression (else a plain substring).
     #[serde(default)]
