@@ -215,6 +215,14 @@ async fn the_document_is_valid_openapi_3_1() {
         .expect("meta-schema");
     assert!(!validator.is_valid(&broken));
 
+    // Operation ids are unique (clients generate method names from them).
+    let mut ids = BTreeSet::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for op in item.as_object().expect("item").values() {
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+        }
+    }
     // What the document promises everywhere.
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["session_cookie"]["in"], "cookie");

@@ -164,6 +164,17 @@ pub fn finish(mut doc: Doc, cfg: &Config) -> Doc {
         ),
     );
     for (path, item) in doc.paths.paths.iter_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            readable_summary(op);
+        }
         for (method, op) in [
             ("get", &mut item.get),
             ("post", &mut item.post),
@@ -176,6 +187,34 @@ pub fn finish(mut doc: Doc, cfg: &Config) -> Doc {
         }
     }
     doc
+}
+
+/// Handlers' doc comments start with their route (`` `GET /api/jobs` ``), which utoipa
+/// takes as the summary; the reference page lists operations by summary, so it becomes
+/// the operation id in words ("List jobs") and the route's own text moves to the
+/// description.
+fn readable_summary(op: &mut Operation) {
+    let Some(id) = op.operation_id.as_deref() else {
+        return;
+    };
+    let old = op.summary.take().unwrap_or_default();
+    let mut words = id.replace('_', " ");
+    if let Some(first) = words.get(..1) {
+        words = first.to_uppercase() + &words[1..];
+    }
+    op.summary = Some(words);
+    // What the doc comment says beyond the route itself, e.g. "(rename)".
+    let rest = old
+        .strip_prefix('`')
+        .and_then(|s| s.split_once('`'))
+        .map(|(_, rest)| rest.trim_start_matches([':', ' ']).trim())
+        .unwrap_or(old.as_str());
+    if !rest.is_empty() {
+        op.description = Some(match op.description.take() {
+            Some(d) if !d.is_empty() => format!("{rest}\n\n{d}"),
+            _ => rest.to_string(),
+        });
+    }
 }
 
 /// Adds what an operation shares with every operation of its kind.

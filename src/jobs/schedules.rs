@@ -171,7 +171,7 @@ async fn check_input(app: &Arc<App>, ws: &Workspace, input: &ScheduleInput) -> A
 }
 
 /// `POST /api/schedules`
-#[utoipa::path(post, path = "/api/schedules", tag = "schedules", params(WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
+#[utoipa::path(post, path = "/api/schedules", tag = "schedules", operation_id = "create_schedule", params(WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
     responses((status = 201, description = "Created", body = ScheduleView), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody),
         (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody)))]
 pub async fn create(
@@ -211,7 +211,7 @@ pub async fn create(
 }
 
 /// `GET /api/schedules`
-#[utoipa::path(get, path = "/api/schedules", tag = "schedules", params(WorkspaceQuery, WorkspaceHeader),
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules", operation_id = "list_schedules", params(WorkspaceQuery, WorkspaceHeader),
     responses((status = 200, description = "The workspace's schedules with their next and last runs", body = Vec<ScheduleView>)))]
 pub async fn list(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<impl IntoResponse> {
     let key = ws.scope.key.clone();
@@ -225,7 +225,7 @@ pub async fn list(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<impl 
 }
 
 /// `PUT /api/schedules/{id}`: replaces name, cron, timezone, job and enabled.
-#[utoipa::path(put, path = "/api/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
+#[utoipa::path(put, path = "/api/schedules/{id}", tag = "schedules", operation_id = "update_schedule", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
     responses((status = 200, description = "Replaced", body = ScheduleView), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn update(
     State(app): State<Arc<App>>,
@@ -260,7 +260,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/schedules/{id}`
-#[utoipa::path(delete, path = "/api/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
+#[utoipa::path(delete, path = "/api/schedules/{id}", tag = "schedules", operation_id = "delete_schedule", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
     responses((status = 204, description = "Deleted (jobs it started stay)"), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
@@ -289,7 +289,7 @@ pub async fn delete(
 }
 
 /// `POST /api/schedules/{id}/run-now`: starts its job now → 202 `{"id"}` (the job's).
-#[utoipa::path(post, path = "/api/schedules/{id}/run-now", tag = "schedules", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
+#[utoipa::path(post, path = "/api/schedules/{id}/run-now", tag = "schedules", operation_id = "run_schedule_now", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
     responses((status = 202, description = "Its job started", body = JobStarted), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn run_now(
     State(app): State<Arc<App>>,
