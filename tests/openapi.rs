@@ -62,7 +62,13 @@ fn routes_registered_outside_the_document() -> BTreeSet<(String, String)> {
                 .expect("rel")
                 .display()
                 .to_string();
-            for call in [".route(", ".route_service(", ".nest(", ".nest_service(", ".merge("] {
+            for call in [
+                ".route(",
+                ".route_service(",
+                ".nest(",
+                ".nest_service(",
+                ".merge(",
+            ] {
                 for (i, _) in text.match_indices(call) {
                     let rest = text[i + call.len()..].trim_start();
                     let arg: String = rest.chars().take_while(|c| *c != ',').collect();
@@ -112,8 +118,7 @@ async fn the_document_and_the_router_list_the_same_routes() {
             let status = r.status.as_u16();
             if documented {
                 assert_ne!(
-                    status,
-                    405,
+                    status, 405,
                     "{m} {path} is documented but the router has no such method"
                 );
                 let fallback =
@@ -124,8 +129,7 @@ async fn the_document_and_the_router_list_the_same_routes() {
                 );
                 let op = &item[m];
                 assert!(
-                    op["responses"].get(status.to_string()).is_some()
-                        || path == "/ws",
+                    op["responses"].get(status.to_string()).is_some() || path == "/ws",
                     "{m} {path} answered {status}, which it does not document: {}",
                     r.text()
                 );
@@ -245,7 +249,8 @@ async fn the_document_is_valid_openapi_3_1() {
             }
             for (status, resp) in op["responses"].as_object().expect("responses") {
                 if status.starts_with('4') || status.starts_with('5') {
-                    if let Some(schema) = resp["content"]["application/json"]["schema"].get("$ref") {
+                    if let Some(schema) = resp["content"]["application/json"]["schema"].get("$ref")
+                    {
                         assert_eq!(
                             schema, "#/components/schemas/ErrorBody",
                             "{m} {path} {status}"
@@ -260,7 +265,12 @@ async fn the_document_is_valid_openapi_3_1() {
         }
     }
     // Workspace-scoped routes take the selector in both forms.
-    for path in ["/api/sessions", "/api/jobs", "/api/configs", "/api/statistics"] {
+    for path in [
+        "/api/sessions",
+        "/api/jobs",
+        "/api/configs",
+        "/api/statistics",
+    ] {
         let names: Vec<String> = doc["paths"][path]["get"]["parameters"]
             .as_array()
             .expect("params")
@@ -329,7 +339,10 @@ async fn seed(server: &Server, admin: &Client) -> (BTreeMap<&'static str, String
     let configs = admin.get("/api/configs").await.json();
     ids.insert(
         "config",
-        configs[0]["id"].as_str().expect("a config version").to_string(),
+        configs[0]["id"]
+            .as_str()
+            .expect("a config version")
+            .to_string(),
     );
 
     admin
@@ -343,9 +356,10 @@ async fn seed(server: &Server, admin: &Client) -> (BTreeMap<&'static str, String
 
     // A tool run, if ping is installed here (the list is documented either way).
     let tools = admin.get("/api/tools").await.json();
-    let ping_ready = tools["tools"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["name"] == "ping" && t["available"] == true));
+    let ping_ready = tools["tools"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["name"] == "ping" && t["available"] == true)
+    });
     if ping_ready {
         let r = admin
             .post(
@@ -354,9 +368,18 @@ async fn seed(server: &Server, admin: &Client) -> (BTreeMap<&'static str, String
             )
             .await;
         r.assert_status(202);
-        ids.insert("execution", r.json()["id"].as_str().expect("id").to_string());
+        ids.insert(
+            "execution",
+            r.json()["id"].as_str().expect("id").to_string(),
+        );
     }
-    (ids, Seeded { _sshd: sshd, _ws: w })
+    (
+        ids,
+        Seeded {
+            _sshd: sshd,
+            _ws: w,
+        },
+    )
 }
 
 /// What must live while the answers are checked: the device's sshd (stopped on drop)
@@ -513,7 +536,10 @@ async fn every_documented_get_answers_as_documented() {
     eprintln!("checked {} documented GETs: {checked:?}", checked.len());
     // The seeded data shows up (the answers were not all empty lists).
     let sessions = admin.get("/api/sessions").await.json();
-    assert_eq!(sessions["folders"][0]["sessions"][0]["display_name"], "gw-linux");
+    assert_eq!(
+        sessions["folders"][0]["sessions"][0]["display_name"],
+        "gw-linux"
+    );
     let hosts = admin.get("/api/known-hosts").await.json();
     assert_eq!(hosts.as_array().map(Vec::len), Some(1));
     let channels = admin.get("/api/channels").await.json();
@@ -539,10 +565,7 @@ async fn the_reference_page_is_served_under_the_csp() {
         .and_then(|s| s.split('"').next())
         .expect("a script tag");
     assert!(script.starts_with("../assets/"), "{script}");
-    let js = server
-        .client()
-        .get(&format!("/api/{script}"))
-        .await;
+    let js = server.client().get(&format!("/api/{script}")).await;
     js.assert_status(200);
     assert!(js.body.len() > 100_000, "the renderer is bundled");
 }

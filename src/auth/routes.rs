@@ -15,8 +15,8 @@ use super::{AdminUser, CurrentUser, LoginInfo, Role, UserError, LOGIN_KEY};
 use crate::app::App;
 use crate::audit;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ErrorBody;
 use crate::http::ApiJson;
+use crate::http::ErrorBody;
 use crate::store::{self, StoreError};
 
 /// `POST /api/auth/login` JSON body (or send none and an `Authorization: Basic` header).

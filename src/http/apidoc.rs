@@ -22,9 +22,9 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Serialize;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -221,7 +221,11 @@ fn readable_summary(op: &mut Operation) {
 fn shared_answers(path: &str, method: &str, op: &mut Operation) {
     // `security` left unset means the document's default (the cookie): authenticated.
     if op.security.is_none() {
-        add_error(op, 401, "`unauthenticated`: no valid session (log in first).");
+        add_error(
+            op,
+            401,
+            "`unauthenticated`: no valid session (log in first).",
+        );
     }
     let params = op.parameters.get_or_insert_with(Vec::new);
     let scoped = params
@@ -376,7 +380,10 @@ impl ApiDocument {
 pub async fn openapi_json(Extension(doc): Extension<Arc<ApiDocument>>) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         doc.json.clone(),

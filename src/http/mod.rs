@@ -33,8 +33,8 @@ use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Ro
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
 use crate::jobs::routes as jobs;
-use crate::store::{StoreError, HTTP_SESSIONS};
 use crate::jobs::schedules;
+use crate::store::{StoreError, HTTP_SESSIONS};
 use crate::tools::routes as tools;
 use crate::workspace::{self, routes as teams};
 use utoipa::OpenApi;

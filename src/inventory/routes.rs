@@ -12,10 +12,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::credentials::{self, CredentialInput, CredentialView};
-use super::known_hosts::KnownHost;
-use super::sessions::SavedSession;
 use super::csv_import;
 use super::known_hosts;
+use super::known_hosts::KnownHost;
+use super::sessions::SavedSession;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
 use super::InventoryError;

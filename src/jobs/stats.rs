@@ -14,9 +14,9 @@ use super::model::{self, JobType, TargetState};
 use super::{configs, JobError};
 use crate::app::App;
 use crate::error::ApiResult;
+use crate::http::{WorkspaceHeader, WorkspaceQuery};
 use crate::inventory::SavedSession;
 use crate::store::{self, SAVED_SESSIONS};
-use crate::http::{WorkspaceHeader, WorkspaceQuery};
 use crate::workspace::Workspace;
 
 const DAY: i64 = 86_400;

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::source::{OpenError, Source};
 use crate::http::{ErrorBody, WorkspaceHeader, WorkspaceQuery};
+use crate::source::{OpenError, Source};
 use crate::workspace::Workspace;
 
 /// `GET /api/tools` filters.
