@@ -7,7 +7,6 @@
 // otherwise adds "Open Sans" from a font CDN), the document comes from the
 // same origin, and the server list is the document's own (relative to this origin).
 import './docs-csp';
-import './csp';
 import 'rapidoc';
 import './docs.css';
 
