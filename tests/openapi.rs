@@ -264,6 +264,21 @@ async fn the_document_is_valid_openapi_3_1() {
             }
         }
     }
+    // Every path parameter and required query parameter has an example (a complete
+    // example request for every operation).
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (m, op) in item.as_object().expect("item") {
+            for p in op["parameters"].as_array().cloned().unwrap_or_default() {
+                if p["in"] == "path" || p["required"] == true {
+                    assert!(
+                        p.get("example").is_some(),
+                        "{m} {path}: {} has no example",
+                        p["name"]
+                    );
+                }
+            }
+        }
+    }
     // Workspace-scoped routes take the selector in both forms.
     for path in [
         "/api/sessions",

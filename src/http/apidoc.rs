@@ -231,6 +231,11 @@ fn shared_answers(path: &str, method: &str, op: &mut Operation) {
     let scoped = params
         .iter()
         .any(|p| matches!(p, RefOr::T(p) if p.name == "workspace"));
+    for p in params.iter_mut() {
+        if let RefOr::T(p) = p {
+            give_example(p);
+        }
+    }
     if method != "get" {
         params.push(RefOr::T(origin_header()));
         add_error(
@@ -292,6 +297,29 @@ fn shared_answers(path: &str, method: &str, op: &mut Operation) {
         );
     }
     add_error(op, 500, "`internal`: a server fault; see the gateway log.");
+}
+
+/// Gives a path parameter, or a required query parameter, an example if its attribute
+/// has none, so every operation shows a complete example request. Ids are 32 hex digits
+/// (`store::new_id`); `tests/openapi.rs` sends real ones from its seeded inventory.
+fn give_example(p: &mut Parameter) {
+    let needed =
+        matches!(p.parameter_in, ParameterIn::Path) || matches!(p.required, Required::True);
+    let has = serde_json::to_value(&*p)
+        .ok()
+        .is_some_and(|v| v.get("example").is_some());
+    if !needed || has {
+        return;
+    }
+    let example = match p.name.as_str() {
+        "username" => "alice",
+        "name" => "Core",
+        _ => "3f2a9c0e5b7d41a8a6c2e9f01b4d7c55",
+    };
+    let built = ParameterBuilder::from(p.clone())
+        .example(Some(serde_json::json!(example)))
+        .build();
+    *p = built;
 }
 
 /// The `X-Requested-With` header parameter of every write.
