@@ -72,7 +72,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     request_body(content = LoginBody, description = "Or an empty body and `Authorization: Basic`"),
     responses(
         (status = 200, description = "Logged in; sets the session cookie (a fresh id)", body = LoginAnswer),
-        (status = 400, description = "`missing_credentials`: neither a body nor Basic credentials; `invalid_credentials_format`: username over 128 or password over 1024 bytes.", body = ErrorBody),
+        (status = 400, description = "`missing_credentials`: neither a body nor Basic credentials; `invalid_json`: a body that is not `{\"username\",\"password\"}`; `invalid_credentials_format`: username over 128 or password over 1024 bytes.", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`: wrong username or password.", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many failed logins from this address or for this user; see `Retry-After`.", body = ErrorBody),
     ))]

@@ -265,10 +265,12 @@ fn shared_answers(path: &str, method: &str, op: &mut Operation) {
             );
         }
     }
-    let json_body = op
-        .request_body
-        .as_ref()
-        .is_some_and(|b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")));
+    // The login reads its body itself (it may be empty, for Basic): its JSON errors are
+    // on its own attribute.
+    let json_body = path != "/api/auth/login"
+        && op.request_body.as_ref().is_some_and(
+            |b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")),
+        );
     if json_body {
         add_error(
             op,

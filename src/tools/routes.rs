@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ErrorBody, WorkspaceHeader, WorkspaceQuery};
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::source::{OpenError, Source};
 use crate::workspace::Workspace;
 
@@ -147,7 +147,7 @@ pub async fn execute(
     State(app): State<Arc<App>>,
     ws: Workspace,
     Path(name): Path<String>,
-    Json(body): Json<ExecuteBody>,
+    ApiJson(body): ApiJson<ExecuteBody>,
 ) -> ApiResult<impl IntoResponse> {
     let run = app
         .tools
