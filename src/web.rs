@@ -130,6 +130,16 @@ mod tests {
     }
 
     #[test]
+    fn the_build_has_the_api_reference_page() {
+        let page = Dist::get("docs.html").expect("web/dist/docs.html");
+        let text = String::from_utf8_lossy(&page.data);
+        assert!(text.contains(NONCE_PLACEHOLDER));
+        assert!(!text.contains("<script>"));
+        // Its asset links are the ones `docs_page` moves one level up.
+        assert!(text.contains("\"./assets/"));
+    }
+
+    #[test]
     fn content_types() {
         assert_eq!(
             content_type("index-abc.js"),
