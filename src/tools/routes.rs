@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use opsgate_protocol::codes;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::App;
 use crate::auth::{CurrentUser, Role};
@@ -27,14 +27,15 @@ pub struct ToolQuery {
     pub enabled: Option<bool>,
 }
 
-/// A tool as the registry describes it (`super::Tool::describe`, built as JSON there;
-/// `tests/openapi.rs` checks the gateway's real answers against this schema).
+/// A tool as the registry describes it (`super::Tool::describe`).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ToolDescription {
-    #[schema(example = "ping")]
-    pub name: String,
-    pub description: String,
-    pub category: String,
+    #[schema(value_type = String, example = "ping")]
+    pub name: &'static str,
+    #[schema(value_type = String)]
+    pub description: &'static str,
+    #[schema(value_type = String)]
+    pub category: &'static str,
     /// JSON Schema of `params` (an object schema).
     #[schema(value_type = Object)]
     pub params: Value,
@@ -45,7 +46,8 @@ pub struct ToolDescription {
     pub available: bool,
     pub admin_only: bool,
     pub timeout_secs: u64,
-    pub concurrency: Option<usize>,
+    /// Runs of this tool at once, gateway-wide.
+    pub concurrency: usize,
 }
 
 /// `GET /api/tools`.
@@ -85,8 +87,8 @@ pub async fn list_tools(
     State(app): State<Arc<App>>,
     _user: CurrentUser,
     Query(q): Query<ToolQuery>,
-) -> ApiResult<Json<Value>> {
-    let tools: Vec<Value> = app
+) -> ApiResult<Json<ToolList>> {
+    let tools: Vec<ToolDescription> = app
         .tools
         .all()
         .iter()
@@ -94,7 +96,7 @@ pub async fn list_tools(
         .filter(|t| q.enabled.is_none_or(|e| t.enabled == e))
         .map(|t| t.describe())
         .collect();
-    Ok(Json(json!({ "tools": tools })))
+    Ok(Json(ToolList { tools }))
 }
 
 /// `GET /api/tools/{name}`.
@@ -105,7 +107,7 @@ pub async fn get_tool(
     State(app): State<Arc<App>>,
     _user: CurrentUser,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ToolDescription>> {
     app.tools
         .get(&name)
         .map(|t| Json(t.describe()))
