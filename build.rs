@@ -10,6 +10,7 @@ use std::process::Command;
 const WATCHED: &[&str] = &[
     "web/src",
     "web/index.html",
+    "web/docs.html",
     "web/package.json",
     "web/package-lock.json",
     "web/vite.config.ts",

@@ -40,7 +40,7 @@ pub fn unknown_name_detail(tx: &WriteTransaction, typed: &str) -> Result<String,
 }
 
 /// One audit record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub seq: u64,
     /// Unix seconds.

@@ -56,6 +56,32 @@ pub async fn index() -> Response {
     resp
 }
 
+/// The API reference page (`web/docs.html`, a second Vite entry), under the console's
+/// CSP with its own nonce. It is served at `{base}/api/docs`, one level below where Vite's
+/// relative `./assets/` links expect the page to be, so they are rewritten to `../assets/`.
+pub fn docs_page() -> Response {
+    let Some(file) = Dist::get("docs.html") else {
+        return ApiError::internal("web/dist/docs.html is missing from the build").into_response();
+    };
+    let nonce = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let html = String::from_utf8_lossy(&file.data)
+        .replace(NONCE_PLACEHOLDER, &nonce)
+        .replace("\"./assets/", "\"../assets/");
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&page_csp(&nonce)) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
 /// `GET {base}/assets/{*path}`: a hashed build file.
 pub async fn asset(Path(path): Path<String>) -> Response {
     let Some(file) = Dist::get(&format!("assets/{path}")) else {
@@ -101,6 +127,16 @@ mod tests {
         assert!(text.contains(NONCE_PLACEHOLDER));
         // No inline script: every script comes from a file.
         assert!(!text.contains("<script>"));
+    }
+
+    #[test]
+    fn the_build_has_the_api_reference_page() {
+        let page = Dist::get("docs.html").expect("web/dist/docs.html");
+        let text = String::from_utf8_lossy(&page.data);
+        assert!(text.contains(NONCE_PLACEHOLDER));
+        assert!(!text.contains("<script>"));
+        // Its asset links are the ones `docs_page` moves one level up.
+        assert!(text.contains("\"./assets/"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::store::{self, APPS, PROJECTS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
 /// A group of apps (e.g. "staging", "demo").
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     pub id: String,
     pub name: String,
@@ -27,7 +27,7 @@ pub struct Project {
 }
 
 /// `POST /api/projects` and `PUT /api/projects/{id}` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectInput {
     pub name: String,
@@ -36,7 +36,7 @@ pub struct ProjectInput {
 }
 
 /// How an app is started and stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppKind {
     /// `docker compose up -d` / `down` in `cd_path`.
@@ -47,7 +47,7 @@ pub enum AppKind {
 }
 
 /// An app's state (see the module comment for the transitions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AppStatus {
     Stopped,
@@ -58,7 +58,7 @@ pub enum AppStatus {
 }
 
 /// An app: a compose project (or systemd unit) on a server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManagedApp {
     pub id: String,
     pub name: String,
@@ -97,7 +97,7 @@ pub struct ManagedApp {
 }
 
 /// `POST /api/apps` and `PUT /api/apps/{id}` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppInput {
     pub name: String,

@@ -48,7 +48,7 @@ const MAX_STATUS_OUTPUT: usize = 64 * 1024;
 type ServerKey = (String, String);
 
 /// Whether a server answered its last check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reachability {
     Online,
@@ -58,14 +58,14 @@ pub enum Reachability {
 }
 
 /// Why a check failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckError {
     pub code: String,
     pub message: String,
 }
 
 /// A server's last known status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServerStatus {
     pub status: Reachability,
     pub running_containers: Option<u64>,

@@ -17,12 +17,12 @@ use super::state::{self, Trigger};
 use super::{control, AppsError};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::store;
 use crate::workspace::Workspace;
 
 /// A server as `GET /api/servers` shows it: the saved session's address and its status.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerView {
     pub id: String,
     pub display_name: String,
@@ -36,19 +36,19 @@ pub struct ServerView {
 }
 
 /// `GET /api/servers` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerList {
     pub servers: Vec<ServerView>,
 }
 
 /// `GET /api/projects` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectList {
     pub projects: Vec<ProjectView>,
 }
 
 /// A project with how many apps it holds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
     #[serde(flatten)]
     pub project: Project,
@@ -56,7 +56,7 @@ pub struct ProjectView {
 }
 
 /// An app with the seconds left before its auto-stop.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppView {
     #[serde(flatten)]
     pub app: ManagedApp,
@@ -75,13 +75,13 @@ impl From<ManagedApp> for AppView {
 }
 
 /// `GET /api/apps` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppList {
     pub apps: Vec<AppView>,
 }
 
 /// 202 answer of start and stop.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The job that runs the command; follow it on a `job` channel.
     pub job_id: String,
@@ -91,26 +91,28 @@ pub struct Accepted {
 }
 
 /// `DELETE /api/projects/{id}` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteProjectQuery {
     #[serde(default)]
     pub cascade: bool,
 }
 
 /// `DELETE /api/projects/{id}` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectDeleted {
     pub deleted_apps: usize,
 }
 
 /// `GET /api/apps` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AppQuery {
     pub project_id: Option<String>,
 }
 
 /// `POST /api/apps/{id}/extend` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendInput {
     pub minutes: u32,
@@ -121,6 +123,8 @@ fn minute_secs(app: &App) -> i64 {
 }
 
 /// `GET /api/servers`
+#[utoipa::path(get, path = "/api/servers", tag = "apps", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The workspace's `linux` saved sessions with their last status", body = ServerList)))]
 pub async fn list_servers(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -148,6 +152,8 @@ pub async fn list_servers(
 
 /// `GET /api/servers/{id}/status`: checks now (at most once per
 /// `check_min_interval_secs` per server; within it, the last result).
+#[utoipa::path(get, path = "/api/servers/{id}/status", tag = "apps", params(("id" = String, Path, description = "Server (saved session) id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Checked now (at most once per `check_min_interval_secs`; within it, the last result)", body = ServerStatus), (status = 404, description = "`not_found`: no such linux saved session in the workspace.", body = ErrorBody)))]
 pub async fn server_status(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -160,6 +166,8 @@ pub async fn server_status(
 }
 
 /// `GET /api/projects`
+#[utoipa::path(get, path = "/api/projects", tag = "apps", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The workspace's projects", body = ProjectList)))]
 pub async fn list_projects(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -182,6 +190,8 @@ pub async fn list_projects(
 }
 
 /// `POST /api/projects` → 201
+#[utoipa::path(post, path = "/api/projects", tag = "apps", params(WorkspaceQuery, WorkspaceHeader), request_body = ProjectInput,
+    responses((status = 201, description = "Created", body = ProjectView), (status = 400, description = "`invalid_name`, `limit_reached`: see the message.", body = ErrorBody), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody)))]
 pub async fn create_project(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -196,6 +206,8 @@ pub async fn create_project(
 }
 
 /// `PUT /api/projects/{id}`
+#[utoipa::path(put, path = "/api/projects/{id}", tag = "apps", params(("id" = String, Path, description = "Project id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader), request_body = ProjectInput,
+    responses((status = 200, description = "Replaced", body = ProjectView), (status = 400, description = "`invalid_name`: see the message.", body = ErrorBody), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such project in the workspace.", body = ErrorBody)))]
 pub async fn update_project(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -211,6 +223,9 @@ pub async fn update_project(
 }
 
 /// `DELETE /api/projects/{id}[?cascade=true]`
+#[utoipa::path(delete, path = "/api/projects/{id}", tag = "apps", params(("id" = String, Path, description = "Project id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), DeleteProjectQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Deleted, with the apps it held when `cascade`", body = ProjectDeleted), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such project in the workspace.", body = ErrorBody),
+        (status = 409, description = "`project_not_empty`: it holds apps (use `?cascade=true`); `app_busy`: one of its apps is starting or stopping.", body = ErrorBody)))]
 pub async fn delete_project(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -226,6 +241,8 @@ pub async fn delete_project(
 }
 
 /// `GET /api/apps[?project_id=]`
+#[utoipa::path(get, path = "/api/apps", tag = "apps", params(AppQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The workspace's apps with their state and auto-stop time left", body = AppList)))]
 pub async fn list_apps(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -242,6 +259,8 @@ pub async fn list_apps(
 }
 
 /// `GET /api/apps/{id}`
+#[utoipa::path(get, path = "/api/apps/{id}", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The app", body = AppView), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody)))]
 pub async fn get_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -256,6 +275,8 @@ pub async fn get_app(
 }
 
 /// `POST /api/apps` → 201
+#[utoipa::path(post, path = "/api/apps", tag = "apps", params(WorkspaceQuery, WorkspaceHeader), request_body = AppInput,
+    responses((status = 201, description = "Created (stopped)", body = AppView), (status = 400, description = "`invalid_name`, `invalid_cd_path`, `invalid_unit`, `invalid_app_url`, `invalid_auto_stop`, `invalid_server`, `invalid_project`, `limit_reached`: see the message.", body = ErrorBody), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody)))]
 pub async fn create_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -270,6 +291,9 @@ pub async fn create_app(
 }
 
 /// `PUT /api/apps/{id}`
+#[utoipa::path(put, path = "/api/apps/{id}", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader), request_body = AppInput,
+    responses((status = 200, description = "Replaced", body = AppView), (status = 400, description = "`invalid_name`, `invalid_cd_path`, `invalid_unit`, `invalid_app_url`, `invalid_auto_stop`, `invalid_server`, `invalid_project`, `limit_reached`: see the message.", body = ErrorBody), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody),
+        (status = 409, description = "`app_busy`: it is starting or stopping.", body = ErrorBody)))]
 pub async fn update_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -285,6 +309,9 @@ pub async fn update_app(
 }
 
 /// `DELETE /api/apps/{id}` → 204
+#[utoipa::path(delete, path = "/api/apps/{id}", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted (it is not stopped first)"), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody),
+        (status = 409, description = "`app_busy`: it is starting or stopping.", body = ErrorBody)))]
 pub async fn delete_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -315,6 +342,9 @@ async fn launch(
 }
 
 /// `POST /api/apps/{id}/start` → 202 `{"job_id","id","app"}`
+#[utoipa::path(post, path = "/api/apps/{id}/start", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 202, description = "Starting: `docker compose up -d` (or `systemctl start`) runs as a job; follow it on a `job` channel", body = Accepted), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody),
+        (status = 409, description = "`app_running`: already running; `app_busy`: starting or stopping.", body = ErrorBody)))]
 pub async fn start_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -324,6 +354,9 @@ pub async fn start_app(
 }
 
 /// `POST /api/apps/{id}/stop` → 202 `{"job_id","id","app"}`
+#[utoipa::path(post, path = "/api/apps/{id}/stop", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 202, description = "Stopping: `docker compose down` (or `systemctl stop`) runs as a job", body = Accepted), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody),
+        (status = 409, description = "`app_stopped`: already stopped; `app_busy`: starting or stopping.", body = ErrorBody)))]
 pub async fn stop_app(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -333,6 +366,9 @@ pub async fn stop_app(
 }
 
 /// `POST /api/apps/{id}/extend {"minutes"}`
+#[utoipa::path(post, path = "/api/apps/{id}/extend", tag = "apps", params(("id" = String, Path, description = "App id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader), request_body = ExtendInput,
+    responses((status = 200, description = "The auto-stop deadline moved", body = AppView), (status = 400, description = "`invalid_minutes`: see the message.", body = ErrorBody), (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 404, description = "`not_found`: no such app in the workspace.", body = ErrorBody),
+        (status = 409, description = "`not_running`: only a running app with auto-stop has a deadline.", body = ErrorBody)))]
 pub async fn extend_app(
     State(app): State<Arc<App>>,
     ws: Workspace,

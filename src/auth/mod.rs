@@ -23,7 +23,9 @@ use crate::audit;
 use crate::store::{self, StoreError, HTTP_SESSIONS, USERS};
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read-only: can watch jobs and configs, can open no terminal.

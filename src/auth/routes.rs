@@ -9,7 +9,6 @@ use axum::Json;
 use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 use tower_sessions::Session;
 
 use super::{AdminUser, CurrentUser, LoginInfo, Role, UserError, LOGIN_KEY};
@@ -17,13 +16,41 @@ use crate::app::App;
 use crate::audit;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ApiJson;
+use crate::http::ErrorBody;
 use crate::store::{self, StoreError};
 
-#[derive(Deserialize)]
+/// `POST /api/auth/login` JSON body (or send none and an `Authorization: Basic` header).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub struct LoginBody {
     username: String,
     password: String,
+}
+
+/// Who logged in (`POST /api/auth/login`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LoginAnswer {
+    pub username: String,
+    pub role: Role,
+}
+
+/// The current login (`GET /api/auth/status`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LoginStatus {
+    pub username: String,
+    pub role: Role,
+    /// RFC 3339: when the session ends unless used (idle timeout) or at the latest
+    /// (absolute timeout), whichever comes first.
+    pub expires_at: String,
+}
+
+/// A user account as the API shows it (never the password hash).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    pub username: String,
+    pub role: Role,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -40,6 +67,15 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// `POST /api/auth/login`
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    security((), ("basic" = [])),
+    request_body(content = LoginBody, description = "Or an empty body and `Authorization: Basic`"),
+    responses(
+        (status = 200, description = "Logged in; sets the session cookie (a fresh id)", body = LoginAnswer),
+        (status = 400, description = "`missing_credentials`: neither a body nor Basic credentials; `invalid_json`: a body that is not `{\"username\",\"password\"}`; `invalid_credentials_format`: username over 128 or password over 1024 bytes.", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: wrong username or password.", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed logins from this address or for this user; see `Retry-After`.", body = ErrorBody),
+    ))]
 pub async fn login(
     State(app): State<Arc<App>>,
     session: Session,
@@ -139,12 +175,15 @@ pub async fn login(
             audit::record(tx, audit::Entry::new(&u, "login").ip(Some(ip2)))
         })
         .await?;
-    Ok(Json(
-        json!({"username": user.username, "role": user.role.as_str()}),
-    ))
+    Ok(Json(LoginAnswer {
+        username: user.username,
+        role: user.role,
+    }))
 }
 
 /// `GET /api/auth/status`
+#[utoipa::path(get, path = "/api/auth/status", tag = "auth",
+    responses((status = 200, description = "The current login", body = LoginStatus)))]
 pub async fn status(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -156,14 +195,16 @@ pub async fn status(
     let expires = expires
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "username": user.username,
-        "role": user.role.as_str(),
-        "expires_at": expires,
-    })))
+    Ok(Json(LoginStatus {
+        username: user.username,
+        role: user.role,
+        expires_at: expires,
+    }))
 }
 
 /// `POST /api/auth/logout`: ends the login and every socket and channel of it.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 204, description = "Logged out; every socket and channel of the login is closed")))]
 pub async fn logout(State(app): State<Arc<App>>, user: CurrentUser) -> ApiResult<StatusCode> {
     user.session.flush().await.map_err(ApiError::internal)?;
     app.mux.close_login(&user.login.login_id, "logged_out");
@@ -176,11 +217,20 @@ pub async fn logout(State(app): State<Arc<App>>, user: CurrentUser) -> ApiResult
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn user_json(u: &super::User) -> serde_json::Value {
-    json!({"username": u.username, "role": u.role.as_str(), "created_at": u.created_at})
+fn user_json(u: &super::User) -> UserView {
+    UserView {
+        username: u.username.clone(),
+        role: u.role,
+        created_at: u.created_at,
+    }
 }
 
 /// `GET /api/users`
+#[utoipa::path(get, path = "/api/users", tag = "users",
+    responses(
+        (status = 200, description = "Every user", body = Vec<UserView>),
+        (status = 403, description = "`forbidden`: admins only.", body = ErrorBody),
+    ))]
 pub async fn list_users(
     State(app): State<Arc<App>>,
     _admin: AdminUser,
@@ -192,7 +242,8 @@ pub async fn list_users(
     Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/users` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     username: String,
@@ -201,6 +252,14 @@ pub struct NewUser {
 }
 
 /// `POST /api/users`
+#[utoipa::path(post, path = "/api/users", tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "`invalid_username`, `weak_password`: see the message.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admins only.", body = ErrorBody),
+        (status = 409, description = "`user_exists`: the name is taken.", body = ErrorBody),
+    ))]
 pub async fn create_user(
     State(app): State<Arc<App>>,
     AdminUser(admin): AdminUser,
@@ -221,7 +280,8 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user_json(&user))))
 }
 
-#[derive(Deserialize)]
+/// `PUT /api/users/{username}` body: what to change.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     password: Option<String>,
@@ -229,6 +289,16 @@ pub struct UserChange {
 }
 
 /// `PUT /api/users/{username}`
+#[utoipa::path(put, path = "/api/users/{username}", tag = "users",
+    params(("username" = String, Path, description = "The user")),
+    request_body = UserChange,
+    responses(
+        (status = 200, description = "Changed; the user's sockets are closed if the role or password changed", body = UserView),
+        (status = 400, description = "`weak_password`: see the message.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: admins only.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+        (status = 409, description = "`last_admin`: the last admin keeps the admin role.", body = ErrorBody),
+    ))]
 pub async fn update_user(
     State(app): State<Arc<App>>,
     AdminUser(admin): AdminUser,
@@ -260,6 +330,14 @@ pub async fn update_user(
 }
 
 /// `DELETE /api/users/{username}`
+#[utoipa::path(delete, path = "/api/users/{username}", tag = "users",
+    params(("username" = String, Path, description = "The user")),
+    responses(
+        (status = 204, description = "Deleted; the user's sockets are closed"),
+        (status = 403, description = "`forbidden`: admins only.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+        (status = 409, description = "`last_admin`: the last admin cannot be deleted.", body = ErrorBody),
+    ))]
 pub async fn delete_user(
     State(app): State<Arc<App>>,
     AdminUser(admin): AdminUser,

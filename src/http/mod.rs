@@ -1,11 +1,15 @@
 //! The HTTP edge: routes, the JSON error shape for every rejection, the origin check,
 //! the host check, request ids, the API rate limit, security headers and the body limit.
 
+mod apidoc;
 mod context;
 mod hosts;
 mod rate;
 mod serve;
 
+pub use apidoc::{
+    ApiDoc, ErrorBody, ErrorDetail, Statistics, SystemStats, WorkspaceHeader, WorkspaceQuery,
+};
 pub use context::{record_login, RequestId, RequestSpan};
 pub use hosts::{HostPolicy, ListenPort};
 pub use serve::{raise_fd_limit, serve};
@@ -17,8 +21,8 @@ use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tower_sessions::cookie::SameSite;
@@ -30,9 +34,14 @@ use crate::auth::{self, routes as auth_routes, CurrentUser, RedbSessionStore, Ro
 use crate::error::{error_json, ApiError, ApiResult};
 use crate::inventory::routes as inv;
 use crate::jobs::routes as jobs;
+use crate::jobs::schedules;
 use crate::netbox::routes as netbox;
 use crate::store::{StoreError, HTTP_SESSIONS};
+use crate::tools::routes as tools;
 use crate::workspace::{self, routes as teams};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// `Json<T>` whose rejections use the JSON error shape.
 pub struct ApiJson<T>(pub T);
@@ -99,137 +108,91 @@ pub fn router(app: Arc<App>) -> Router {
     let hosts = Arc::new(HostPolicy::new(cfg));
     let trusted = Arc::new(cfg.trusted_proxies.clone());
 
-    let api = Router::new()
-        .route("/api/auth/login", post(auth_routes::login))
-        .route("/api/auth/status", get(auth_routes::status))
-        .route("/api/auth/logout", post(auth_routes::logout))
-        .route(
-            "/api/users",
-            get(auth_routes::list_users).post(auth_routes::create_user),
-        )
-        .route(
-            "/api/users/{username}",
-            put(auth_routes::update_user).delete(auth_routes::delete_user),
-        )
-        .route(
-            "/api/sessions",
-            get(inv::list_sessions).post(inv::create_session),
-        )
-        .route("/api/sessions/export", get(inv::export_sessions))
-        .route("/api/sessions/import", post(inv::import_sessions))
-        .route("/api/sessions/import/template.csv", get(inv::csv_template))
-        .route(
-            "/api/sessions/{id}",
-            get(inv::get_session)
-                .put(inv::update_session)
-                .delete(inv::delete_session),
-        )
-        .route("/api/folders", post(inv::create_folder))
-        .route(
-            "/api/folders/{name}",
-            put(inv::rename_folder).delete(inv::delete_folder),
-        )
-        .route(
-            "/api/credentials",
-            get(inv::list_credentials).post(inv::create_credential),
-        )
-        .route(
-            "/api/credentials/{id}",
-            put(inv::update_credential).delete(inv::delete_credential),
-        )
-        .route("/api/known-hosts", get(inv::list_known_hosts))
-        .route(
-            "/api/known-hosts/{id}",
-            axum::routing::delete(inv::delete_known_host),
-        )
-        .route("/api/audit", get(list_audit))
-        .route("/api/workspaces", get(teams::list_workspaces))
-        .route(
-            "/api/teams",
-            get(teams::list_teams).post(teams::create_team),
-        )
-        .route(
-            "/api/teams/{id}",
-            get(teams::get_team)
-                .put(teams::rename_team)
-                .delete(teams::delete_team),
-        )
-        .route(
-            "/api/teams/{id}/members/{username}",
-            put(teams::put_member).delete(teams::delete_member),
-        )
-        .route("/api/programs", get(crate::pty::list_programs))
-        .route("/api/channels", get(crate::mux::list_channels))
-        .route("/api/jobs", get(jobs::list_jobs).post(jobs::create_job))
-        .route("/api/jobs/{id}", get(jobs::get_job))
-        .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/api/jobs/{id}/retry", post(jobs::retry_job))
-        .route("/api/configs", get(jobs::list_configs))
-        .route("/api/configs/diff", get(jobs::diff_configs))
-        .route("/api/configs/search", get(jobs::search_configs))
-        .route("/api/configs/{id}", get(jobs::get_config))
-        .route(
-            "/api/schedules",
-            get(crate::jobs::schedules::list).post(crate::jobs::schedules::create),
-        )
-        .route(
-            "/api/schedules/{id}",
-            put(crate::jobs::schedules::update).delete(crate::jobs::schedules::delete),
-        )
-        .route(
-            "/api/schedules/{id}/run-now",
-            post(crate::jobs::schedules::run_now),
-        )
-        .route("/api/statistics", get(crate::jobs::stats::statistics))
-        .route("/api/tools", get(crate::tools::routes::list_tools))
-        .route("/api/tools/{name}", get(crate::tools::routes::get_tool))
-        .route(
-            "/api/tools/{name}/execute",
-            post(crate::tools::routes::execute),
-        )
-        .route(
-            "/api/executions",
-            get(crate::tools::routes::list_executions),
-        )
-        .route(
-            "/api/executions/{id}",
-            get(crate::tools::routes::get_execution).delete(crate::tools::routes::cancel_execution),
-        )
-        .route("/api/system/stats", get(crate::stats::system_stats))
-        .route(
-            "/api/netbox",
-            get(netbox::get_settings)
-                .put(netbox::put_settings)
-                .delete(netbox::delete_settings),
-        )
-        .route("/api/netbox/sites", get(netbox::list_sites))
-        .route("/api/netbox/platforms", get(netbox::list_platforms))
-        .route("/api/netbox/devices", get(netbox::list_devices))
-        .route("/api/netbox/import", post(netbox::import_devices))
-        .route("/api/servers", get(apps::list_servers))
-        .route("/api/servers/{id}/status", get(apps::server_status))
-        .route(
-            "/api/projects",
-            get(apps::list_projects).post(apps::create_project),
-        )
-        .route(
-            "/api/projects/{id}",
-            put(apps::update_project).delete(apps::delete_project),
-        )
-        .route("/api/apps", get(apps::list_apps).post(apps::create_app))
-        .route(
-            "/api/apps/{id}",
-            get(apps::get_app)
-                .put(apps::update_app)
-                .delete(apps::delete_app),
-        )
-        .route("/api/apps/{id}/start", post(apps::start_app))
-        .route("/api/apps/{id}/stop", post(apps::stop_app))
-        .route("/api/apps/{id}/extend", post(apps::extend_app))
-        .route("/ws", get(crate::mux::ws_handler))
+    // Every API route is registered through `routes!`, which takes its path and methods
+    // from the handler's `#[utoipa::path]`: a route cannot exist undocumented (see
+    // `apidoc`). One `routes!` per path: handlers of different paths in one call would
+    // share one method router. New routes go in this block, in the same form.
+    let (api, doc) = OpenApiRouter::with_openapi(apidoc::ApiDoc::openapi())
+        .routes(routes!(auth_routes::login))
+        .routes(routes!(auth_routes::status))
+        .routes(routes!(auth_routes::logout))
+        .routes(routes!(auth_routes::list_users, auth_routes::create_user))
+        .routes(routes!(auth_routes::update_user, auth_routes::delete_user))
+        .routes(routes!(inv::list_sessions, inv::create_session))
+        .routes(routes!(inv::export_sessions))
+        .routes(routes!(inv::import_sessions))
+        .routes(routes!(inv::csv_template))
+        .routes(routes!(
+            inv::get_session,
+            inv::update_session,
+            inv::delete_session
+        ))
+        .routes(routes!(inv::create_folder))
+        .routes(routes!(inv::rename_folder, inv::delete_folder))
+        .routes(routes!(inv::list_credentials, inv::create_credential))
+        .routes(routes!(inv::update_credential, inv::delete_credential))
+        .routes(routes!(inv::list_known_hosts))
+        .routes(routes!(inv::delete_known_host))
+        .routes(routes!(list_audit))
+        .routes(routes!(teams::list_workspaces))
+        .routes(routes!(teams::list_teams, teams::create_team))
+        .routes(routes!(
+            teams::get_team,
+            teams::rename_team,
+            teams::delete_team
+        ))
+        .routes(routes!(teams::put_member, teams::delete_member))
+        .routes(routes!(crate::pty::list_programs))
+        .routes(routes!(crate::mux::listing::list_channels))
+        .routes(routes!(jobs::list_jobs, jobs::create_job))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::list_configs))
+        .routes(routes!(jobs::diff_configs))
+        .routes(routes!(jobs::search_configs))
+        .routes(routes!(jobs::get_config))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(schedules::update, schedules::delete))
+        .routes(routes!(schedules::run_now))
+        .routes(routes!(crate::jobs::stats::statistics))
+        .routes(routes!(tools::list_tools))
+        .routes(routes!(tools::get_tool))
+        .routes(routes!(tools::execute))
+        .routes(routes!(tools::list_executions))
+        .routes(routes!(tools::get_execution, tools::cancel_execution))
+        .routes(routes!(crate::stats::system_stats))
+        .routes(routes!(
+            netbox::get_settings,
+            netbox::put_settings,
+            netbox::delete_settings
+        ))
+        .routes(routes!(netbox::list_sites))
+        .routes(routes!(netbox::list_platforms))
+        .routes(routes!(netbox::list_devices))
+        .routes(routes!(netbox::import_devices))
+        .routes(routes!(apps::list_servers))
+        .routes(routes!(apps::server_status))
+        .routes(routes!(apps::list_projects, apps::create_project))
+        .routes(routes!(apps::update_project, apps::delete_project))
+        .routes(routes!(apps::list_apps, apps::create_app))
+        .routes(routes!(apps::get_app, apps::update_app, apps::delete_app))
+        .routes(routes!(apps::start_app))
+        .routes(routes!(apps::stop_app))
+        .routes(routes!(apps::extend_app))
+        .routes(routes!(crate::mux::ws_handler))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(apidoc::openapi_json))
+        .routes(routes!(apidoc::docs_page))
+        .split_for_parts();
+    let doc = Arc::new(apidoc::ApiDocument::new(&apidoc::finish(doc, cfg)));
+
+    let api = api
+        // The web client's build files are the one route outside the API document
+        // (`tests/openapi.rs` knows it as the only exception).
         .route("/assets/{*path}", get(crate::web::asset))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+        .layer(Extension(doc))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(middleware::from_fn_with_state(rate_limit, rate::rate_limit))
         .layer(sessions)
@@ -409,7 +372,19 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     !given.is_empty() && diff == 0
 }
 
+/// `GET /healthz`: the process answers (no login: for load balancers and supervisors).
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()),
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String, example = "ok")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// `GET /metrics`: open unless `metrics_token` is set, then it needs that bearer token.
+#[utoipa::path(get, path = "/metrics", tag = "system", security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthenticated`: `metrics_token` is set and the bearer token is missing or wrong.", body = ErrorBody),
+    ))]
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<Response> {
     use redb::ReadableTableMetadata;
     let token = &app.cfg.metrics_token;
@@ -435,16 +410,31 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<R
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// `GET /api/audit` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Events older than this sequence number (the previous page's `next_before`).
     before: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// Admins: only this user's events.
     actor: Option<String>,
+}
+
+/// `GET /api/audit`: a page of events, newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AuditPage {
+    events: Vec<crate::audit::AuditEvent>,
+    /// `before` of the next page; null on the last page.
+    next_before: Option<u64>,
 }
 
 /// `GET /api/audit?before=&limit=[&actor=][&workspace=]`: admins see everyone, others
 /// themselves. With a team selected, only that team's events: everyone's for a global
 /// admin or a team admin, the caller's own for other members, 404 for non-members.
+#[utoipa::path(get, path = "/api/audit", tag = "system", params(AuditQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "A page of audit events, newest first", body = AuditPage)))]
 async fn list_audit(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -478,7 +468,8 @@ async fn list_audit(
         .last()
         .map(|e| e.seq)
         .filter(|_| events.len() == limit);
-    Ok(Json(
-        serde_json::json!({"events": events, "next_before": next_before}),
-    ))
+    Ok(Json(AuditPage {
+        events,
+        next_before,
+    }))
 }

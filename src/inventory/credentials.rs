@@ -11,7 +11,7 @@ use crate::store::{self, CREDENTIALS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
 /// What kind of secret a credential set holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     Password,
@@ -55,7 +55,7 @@ impl std::fmt::Debug for CredentialSecret {
 }
 
 /// What clients see of a credential set.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CredentialView {
     pub id: String,
     pub name: String,
@@ -85,7 +85,7 @@ impl From<&Credential> for CredentialView {
 /// A credential set as a client sends it. On update, an absent `secret` keeps the old
 /// secret; an absent `enable_secret` keeps the old one; an empty string clears it.
 /// `password` is accepted as an alias of `secret` for `password` credentials.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialInput {
     pub name: String,

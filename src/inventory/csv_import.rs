@@ -41,7 +41,7 @@ pub const TEMPLATE: &str = "folder,display_name,host,port,username,device_type,c
 Core,core-sw1,10.0.0.1,22,admin,cisco_ios,lab-password,\"site=lab|role=core\"\r\n";
 
 /// What to do with a row that matches a session already in the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnDuplicate {
     /// Refuse the whole file.
@@ -63,7 +63,7 @@ pub struct CsvRow {
 }
 
 /// A row in the answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RowRef {
     pub row: usize,
     pub display_name: String,
@@ -72,7 +72,7 @@ pub struct RowRef {
 }
 
 /// What an import did (or, for a dry run, would do).
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Default, utoipa::ToSchema)]
 pub struct CsvReport {
     /// False when at least one row is refused: then nothing is (or would be) applied.
     pub valid: bool,

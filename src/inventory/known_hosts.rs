@@ -9,7 +9,7 @@ use crate::store::{self, KNOWN_HOSTS};
 use crate::workspace::Scope;
 
 /// A trusted host key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KnownHost {
     pub id: String,
     pub host: String,

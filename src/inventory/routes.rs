@@ -10,25 +10,65 @@ use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::credentials::{self, CredentialInput};
+use super::credentials::{self, CredentialInput, CredentialView};
 use super::csv_import;
 use super::known_hosts;
+use super::known_hosts::KnownHost;
+use super::sessions::SavedSession;
 use super::sessions::{self, SessionInput};
 use super::yaml::{self, ImportMode};
 use super::InventoryError;
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::workspace::Workspace;
 
-#[derive(Deserialize)]
+/// `GET /api/sessions` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// Filter: a case-insensitive substring of the name, host or a tag.
     q: Option<String>,
 }
 
+/// `GET /api/sessions`: folders with their sessions.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub folders: Vec<sessions::FolderView>,
+}
+
+/// A folder's name (`POST /api/folders`, `PUT /api/folders/{name}`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FolderName {
+    pub name: String,
+}
+
+/// A YAML import's dry run (`dry_run=true`): what it would do, or every bad row.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImportPreview {
+    /// Whether the import would be applied.
+    pub valid: bool,
+    pub created: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub errors: Vec<yaml::RowError>,
+}
+
+/// What `POST /api/sessions/import` answers, by request: a YAML import's report, a CSV
+/// import's report, or a YAML dry run's preview.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ImportAnswer {
+    Yaml(yaml::ImportReport),
+    Csv(csv_import::CsvReport),
+    Preview(ImportPreview),
+}
+
 /// `GET /api/sessions[?q=]`
+#[utoipa::path(get, path = "/api/sessions", tag = "inventory",
+    params(SearchQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Folders with their saved sessions", body = SessionList)))]
 pub async fn list_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -39,10 +79,13 @@ pub async fn list_sessions(
         .store
         .read(move |tx| sessions::list_folders(tx, &owner, query.q.as_deref()))
         .await?;
-    Ok(Json(json!({ "folders": folders })))
+    Ok(Json(SessionList { folders }))
 }
 
 /// `GET /api/sessions/{id}`
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "inventory",
+    params(("id" = String, Path, description = "Saved session id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The saved session", body = SavedSession), (status = 404, description = "`not_found`: no saved session with this id in the workspace.", body = ErrorBody)))]
 pub async fn get_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -58,6 +101,9 @@ pub async fn get_session(
 }
 
 /// `POST /api/sessions`
+#[utoipa::path(post, path = "/api/sessions", tag = "inventory",
+    params(WorkspaceQuery, WorkspaceHeader), request_body = SessionInput,
+    responses((status = 201, description = "Created", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody)))]
 pub async fn create_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -73,6 +119,9 @@ pub async fn create_session(
 }
 
 /// `PUT /api/sessions/{id}`
+#[utoipa::path(put, path = "/api/sessions/{id}", tag = "inventory",
+    params(("id" = String, Path, description = "Saved session id"), WorkspaceQuery, WorkspaceHeader), request_body = SessionInput,
+    responses((status = 200, description = "Replaced", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody), (status = 404, description = "`not_found`: no saved session with this id in the workspace.", body = ErrorBody)))]
 pub async fn update_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -89,6 +138,9 @@ pub async fn update_session(
 }
 
 /// `DELETE /api/sessions/{id}`
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "inventory",
+    params(("id" = String, Path, description = "Saved session id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no saved session with this id in the workspace.", body = ErrorBody)))]
 pub async fn delete_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -101,13 +153,19 @@ pub async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A folder to create, or a folder's new name.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FolderBody {
     name: String,
 }
 
 /// `POST /api/folders`
+#[utoipa::path(post, path = "/api/folders", tag = "inventory",
+    params(WorkspaceQuery, WorkspaceHeader), request_body = FolderBody,
+    responses((status = 201, description = "Created", body = FolderName),
+        (status = 400, description = "`invalid_folder`: empty or too long a name.", body = ErrorBody),
+        (status = 409, description = "`folder_exists`: the name is taken.", body = ErrorBody)))]
 pub async fn create_folder(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -119,10 +177,16 @@ pub async fn create_folder(
     app.store
         .write(move |tx| sessions::create_folder(tx, &owner, &n2))
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "name": name }))))
+    Ok((StatusCode::CREATED, Json(FolderName { name })))
 }
 
 /// `PUT /api/folders/{name}` (rename)
+#[utoipa::path(put, path = "/api/folders/{name}", tag = "inventory",
+    params(("name" = String, Path, description = "Current folder name"), WorkspaceQuery, WorkspaceHeader), request_body = FolderBody,
+    responses((status = 200, description = "Renamed (its sessions move along)", body = FolderName),
+        (status = 400, description = "`invalid_folder`: empty or too long a name.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no folder with this id in the workspace.", body = ErrorBody),
+        (status = 409, description = "`folder_exists`: the new name is taken.", body = ErrorBody)))]
 pub async fn rename_folder(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -135,10 +199,14 @@ pub async fn rename_folder(
     app.store
         .write(move |tx| sessions::rename_folder(tx, &owner, &name, &t2))
         .await?;
-    Ok(Json(json!({ "name": to })))
+    Ok(Json(FolderName { name: to }))
 }
 
 /// `DELETE /api/folders/{name}` (409 unless empty)
+#[utoipa::path(delete, path = "/api/folders/{name}", tag = "inventory",
+    params(("name" = String, Path, description = "Folder name"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no folder with this id in the workspace.", body = ErrorBody),
+        (status = 409, description = "`folder_not_empty`: move or delete its sessions first.", body = ErrorBody)))]
 pub async fn delete_folder(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -152,6 +220,9 @@ pub async fn delete_folder(
 }
 
 /// `GET /api/sessions/export` (YAML)
+#[utoipa::path(get, path = "/api/sessions/export", tag = "inventory",
+    params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Every folder and saved session as YAML (the import's layout)", content_type = "application/yaml", body = String)))]
 pub async fn export_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -174,16 +245,22 @@ pub async fn export_sessions(
     ))
 }
 
-#[derive(Deserialize)]
+/// `POST /api/sessions/import` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
+    /// `merge` (default) or `replace` (remove every session and folder first).
+    #[param(inline)]
     mode: Option<ImportMode>,
     /// `yaml` (default) or `csv`.
     format: Option<String>,
     /// CSV only: what to do with rows already in the inventory.
+    #[param(inline)]
     on_duplicate: Option<csv_import::OnDuplicate>,
     /// Check and report, write nothing (the console's preview). YAML answers counts;
     /// CSV answers the created/updated/skipped/refused rows.
     #[serde(default)]
+    #[param(required = false)]
     dry_run: bool,
 }
 
@@ -192,6 +269,12 @@ pub struct ImportQuery {
 /// run answers the created/updated/skipped/refused rows (refused ones with reasons). A
 /// YAML dry run answers 200 `{"valid","created","updated","removed","errors"}` with every
 /// bad row, and writes nothing.
+#[utoipa::path(post, path = "/api/sessions/import", tag = "inventory",
+    params(ImportQuery, WorkspaceQuery, WorkspaceHeader),
+    request_body(description = "The file: YAML (default; the legacy `- folder_name:` layout too) or CSV (`format=csv`, the template's columns)",
+        content((String = "application/yaml"), (String = "text/csv"))),
+    responses((status = 200, description = "What was done (all or nothing), or a dry run's preview", body = ImportAnswer),
+        (status = 400, description = "`import_invalid`: bad rows, nothing imported; `invalid_yaml`, `invalid_csv`: unreadable file; `invalid_format`: neither yaml nor csv. (With `on_duplicate=fail`, a CSV row already in the inventory is a bad row.)", body = ErrorBody)))]
 pub async fn import_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -237,6 +320,9 @@ pub async fn import_sessions(
 }
 
 /// `GET /api/sessions/import/template.csv`: the CSV header and one example row.
+#[utoipa::path(get, path = "/api/sessions/import/template.csv", tag = "inventory",
+    params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The CSV import's header and one example row", content_type = "text/csv", body = String)))]
 pub async fn csv_template(_ws: Workspace) -> impl IntoResponse {
     (
         [
@@ -318,8 +404,14 @@ async fn preview_import(
     owner: crate::workspace::Scope,
     text: &str,
     mode: ImportMode,
-) -> ApiResult<serde_json::Value> {
-    let refused = |rows: Vec<yaml::RowError>| json!({"valid": false, "created": 0, "updated": 0, "removed": 0, "errors": rows});
+) -> ApiResult<ImportPreview> {
+    let refused = |errors: Vec<yaml::RowError>| ImportPreview {
+        valid: false,
+        created: 0,
+        updated: 0,
+        removed: 0,
+        errors,
+    };
     let rows = match yaml::parse(text) {
         Ok(r) => r,
         Err(InventoryError::Import(rows)) => return Ok(refused(rows)),
@@ -335,9 +427,13 @@ async fn preview_import(
         })
         .await;
     match outcome {
-        Err(DryRun::Counted(r)) => Ok(json!({
-            "valid": true, "created": r.created, "updated": r.updated, "removed": r.removed, "errors": [],
-        })),
+        Err(DryRun::Counted(r)) => Ok(ImportPreview {
+            valid: true,
+            created: r.created,
+            updated: r.updated,
+            removed: r.removed,
+            errors: Vec::new(),
+        }),
         Err(DryRun::Refused(InventoryError::Import(rows))) => Ok(refused(rows)),
         Err(DryRun::Refused(e)) => Err(e.into()),
         Ok(()) => Err(ApiError::internal(
@@ -347,6 +443,9 @@ async fn preview_import(
 }
 
 /// `GET /api/credentials`
+#[utoipa::path(get, path = "/api/credentials", tag = "credentials",
+    params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Credential sets, without their secrets", body = Vec<CredentialView>)))]
 pub async fn list_credentials(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -360,6 +459,9 @@ pub async fn list_credentials(
 }
 
 /// `POST /api/credentials`
+#[utoipa::path(post, path = "/api/credentials", tag = "credentials",
+    params(WorkspaceQuery, WorkspaceHeader), request_body = CredentialInput,
+    responses((status = 201, description = "Created (the secret is sealed at rest and never returned)", body = CredentialView), (status = 400, description = "`invalid_name`, `invalid_username`, `missing_secret`, `invalid_secret`, `invalid_passphrase`, `invalid_enable_secret`, `invalid_private_key`, `key_too_costly`: the named field is wrong.", body = ErrorBody)))]
 pub async fn create_credential(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -378,6 +480,9 @@ pub async fn create_credential(
 }
 
 /// `PUT /api/credentials/{id}`
+#[utoipa::path(put, path = "/api/credentials/{id}", tag = "credentials",
+    params(("id" = String, Path, description = "Credential set id"), WorkspaceQuery, WorkspaceHeader), request_body = CredentialInput,
+    responses((status = 200, description = "Changed", body = CredentialView), (status = 400, description = "`invalid_name`, `invalid_username`, `missing_secret`, `invalid_secret`, `invalid_passphrase`, `invalid_enable_secret`, `invalid_private_key`, `key_too_costly`: the named field is wrong.", body = ErrorBody), (status = 404, description = "`not_found`: no credential set with this id in the workspace.", body = ErrorBody)))]
 pub async fn update_credential(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -395,6 +500,10 @@ pub async fn update_credential(
 }
 
 /// `DELETE /api/credentials/{id}`
+#[utoipa::path(delete, path = "/api/credentials/{id}", tag = "credentials",
+    params(("id" = String, Path, description = "Credential set id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no credential set with this id in the workspace.", body = ErrorBody),
+        (status = 409, description = "`credential_in_use`: saved sessions use it.", body = ErrorBody)))]
 pub async fn delete_credential(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -408,6 +517,9 @@ pub async fn delete_credential(
 }
 
 /// `GET /api/known-hosts`
+#[utoipa::path(get, path = "/api/known-hosts", tag = "known-hosts",
+    params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Trusted host keys", body = Vec<KnownHost>)))]
 pub async fn list_known_hosts(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -421,6 +533,9 @@ pub async fn list_known_hosts(
 }
 
 /// `DELETE /api/known-hosts/{id}`
+#[utoipa::path(delete, path = "/api/known-hosts/{id}", tag = "known-hosts",
+    params(("id" = String, Path, description = "Known host id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted: the next connection asks to trust the key again"), (status = 404, description = "`not_found`: no known host with this id in the workspace.", body = ErrorBody)))]
 pub async fn delete_known_host(
     State(app): State<Arc<App>>,
     ws: Workspace,

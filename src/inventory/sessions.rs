@@ -11,7 +11,7 @@ use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
 /// The device families opsgate knows how to talk to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceType {
     CiscoIos,
@@ -55,7 +55,7 @@ impl DeviceType {
 }
 
 /// A saved session: how to reach one device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SavedSession {
     pub id: String,
     pub folder: String,
@@ -79,7 +79,7 @@ pub struct SavedSession {
 
 /// A saved session as a client sends it. Loose types so that every mistake gets a
 /// precise message rather than a generic decode error.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionInput {
     #[serde(default)]
@@ -234,7 +234,7 @@ pub(crate) struct FolderRecord {
 }
 
 /// One folder with its sessions, as `GET /api/sessions` lists them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FolderView {
     pub name: String,
     pub sessions: Vec<SavedSession>,

@@ -25,7 +25,7 @@ use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
 /// One refused row of an import.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RowError {
     pub folder: String,
     /// 1-based position within its folder's `sessions` list (0 for the folder itself).
@@ -45,7 +45,7 @@ impl std::fmt::Display for RowError {
 }
 
 /// How an import treats what is already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportMode {
     /// Update sessions with the same folder and display name, add the rest.
@@ -251,7 +251,7 @@ pub fn parse(text: &str) -> Result<Vec<(RowError, ValidSession)>, InventoryError
 }
 
 /// What an import did.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub created: usize,
     pub updated: usize,

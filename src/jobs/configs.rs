@@ -12,7 +12,7 @@ use super::JobError;
 use crate::store::{self, CONFIG_VERSIONS};
 
 /// One stored config version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Version {
     pub id: String,
     pub session_id: String,
@@ -30,13 +30,29 @@ pub struct Version {
 
 impl Version {
     /// The version without its text, for lists.
-    pub fn meta(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id, "session_id": self.session_id, "created_at": self.created_at,
-            "sha256": self.sha256, "bytes": self.bytes, "last_checked": self.last_checked,
-            "job_id": self.job_id,
-        })
+    pub fn meta(&self) -> VersionMeta {
+        VersionMeta {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            created_at: self.created_at,
+            sha256: self.sha256.clone(),
+            bytes: self.bytes,
+            last_checked: self.last_checked,
+            job_id: self.job_id.clone(),
+        }
     }
+}
+
+/// A config version without its text, as lists show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VersionMeta {
+    pub id: String,
+    pub session_id: String,
+    pub created_at: i64,
+    pub sha256: String,
+    pub bytes: usize,
+    pub last_checked: i64,
+    pub job_id: Option<String>,
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -151,9 +167,10 @@ pub fn storage_bytes(tx: &ReadTransaction) -> Result<u64, JobError> {
 }
 
 /// A line of a structured diff hunk.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DiffLine {
     /// `equal`, `insert` or `delete`.
+    #[schema(value_type = String)]
     pub tag: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_line: Option<usize>,
@@ -162,7 +179,8 @@ pub struct DiffLine {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A hunk of a diff, with its lines.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Hunk {
     pub old_start: usize,
     pub old_lines: usize,
@@ -171,7 +189,8 @@ pub struct Hunk {
     pub lines: Vec<DiffLine>,
 }
 
-#[derive(Debug, Serialize)]
+/// Two versions compared: the unified text and the same as structured hunks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Diff {
     pub from: String,
     pub to: String,
@@ -180,7 +199,8 @@ pub struct Diff {
     pub stats: DiffStats,
 }
 
-#[derive(Debug, Serialize)]
+/// Lines added and removed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DiffStats {
     pub added: usize,
     pub removed: usize,

@@ -9,7 +9,7 @@ use crate::auth::Role;
 use crate::store::{self, JOBS, JOB_TARGETS};
 
 /// What a job does on each target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     ConfigBackup,
@@ -41,7 +41,7 @@ impl JobType {
 }
 
 /// A target's state; progress frames carry the same words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     Queued,
@@ -62,7 +62,7 @@ impl TargetState {
 }
 
 /// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -85,14 +85,14 @@ impl JobState {
 }
 
 /// Why a target failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TargetError {
     pub code: String,
     pub message: String,
 }
 
 /// One target of a job: a saved session of the job's workspace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Target {
     pub session_id: String,
     pub state: TargetState,
@@ -115,7 +115,7 @@ pub struct Target {
 }
 
 /// What one command printed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandOutput {
     pub command: String,
     pub output: String,
@@ -125,7 +125,7 @@ pub struct CommandOutput {
 }
 
 /// A job as stored and as `GET /api/jobs/{id}` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     #[serde(rename = "type")]
@@ -154,7 +154,7 @@ pub struct Job {
 }
 
 /// Counts of targets per state: the `job` summary.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     pub total: usize,
     pub queued: usize,

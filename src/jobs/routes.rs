@@ -10,33 +10,108 @@ use axum::response::IntoResponse;
 use axum::Json;
 use opsgate_protocol::codes;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::model::{self, Job, JobState, JobType, Target, TargetState};
 use super::{configs, runner, JobError};
 use crate::app::App;
 use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::inventory;
 use crate::source::{OpenError, Source};
 use crate::store;
 use crate::workspace::{self, Workspace};
 
 /// `POST /api/jobs` body (also a schedule's `job`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobInput {
+    /// `config_backup` or `command`.
     #[serde(rename = "type")]
+    #[schema(example = "config_backup")]
     pub kind: String,
+    /// Saved session ids of the workspace (duplicates are dropped).
     pub targets: Vec<String>,
+    /// `command` jobs: one-line commands, run in order on each target.
     #[serde(default)]
     pub commands: Option<Vec<String>>,
     /// SPEC §5's single-command form.
     #[serde(default)]
     pub command: Option<String>,
+    /// Targets worked on at once (default from the config).
     #[serde(default)]
     pub concurrency: Option<usize>,
+}
+
+/// A started job (`POST /api/jobs`, `POST /api/schedules/{id}/run-now`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JobStarted {
+    pub id: String,
+}
+
+/// A cancel request taken (`POST /api/jobs/{id}/cancel`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CancelRequested {
+    pub id: String,
+    pub cancel_requested: bool,
+}
+
+/// One job in a list: without targets, with their counts.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JobListItem {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: JobType,
+    pub state: JobState,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub concurrency: usize,
+    pub summary: model::Summary,
+    pub schedule_id: Option<String>,
+    /// The job this one retries (`POST /api/jobs/{id}/retry`).
+    pub retry_of: Option<String>,
+}
+
+/// `GET /api/jobs`: a page of jobs, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobListItem>,
+    /// Jobs matching the filters, all pages.
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// `GET /api/jobs/{id}`: the job with its per-target state and counts.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: Job,
+    pub summary: model::Summary,
+}
+
+/// One device whose latest config matched (`GET /api/configs/search`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SearchHit {
+    pub session_id: String,
+    pub config_id: String,
+    pub created_at: i64,
+    /// At most 1000 per device.
+    pub matches: Vec<LineMatch>,
+}
+
+/// A matching line.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LineMatch {
+    /// 1-based.
+    pub line: usize,
+    pub text: String,
+}
+
+/// `GET /api/configs/search` answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
+    pub results: Vec<SearchHit>,
 }
 
 fn bad(code: &'static str, m: impl Into<String>) -> ApiError {
@@ -189,13 +264,11 @@ pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
     Ok(id)
 }
 
-/// The answer to `POST /api/jobs` and `POST /api/jobs/{id}/retry` (202).
-#[derive(Debug, serde::Serialize)]
-pub struct JobCreated {
-    pub id: String,
-}
-
 /// `POST /api/jobs`
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", params(WorkspaceQuery, WorkspaceHeader), request_body = JobInput,
+    responses((status = 202, description = "Stored and started; follow it with a `job` channel or `GET /api/jobs/{id}`", body = JobStarted),
+        (status = 400, description = "`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`: see the message.", body = ErrorBody),
+        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody)))]
 pub async fn create_job(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -203,7 +276,7 @@ pub async fn create_job(
 ) -> ApiResult<impl IntoResponse> {
     let job = build_job(&app, &ws.scope, ws.user.role, input).await?;
     let id = submit(&app, job).await?;
-    Ok((StatusCode::ACCEPTED, Json(JobCreated { id })))
+    Ok((StatusCode::ACCEPTED, Json(JobStarted { id })))
 }
 
 /// The request a retry of `job` makes: same type, commands and concurrency, over the
@@ -236,6 +309,10 @@ pub fn retry_input(
 /// `POST /api/jobs/{id}/retry` → 202 `{"id"}`: a new job over the failed and cancelled
 /// targets of a finished job (409 `job_running` while it runs, 409 `nothing_to_retry`
 /// when none failed or their sessions are gone). Same rules as `POST /api/jobs`.
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "Job id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 202, description = "A new job over the failed and cancelled targets; it carries `retry_of`", body = JobStarted),
+        (status = 404, description = "`not_found`: no such job in the workspace.", body = ErrorBody),
+        (status = 409, description = "`job_running`: the job has not finished; `nothing_to_retry`: no target failed or was cancelled, or their saved sessions are gone; `not_retryable`: only `config_backup` and `command` jobs retry.", body = ErrorBody)))]
 pub async fn retry_job(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -287,19 +364,29 @@ pub async fn retry_job(
         .jobs
         .job_retries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok((StatusCode::ACCEPTED, Json(JobCreated { id })))
+    Ok((StatusCode::ACCEPTED, Json(JobStarted { id })))
 }
 
-#[derive(Deserialize)]
+/// `GET /api/jobs` filters and page.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     state: Option<String>,
+    /// `config_backup` or `command`.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+    /// Page size, 1 to 500 (default 50).
     limit: Option<usize>,
+    /// Jobs to skip (default 0).
     offset: Option<usize>,
 }
 
 /// `GET /api/jobs?state=&type=&limit=&offset=` (newest first, without per-target output)
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "A page of jobs, newest first", body = JobList),
+        (status = 400, description = "`invalid_state`, `invalid_job_type`: unknown filter value.", body = ErrorBody)))]
 pub async fn list_jobs(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -333,18 +420,24 @@ pub async fn list_jobs(
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|j| {
-            json!({
-                "id": j.id, "type": j.kind, "state": j.state, "created_at": j.created_at,
-                "finished_at": j.finished_at, "concurrency": j.concurrency,
-                "summary": j.summary(), "schedule_id": j.schedule_id,
-                "retry_of": j.retry_of,
-            })
+        .map(|j| JobListItem {
+            summary: j.summary(),
+            id: j.id,
+            kind: j.kind,
+            state: j.state,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
+            concurrency: j.concurrency,
+            schedule_id: j.schedule_id,
+            retry_of: j.retry_of,
         })
         .collect();
-    Ok(Json(
-        json!({ "jobs": page, "total": total, "offset": offset, "limit": limit }),
-    ))
+    Ok(Json(JobList {
+        jobs: page,
+        total,
+        offset,
+        limit,
+    }))
 }
 
 async fn load_job(app: &Arc<App>, ws: &Workspace, id: String) -> ApiResult<Job> {
@@ -361,6 +454,8 @@ async fn load_job(app: &Arc<App>, ws: &Workspace, id: String) -> ApiResult<Job> 
 }
 
 /// `GET /api/jobs/{id}`
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The job with its targets", body = JobDetail), (status = 404, description = "`not_found`: no job with this id in the workspace.", body = ErrorBody)))]
 pub async fn get_job(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -368,13 +463,14 @@ pub async fn get_job(
 ) -> ApiResult<impl IntoResponse> {
     let job = load_job(&app, &ws, id).await?;
     let summary = job.summary();
-    let mut v = serde_json::to_value(&job).map_err(ApiError::internal)?;
-    v["summary"] = json!(summary);
-    Ok(Json(v))
+    Ok(Json(JobDetail { job, summary }))
 }
 
 /// `POST /api/jobs/{id}/cancel`: queued targets stop at once, running ones within a
 /// second. 202; a finished job answers 409 `job_finished`.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "Job id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 202, description = "Cancelling", body = CancelRequested), (status = 404, description = "`not_found`: no job with this id in the workspace.", body = ErrorBody),
+        (status = 409, description = "`job_finished`: the job has already finished.", body = ErrorBody)))]
 pub async fn cancel_job(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -400,7 +496,10 @@ pub async fn cancel_job(
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": job.id, "cancel_requested": true })),
+        Json(CancelRequested {
+            id: job.id,
+            cancel_requested: true,
+        }),
     ))
 }
 
@@ -436,12 +535,17 @@ pub async fn open_watch(
 
 // ---- config versions ----
 
-#[derive(Deserialize)]
+/// `GET /api/configs` filter.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigListQuery {
+    /// Only this saved session's versions.
     session_id: Option<String>,
 }
 
 /// `GET /api/configs?session_id=`: versions, newest first.
+#[utoipa::path(get, path = "/api/configs", tag = "configs", params(ConfigListQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Versions without their text, newest first", body = Vec<configs::VersionMeta>)))]
 pub async fn list_configs(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -458,6 +562,10 @@ pub async fn list_configs(
 }
 
 /// `GET /api/configs/{id}`: the version with its text.
+#[utoipa::path(get, path = "/api/configs/{id}", tag = "configs",
+    params(("id" = String, Path, description = "Config version id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The version with its text", body = configs::Version),
+        (status = 404, description = "`not_found`: no config version with this id in the workspace.", body = ErrorBody)))]
 pub async fn get_config(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -471,15 +579,25 @@ pub async fn get_config(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+/// `GET /api/configs/diff` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
+    /// The older version's id.
     from: String,
+    /// The newer version's id.
     to: String,
+    /// Compare versions of two different devices.
     #[serde(default)]
+    #[param(required = false)]
     allow_cross: bool,
 }
 
 /// `GET /api/configs/diff?from=&to=[&allow_cross=true]`
+#[utoipa::path(get, path = "/api/configs/diff", tag = "configs", params(DiffQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The unified diff, hunks and counts", body = configs::Diff),
+        (status = 400, description = "`cross_device_diff`: the versions are of two devices (add `allow_cross=true`); `bad_request`: `from` or `to` missing.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no config version with one of the ids in the workspace.", body = ErrorBody)))]
 pub async fn diff_configs(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -502,19 +620,28 @@ pub async fn diff_configs(
     Ok(Json(configs::diff(&a, &b)))
 }
 
-#[derive(Deserialize)]
+/// `GET /api/configs/search` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// 1 to 1000 characters.
+    #[param(example = "hostname")]
     q: String,
     /// Treat `q` as a regular expression (else a plain substring).
     #[serde(default)]
+    #[param(required = false)]
     regex: bool,
     /// Case-insensitive.
     #[serde(default)]
+    #[param(required = false)]
     ignore_case: bool,
 }
 
 /// `GET /api/configs/search?q=[&regex=true][&ignore_case=true]`: matching lines in the
 /// latest config of each device of the workspace.
+#[utoipa::path(get, path = "/api/configs/search", tag = "configs", params(SearchQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Matching lines of each device's latest config", body = SearchResults),
+        (status = 400, description = "`invalid_query`: empty, over 1000 characters, or an invalid or too large regex; `bad_request`: `q` missing.", body = ErrorBody)))]
 pub async fn search_configs(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -553,17 +680,22 @@ pub async fn search_configs(
                     .enumerate()
                     .filter(|(_, l)| re.is_match(l))
                     .take(1000)
-                    .map(|(i, l)| json!({ "line": i + 1, "text": l }))
+                    .map(|(i, l)| LineMatch {
+                        line: i + 1,
+                        text: l.to_string(),
+                    })
                     .collect();
                 if !matches.is_empty() {
-                    out.push(json!({
-                        "session_id": v.session_id, "config_id": v.id,
-                        "created_at": v.created_at, "matches": matches,
-                    }));
+                    out.push(SearchHit {
+                        session_id: v.session_id,
+                        config_id: v.id,
+                        created_at: v.created_at,
+                        matches,
+                    });
                 }
             }
             Ok(out)
         })
         .await?;
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(SearchResults { results }))
 }

@@ -19,21 +19,21 @@ use axum::Json;
 use chrono::{FixedOffset, TimeZone, Utc};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::routes::{build_job, submit, JobInput};
+use super::routes::{build_job, submit, JobInput, JobStarted};
 use super::JobError;
 use crate::app::App;
 use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::store::{self, SCHEDULES};
 use crate::workspace::{self, team_of_key, Scope, Workspace};
 
 /// How often the scheduler looks for due schedules.
 const TICK: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub id: String,
     pub name: String,
@@ -55,11 +55,16 @@ pub struct Schedule {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A schedule as a client sends it (create, replace).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
+    /// 1 to 200 characters.
     pub name: String,
+    /// Standard 5 fields: minute hour day-of-month month day-of-week.
+    #[schema(example = "0 3 * * *")]
     pub cron: String,
+    /// `UTC` (default), `Z`, or a fixed offset like `+02:00`.
     #[serde(default)]
     pub timezone: Option<String>,
     pub job: JobInput,
@@ -143,16 +148,26 @@ pub fn next_after(cron: &str, tz: Option<&str>, after: i64) -> Result<i64, Strin
     }
 }
 
-fn view(s: &Schedule) -> serde_json::Value {
+/// A schedule as the API shows it: with its next run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    /// Unix seconds; null when disabled.
+    pub next_run: Option<i64>,
+}
+
+fn view(s: &Schedule) -> ScheduleView {
     let from = s.last_run.unwrap_or(s.created_at).max(s.created_at);
     let next = if s.enabled {
         next_after(&s.cron, s.timezone.as_deref(), from).ok()
     } else {
         None
     };
-    let mut v = serde_json::to_value(s).unwrap_or_default();
-    v["next_run"] = json!(next);
-    v
+    ScheduleView {
+        schedule: s.clone(),
+        next_run: next,
+    }
 }
 
 fn put(tx: &WriteTransaction, s: &Schedule) -> Result<(), JobError> {
@@ -179,6 +194,9 @@ async fn check_input(app: &Arc<App>, ws: &Workspace, input: &ScheduleInput) -> A
 }
 
 /// `POST /api/schedules`
+#[utoipa::path(post, path = "/api/schedules", tag = "schedules", operation_id = "create_schedule", params(WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
+    responses((status = 201, description = "Created", body = ScheduleView), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody),
+        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -216,6 +234,8 @@ pub async fn create(
 }
 
 /// `GET /api/schedules`
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules", operation_id = "list_schedules", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The workspace's schedules with their next and last runs", body = Vec<ScheduleView>)))]
 pub async fn list(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<impl IntoResponse> {
     let key = ws.scope.key.clone();
     let all: Vec<(String, Schedule)> = app
@@ -228,6 +248,8 @@ pub async fn list(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<impl 
 }
 
 /// `PUT /api/schedules/{id}`: replaces name, cron, timezone, job and enabled.
+#[utoipa::path(put, path = "/api/schedules/{id}", tag = "schedules", operation_id = "update_schedule", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
+    responses((status = 200, description = "Replaced", body = ScheduleView), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn update(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -261,6 +283,8 @@ pub async fn update(
 }
 
 /// `DELETE /api/schedules/{id}`
+#[utoipa::path(delete, path = "/api/schedules/{id}", tag = "schedules", operation_id = "delete_schedule", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted (jobs it started stay)"), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -288,6 +312,8 @@ pub async fn delete(
 }
 
 /// `POST /api/schedules/{id}/run-now`: starts its job now → 202 `{"id"}` (the job's).
+#[utoipa::path(post, path = "/api/schedules/{id}/run-now", tag = "schedules", operation_id = "run_schedule_now", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
+    responses((status = 202, description = "Its job started", body = JobStarted), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
 pub async fn run_now(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -300,7 +326,7 @@ pub async fn run_now(
         .await?
         .ok_or_else(|| ApiError::not_found("schedule"))?;
     let job_id = start(&app, s, false).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": job_id }))))
+    Ok((StatusCode::ACCEPTED, Json(JobStarted { id: job_id })))
 }
 
 /// Starts a schedule's job as its owner and records the run.

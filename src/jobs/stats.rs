@@ -14,6 +14,7 @@ use super::model::{self, JobType, TargetState};
 use super::{configs, JobError};
 use crate::app::App;
 use crate::error::ApiResult;
+use crate::http::{WorkspaceHeader, WorkspaceQuery};
 use crate::inventory::SavedSession;
 use crate::store::{self, SAVED_SESSIONS};
 use crate::workspace::Workspace;
@@ -122,6 +123,8 @@ pub fn compute(
 }
 
 /// `GET /api/statistics`
+#[utoipa::path(get, path = "/api/statistics", tag = "system", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "Dashboard figures of the workspace", body = crate::http::Statistics)))]
 pub async fn statistics(
     State(app): State<Arc<App>>,
     ws: Workspace,

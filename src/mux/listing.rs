@@ -16,11 +16,12 @@ use crate::app::App;
 use crate::auth::CurrentUser;
 
 /// One channel as the listing shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ChannelInfo {
     /// The id to `attach` with.
     pub id: String,
     /// `ssh` or `pty`.
+    #[schema(value_type = String, example = "pty")]
     pub kind: &'static str,
     /// What it runs: `saved session <id>`, `user@host:port` or `program <name>`.
     pub target: String,
@@ -64,6 +65,8 @@ impl Mux {
 }
 
 /// `GET /api/channels` (any logged-in user; only that login's channels).
+#[utoipa::path(get, path = "/api/channels", tag = "system",
+    responses((status = 200, description = "The live channels of the caller's login, by id", body = Vec<ChannelInfo>)))]
 pub async fn list_channels(
     State(app): State<Arc<App>>,
     user: CurrentUser,

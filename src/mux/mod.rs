@@ -7,7 +7,7 @@
 
 mod channel;
 mod flow;
-mod listing;
+pub(crate) mod listing;
 mod ring;
 mod socket;
 
@@ -605,6 +605,15 @@ fn check_size(cols: u16, rows: u16) -> Result<(), OpenError> {
 }
 
 /// `GET /ws`: checks the login cookie (401) and the `Origin` (403) before upgrading.
+#[utoipa::path(get, path = "/ws", tag = "system",
+    description = "The multiplexed WebSocket (subprotocol `opsgate.v1`): terminals, tool output, \
+job progress and stats as channels. Its frames are specified in `protocol/PROTOCOL.md`.",
+    params(("Sec-WebSocket-Protocol" = String, Header, description = "`opsgate.v1`", example = "opsgate.v1")),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "`bad_request`: not a WebSocket upgrade.", body = crate::http::ErrorBody),
+        (status = 403, description = "`forbidden`: the `Origin` is not allowed.", body = crate::http::ErrorBody),
+    ))]
 pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
     let user = match CurrentUser::from_request_parts(&mut parts, &app).await {

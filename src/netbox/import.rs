@@ -71,7 +71,7 @@ pub struct Device {
 }
 
 /// A device as `GET /api/netbox/devices` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeviceRow {
     pub id: u64,
     pub name: Option<String>,
@@ -88,7 +88,7 @@ pub struct DeviceRow {
 }
 
 /// Device search filters, passed to NetBox as its own (slug) filters.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceFilters {
     #[serde(default)]
@@ -146,7 +146,7 @@ impl DeviceFilters {
 }
 
 /// How imported sessions are put in folders.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FolderBy {
     /// One folder per site, named after the site.
@@ -157,7 +157,7 @@ pub enum FolderBy {
 }
 
 /// `POST /api/netbox/import` body.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     #[serde(default)]
@@ -364,7 +364,7 @@ pub fn row(d: &Device, map: &Mapping, req: &ImportRequest) -> DeviceRow {
 }
 
 /// One device in the answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub netbox_id: u64,
     pub name: Option<String>,
@@ -375,7 +375,7 @@ pub struct Outcome {
 }
 
 /// What an import did (or would do).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub dry_run: bool,
     pub created: Vec<Outcome>,

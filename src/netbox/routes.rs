@@ -18,7 +18,7 @@ use super::settings::{self, SettingsInput, SettingsView};
 use super::NetboxError;
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::jobs::model::{self, Job, JobState, JobType, Target, TargetError, TargetState};
 use crate::jobs::runner::{ExternalJob, EXTERNAL_TARGET};
 use crate::store;
@@ -50,6 +50,8 @@ async fn client_for(app: &Arc<App>, key: &str) -> Result<NetboxClient, NetboxErr
 }
 
 /// `GET /api/netbox`
+#[utoipa::path(get, path = "/api/netbox", tag = "netbox", operation_id = "get_netbox", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "The workspace's NetBox connection (never the token)", body = SettingsView)))]
 pub async fn get_settings(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -64,6 +66,11 @@ pub async fn get_settings(
 }
 
 /// `PUT /api/netbox {"url","token","verify_tls"?}`: tests the connection, then stores it.
+#[utoipa::path(put, path = "/api/netbox", tag = "netbox", operation_id = "put_netbox", params(WorkspaceQuery, WorkspaceHeader), request_body = SettingsInput,
+    responses((status = 200, description = "Tested (`GET /api/status/` and a token-only read) and stored; the token is sealed", body = SettingsView),
+        (status = 400, description = "`invalid_url`, `invalid_token`: see the message.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody),
+        (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn put_settings(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -89,6 +96,10 @@ pub async fn put_settings(
 }
 
 /// `DELETE /api/netbox`
+#[utoipa::path(delete, path = "/api/netbox", tag = "netbox", operation_id = "delete_netbox", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 204, description = "Deleted"),
+        (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no NetBox connection in the workspace.", body = ErrorBody)))]
 pub async fn delete_settings(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<StatusCode> {
     let scope = ws.scope;
     let gone = app
@@ -104,7 +115,7 @@ pub async fn delete_settings(State(app): State<Arc<App>>, ws: Workspace) -> ApiR
 }
 
 /// A site or platform.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NamedObject {
     pub id: u64,
     pub name: String,
@@ -112,7 +123,7 @@ pub struct NamedObject {
 }
 
 /// `GET /api/netbox/sites` and `/platforms` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NamedList {
     pub results: Vec<NamedObject>,
 }
@@ -126,11 +137,15 @@ async fn list_named(app: &Arc<App>, ws: &Workspace, path: &str) -> ApiResult<Jso
 }
 
 /// `GET /api/netbox/sites`
+#[utoipa::path(get, path = "/api/netbox/sites", tag = "netbox", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "NetBox's sites (every page)", body = NamedList), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn list_sites(State(app): State<Arc<App>>, ws: Workspace) -> ApiResult<Json<NamedList>> {
     list_named(&app, &ws, "api/dcim/sites/").await
 }
 
 /// `GET /api/netbox/platforms`
+#[utoipa::path(get, path = "/api/netbox/platforms", tag = "netbox", params(WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "NetBox's platforms (every page)", body = NamedList), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn list_platforms(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -139,7 +154,8 @@ pub async fn list_platforms(
 }
 
 /// `GET /api/netbox/devices` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
     q: Option<String>,
     site: Option<String>,
@@ -152,7 +168,7 @@ pub struct DeviceQuery {
 }
 
 /// `GET /api/netbox/devices` answer: one page of NetBox's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeviceList {
     pub count: u64,
     /// The `offset` of the next page, if there is one.
@@ -161,6 +177,9 @@ pub struct DeviceList {
 }
 
 /// `GET /api/netbox/devices?q=&site=&platform=&status=&role=&tag=&limit=&offset=`
+#[utoipa::path(get, path = "/api/netbox/devices", tag = "netbox", params(DeviceQuery, WorkspaceQuery, WorkspaceHeader),
+    responses((status = 200, description = "One page of NetBox's devices matching the filters (NetBox's own slug filters), each with whether it can be imported and why not", body = DeviceList),
+        (status = 400, description = "`invalid_query`: a filter or the page is out of bounds.", body = ErrorBody), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn list_devices(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -280,6 +299,11 @@ impl From<store::StoreError> for DryRun {
 
 /// `POST /api/netbox/import`: a dry run answers 200 with the report; a real run answers
 /// 202 `{"id"}`, a `netbox_import` job whose progress streams on `job` channels.
+#[utoipa::path(post, path = "/api/netbox/import", tag = "netbox", params(WorkspaceQuery, WorkspaceHeader), request_body = ImportRequest,
+    responses((status = 200, description = "`dry_run`: what would be created, updated and refused (with reasons); nothing changed", body = ImportReport),
+        (status = 202, description = "A `netbox_import` job started; follow it on a `job` channel. All importable rows are applied in one transaction, or none", body = crate::jobs::routes::JobStarted),
+        (status = 400, description = "`invalid_import`, `netbox_too_many`: see the message.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn import_devices(
     State(app): State<Arc<App>>,
     ws: Workspace,

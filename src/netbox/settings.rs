@@ -39,7 +39,7 @@ impl std::fmt::Debug for Stored {
 }
 
 /// `GET /api/netbox`: never the token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettingsView {
     pub url: Option<String>,
     pub configured: bool,
@@ -67,7 +67,7 @@ impl SettingsView {
 }
 
 /// `PUT /api/netbox` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsInput {
     pub url: String,

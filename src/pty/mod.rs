@@ -109,6 +109,8 @@ pub(crate) fn run_as() -> Option<&'static RunAs> {
 
 /// `GET /api/programs`: the names of the allow-listed programs (`[pty.programs]`), for
 /// any logged-in user. Never the argv: what runs is the admin's business.
+#[utoipa::path(get, path = "/api/programs", tag = "system",
+    responses((status = 200, description = "Names of the programs a `pty` channel may run", body = Vec<String>, example = json!(["htop"]))))]
 pub async fn list_programs(
     axum::extract::State(app): axum::extract::State<Arc<crate::app::App>>,
     _user: crate::auth::CurrentUser,

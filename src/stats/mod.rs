@@ -267,6 +267,8 @@ pub fn channel(sampler: &Arc<Sampler>, interval_ms: u64) -> Source {
 }
 
 /// `GET /api/system/stats`: the sampler's latest figures if fresh, else a sample now.
+#[utoipa::path(get, path = "/api/system/stats", tag = "system",
+    responses((status = 200, description = "CPU, memory, disks, network, uptime and the gateway's own figures", body = crate::http::SystemStats)))]
 pub async fn system_stats(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
     _user: crate::auth::CurrentUser,

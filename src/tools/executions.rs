@@ -19,7 +19,7 @@ use crate::source::{Source, SourceEvent, Stopper, MAX_SOURCE_CHUNK};
 use crate::store::{self, Store, StoreError, EXECUTIONS};
 
 /// A stored execution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Execution {
     pub id: String,
     pub tool: String,

@@ -388,7 +388,7 @@ impl Tool {
     }
 
     /// The registry entry as `GET /api/tools` shows it.
-    pub fn describe(&self) -> Value {
+    pub fn describe(&self) -> routes::ToolDescription {
         let mut props = Map::new();
         let mut required = Vec::new();
         for p in &self.def.params {
@@ -397,18 +397,18 @@ impl Tool {
                 required.push(p.name);
             }
         }
-        json!({
-            "name": self.def.name,
-            "description": self.def.description,
-            "category": self.def.category,
-            "params": {"type":"object","properties":props,"required":required,"additionalProperties":false},
-            "result_schema": self.def.result_schema,
-            "enabled": self.enabled,
-            "available": self.available(),
-            "admin_only": self.def.admin_only,
-            "timeout_secs": self.timeout.as_secs(),
-            "concurrency": self.concurrency,
-        })
+        routes::ToolDescription {
+            name: self.def.name,
+            description: self.def.description,
+            category: self.def.category,
+            params: json!({"type":"object","properties":props,"required":required,"additionalProperties":false}),
+            result_schema: self.def.result_schema.clone(),
+            enabled: self.enabled,
+            available: self.available(),
+            admin_only: self.def.admin_only,
+            timeout_secs: self.timeout.as_secs(),
+            concurrency: self.concurrency,
+        }
     }
 }
 

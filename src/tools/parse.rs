@@ -339,7 +339,8 @@ mod tests {
         // The parameter declarations are JSON Schema too: each compiles, and the
         // defaults they declare pass it.
         for tool in tools.all() {
-            let params = &tool.describe()["params"];
+            let described = serde_json::to_value(tool.describe()).expect("a description");
+            let params = &described["params"];
             let v = jsonschema::draft202012::new(params).expect("a valid parameter schema");
             let defaults: serde_json::Map<String, Value> = params["properties"]
                 .as_object()

@@ -100,7 +100,7 @@ pub struct Membership {
 }
 
 /// A member as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub username: String,
     pub role: Role,

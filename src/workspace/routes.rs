@@ -13,13 +13,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{MemberView, Team, TeamsRead, WorkspaceError, ACCESS_REVOKED, PERSONAL};
 use crate::app::App;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::http::ApiJson;
+use crate::http::{ApiJson, ErrorBody};
 use crate::store::MEMBERS;
 
 /// A logged-in user of any global role: membership routes decide by the team role (a
@@ -35,7 +34,9 @@ impl FromRequestParts<Arc<App>> for AnyRoleUser {
 }
 
 /// A team as the API shows it.
-#[derive(Debug, Serialize)]
+/// A team as the API shows it: `role` is the caller's there (absent if not a member);
+/// `members` only for global admins and the team's admins.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TeamView {
     pub id: String,
     pub name: String,
@@ -49,7 +50,7 @@ pub struct TeamView {
 }
 
 /// One workspace the caller can select.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceView {
     /// The selector value: `personal` or a team id.
     pub id: String,
@@ -59,6 +60,12 @@ pub struct WorkspaceView {
     pub name: String,
     /// The caller's role there (the global role in the personal workspace).
     pub role: Role,
+}
+
+/// `GET /api/workspaces`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkspaceList {
+    pub workspaces: Vec<WorkspaceView>,
 }
 
 /// The team and the caller's membership role, or 404 if the caller may not know of it.
@@ -100,6 +107,8 @@ fn view(team: Team, role: Option<Role>, members: Vec<MemberView>, admin: bool) -
 
 /// `GET /api/teams`: every team for a global admin, else the caller's teams, each with
 /// the caller's role.
+#[utoipa::path(get, path = "/api/teams", tag = "workspaces",
+    responses((status = 200, description = "Teams: every team for admins, the caller's otherwise", body = Vec<TeamView>)))]
 pub async fn list_teams(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -136,6 +145,8 @@ pub async fn list_teams(
 }
 
 /// `GET /api/teams/{id}`
+#[utoipa::path(get, path = "/api/teams/{id}", tag = "workspaces", params(("id" = String, Path, description = "Team id")),
+    responses((status = 200, description = "The team", body = TeamView), (status = 404, description = "`not_found`: no such team, or the caller is neither a member nor a global admin.", body = ErrorBody)))]
 pub async fn get_team(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -146,13 +157,19 @@ pub async fn get_team(
 }
 
 /// The body of `POST /api/teams` and `PUT /api/teams/{id}`.
-#[derive(Deserialize)]
+/// A team's name (create, rename).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamBody {
     name: String,
 }
 
 /// `POST /api/teams` (global admins)
+#[utoipa::path(post, path = "/api/teams", tag = "workspaces", request_body = TeamBody,
+    responses((status = 201, description = "Created", body = TeamView),
+        (status = 400, description = "`invalid_name`: empty or too long.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: global admins only.", body = ErrorBody),
+        (status = 409, description = "`team_exists`: the name is taken.", body = ErrorBody)))]
 pub async fn create_team(
     State(app): State<Arc<App>>,
     AdminUser(user): AdminUser,
@@ -176,6 +193,11 @@ async fn require_global_admin(app: &App, user: &CurrentUser, id: &str) -> Result
 }
 
 /// `PUT /api/teams/{id}` (rename; global admins)
+#[utoipa::path(put, path = "/api/teams/{id}", tag = "workspaces", params(("id" = String, Path, description = "Team id")), request_body = TeamBody,
+    responses((status = 200, description = "Renamed", body = TeamView),
+        (status = 400, description = "`invalid_name`: empty or too long.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: global admins only.", body = ErrorBody), (status = 404, description = "`not_found`: no such team, or the caller is neither a member nor a global admin.", body = ErrorBody),
+        (status = 409, description = "`team_exists`: the name is taken.", body = ErrorBody)))]
 pub async fn rename_team(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -202,6 +224,12 @@ pub struct DeleteTeamQuery {
 /// `team_not_empty` unless its workspace is empty. With it: everything in the
 /// workspace goes too; 409 `team_busy` while one of its jobs or tool runs is in flight
 /// (they would write into a deleted workspace).
+#[utoipa::path(delete, path = "/api/teams/{id}", tag = "workspaces", params(("id" = String, Path, description = "Team id"),
+        ("cascade" = Option<bool>, Query, description = "Delete everything in the team's workspace too (jobs, configs, schedules, executions, inventory, apps)")),
+    responses((status = 204, description = "Deleted; members' sockets in it are closed"),
+        (status = 403, description = "`forbidden`: global admins only.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such team, or the caller is neither a member nor a global admin.", body = ErrorBody),
+        (status = 409, description = "`team_not_empty`: its workspace still holds objects (without `cascade`); `team_busy`: one of its jobs or tool runs is in flight.", body = ErrorBody)))]
 pub async fn delete_team(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -238,14 +266,23 @@ async fn require_member_manager(app: &App, user: &CurrentUser, id: &str) -> Resu
 }
 
 /// The body of `PUT /api/teams/{id}/members/{username}`.
-#[derive(Deserialize)]
+/// A member's role in the team.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberBody {
+    /// `admin`, `operator` or `viewer`.
+    #[schema(example = "operator")]
     role: String,
 }
 
 /// `PUT /api/teams/{id}/members/{username}` `{"role"}`: adds a member or changes their
 /// role. Made a viewer, they lose the team's terminals at once.
+#[utoipa::path(put, path = "/api/teams/{id}/members/{username}", tag = "workspaces",
+    params(("id" = String, Path, description = "Team id"), ("username" = String, Path, description = "The member")), request_body = MemberBody,
+    responses((status = 200, description = "The membership", body = MemberView),
+        (status = 400, description = "`invalid_role`: not admin, operator or viewer.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: needs the team's admin role or global admin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such team or user.", body = ErrorBody)))]
 pub async fn put_member(
     State(app): State<Arc<App>>,
     AnyRoleUser(user): AnyRoleUser,
@@ -274,6 +311,11 @@ pub async fn put_member(
 
 /// `DELETE /api/teams/{id}/members/{username}`: the member's channels on the team's
 /// objects end at once; their other channels stay.
+#[utoipa::path(delete, path = "/api/teams/{id}/members/{username}", tag = "workspaces",
+    params(("id" = String, Path, description = "Team id"), ("username" = String, Path, description = "The member")),
+    responses((status = 204, description = "Removed; their sockets in the team are closed"),
+        (status = 403, description = "`forbidden`: needs the team's admin role or global admin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such team or member.", body = ErrorBody)))]
 pub async fn delete_member(
     State(app): State<Arc<App>>,
     AnyRoleUser(user): AnyRoleUser,
@@ -291,6 +333,8 @@ pub async fn delete_member(
 }
 
 /// `GET /api/workspaces`: the caller's personal workspace, then their teams.
+#[utoipa::path(get, path = "/api/workspaces", tag = "workspaces",
+    responses((status = 200, description = "The personal workspace first, then the caller's teams", body = WorkspaceList)))]
 pub async fn list_workspaces(
     State(app): State<Arc<App>>,
     user: CurrentUser,
@@ -309,5 +353,5 @@ pub async fn list_workspaces(
         name: t.name,
         role,
     }));
-    Ok(Json(json!({ "workspaces": out })))
+    Ok(Json(WorkspaceList { workspaces: out }))
 }
