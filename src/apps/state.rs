@@ -20,7 +20,7 @@ use super::remote::{self, Action};
 use super::AppsError;
 use crate::auth::Role;
 use crate::inventory::DeviceType;
-use crate::jobs::model::{self as jobs_model, Job, JobState, JobType, Target, TargetState};
+use crate::jobs::model::{self as jobs_model, Job, JobState, JobType, Target};
 use crate::store::{self, APPS};
 use crate::workspace::Scope;
 
@@ -104,17 +104,7 @@ pub fn begin(
         cancel_requested: false,
         schedule_id: None,
         retry_of: None,
-        targets: vec![Target {
-            session_id: app.server_id.clone(),
-            state: TargetState::Queued,
-            attempts: 0,
-            error: None,
-            started_at: None,
-            duration_ms: None,
-            output: None,
-            config_id: None,
-            changed: None,
-        }],
+        targets: vec![Target::queued(app.server_id.clone())],
     };
     jobs_model::put(tx, &job).map_err(|e| AppsError::Internal(e.to_string()))?;
     app.status = match action {

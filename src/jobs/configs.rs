@@ -127,9 +127,8 @@ pub fn record(
             });
         }
     }
-    // Ids sort by time, so equal `created_at` seconds keep their order.
-    let id = format!("{:016x}{}", now, &store::new_id()[..8]);
     let previous = mine.first().map(|v| v.id.clone());
+    let id = version_id(previous.as_deref());
     let v = Version {
         id: id.clone(),
         session_id: session_id.to_string(),
@@ -256,5 +255,41 @@ pub fn diff(from: &Version, to: &Version) -> Diff {
         unified,
         hunks,
         stats: DiffStats { added, removed },
+    }
+}
+
+/// A new version's id: 16 hex digits of nanoseconds since the epoch, then 8 random hex
+/// digits. Versions of one second (two backups in quick succession) keep their order
+/// under "newest first" (`created_at`, then id), and an id is always above its device's
+/// previous one, even if the clock stepped back.
+fn version_id(previous: Option<&str>) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let after_previous = previous
+        .and_then(|p| p.get(..16))
+        .and_then(|p| u64::from_str_radix(p, 16).ok())
+        .map_or(0, |p| p.saturating_add(1));
+    format!(
+        "{:016x}{}",
+        nanos.max(after_previous),
+        &store::new_id()[..8]
+    )
+}
+
+#[cfg(test)]
+mod version_id_tests {
+    use super::version_id;
+
+    #[test]
+    fn a_new_id_sorts_after_the_previous_one() {
+        let first = version_id(None);
+        let second = version_id(Some(&first));
+        assert!(second > first, "{second} <= {first}");
+        // A previous id from a clock that ran ahead still sorts below the next one.
+        let ahead = format!("{:016x}{}", u64::MAX - 5, "abcdef01");
+        assert!(version_id(Some(&ahead)) > ahead);
+        assert_eq!(version_id(None).len(), 24);
     }
 }

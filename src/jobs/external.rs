@@ -9,10 +9,10 @@
 //! channel later first gets that tail as one event with `"snapshot":true` and `end`
 //! (the offset just past it): live events with an `offset` below `end` are already in it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use super::model::{self, CommandOutput, Job, JobState, TargetError, TargetState};
 use super::runner::{job_event, target_event, LiveJob};
@@ -20,8 +20,6 @@ use super::JobError;
 use crate::app::App;
 use crate::store;
 
-/// Progress events kept for a lagging watcher (it then resynchronises from the job).
-const PROGRESS_BUFFER: usize = 1024;
 /// Largest `data` of one output event; longer reads are split.
 const OUTPUT_EVENT_BYTES: usize = 4096;
 
@@ -57,14 +55,7 @@ impl ExternalJob {
     /// Registers `job` (already stored, one target) as running here, so its channel
     /// streams live and `POST /api/jobs/{id}/cancel` reaches [`ExternalJob::cancelled`].
     pub fn start(app: &Arc<App>, job: Job, cap: usize) -> ExternalJob {
-        let (events, _) = broadcast::channel(PROGRESS_BUFFER);
-        let (cancel, cancel_rx) = watch::channel(job.cancel_requested);
-        let live = LiveJob {
-            events,
-            cancel,
-            snapshot: Arc::new(Mutex::new(job.clone())),
-        };
-        app.jobs.live.insert(job.id.clone(), live.clone());
+        let (live, cancel_rx) = LiveJob::register(app, &job);
         ExternalJob {
             app: app.clone(),
             job,

@@ -114,6 +114,23 @@ pub struct Target {
     pub changed: Option<bool>,
 }
 
+impl Target {
+    /// A target that has not run yet.
+    pub fn queued(session_id: String) -> Target {
+        Target {
+            session_id,
+            state: TargetState::Queued,
+            attempts: 0,
+            error: None,
+            started_at: None,
+            duration_ms: None,
+            output: None,
+            config_id: None,
+            changed: None,
+        }
+    }
+}
+
 /// What one command printed.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandOutput {
@@ -333,19 +350,7 @@ mod tests {
             cancel_requested: false,
             schedule_id: None,
             retry_of: None,
-            targets: (0..n)
-                .map(|i| Target {
-                    session_id: format!("s{i}"),
-                    state: TargetState::Queued,
-                    attempts: 0,
-                    error: None,
-                    started_at: None,
-                    duration_ms: None,
-                    output: None,
-                    config_id: None,
-                    changed: None,
-                })
-                .collect(),
+            targets: (0..n).map(|i| Target::queued(format!("s{i}"))).collect(),
         }
     }
 

@@ -222,20 +222,7 @@ pub async fn build_job(
         cancel_requested: false,
         schedule_id: None,
         retry_of: None,
-        targets: targets
-            .into_iter()
-            .map(|session_id| Target {
-                session_id,
-                state: TargetState::Queued,
-                attempts: 0,
-                error: None,
-                started_at: None,
-                duration_ms: None,
-                output: None,
-                config_id: None,
-                changed: None,
-            })
-            .collect(),
+        targets: targets.into_iter().map(Target::queued).collect(),
     })
 }
 

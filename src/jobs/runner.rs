@@ -52,6 +52,22 @@ pub(super) struct LiveJob {
     pub(super) snapshot: Arc<Mutex<Job>>,
 }
 
+impl LiveJob {
+    /// Registers `job` as live: its `job` channels stream it and a cancel request
+    /// reaches the returned receiver.
+    pub(super) fn register(app: &Arc<App>, job: &Job) -> (LiveJob, watch::Receiver<bool>) {
+        let (events, _) = broadcast::channel(PROGRESS_BUFFER);
+        let (cancel, cancel_rx) = watch::channel(job.cancel_requested);
+        let live = LiveJob {
+            events,
+            cancel,
+            snapshot: Arc::new(Mutex::new(job.clone())),
+        };
+        app.jobs.live.insert(job.id.clone(), live.clone());
+        (live, cancel_rx)
+    }
+}
+
 /// The jobs registry: running jobs by id, the global concurrency limit, and the
 /// webhook sender.
 pub struct Jobs {
@@ -104,14 +120,7 @@ impl Jobs {
 
 /// Starts a stored job.
 pub fn spawn(app: &Arc<App>, job: Job) {
-    let (events, _) = broadcast::channel(PROGRESS_BUFFER);
-    let (cancel, cancel_rx) = watch::channel(job.cancel_requested);
-    let live = LiveJob {
-        events,
-        cancel,
-        snapshot: Arc::new(Mutex::new(job.clone())),
-    };
-    app.jobs.live.insert(job.id.clone(), live.clone());
+    let (live, cancel_rx) = LiveJob::register(app, &job);
     let app = app.clone();
     let span = tracing::info_span!("job", id = %job.id);
     tokio::spawn(tracing::Instrument::instrument(
@@ -759,20 +768,13 @@ pub struct ExternalJob {
 impl ExternalJob {
     /// Registers a stored job as running and tells its watchers.
     pub async fn start(app: &Arc<App>, mut job: Job) -> ExternalJob {
-        let (events, _) = broadcast::channel(PROGRESS_BUFFER);
-        let (cancel, cancel_rx) = watch::channel(false);
         job.state = JobState::Running;
         for t in &mut job.targets {
             t.state = TargetState::Running;
             t.attempts = 1;
             t.started_at = Some(store::now());
         }
-        let live = LiveJob {
-            events,
-            cancel,
-            snapshot: Arc::new(Mutex::new(job.clone())),
-        };
-        app.jobs.live.insert(job.id.clone(), live.clone());
+        let (live, cancel_rx) = LiveJob::register(app, &job);
         persist(app, &job).await;
         publish(&live, &job, job_event(&job));
         ExternalJob {

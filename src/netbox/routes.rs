@@ -19,7 +19,7 @@ use super::NetboxError;
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
-use crate::jobs::model::{self, Job, JobState, JobType, Target, TargetError, TargetState};
+use crate::jobs::model::{self, Job, JobState, JobType, Target, TargetError};
 use crate::jobs::runner::{ExternalJob, EXTERNAL_TARGET};
 use crate::store;
 use crate::workspace::{Scope, Workspace};
@@ -345,17 +345,7 @@ pub async fn import_devices(
         cancel_requested: false,
         schedule_id: None,
         retry_of: None,
-        targets: vec![Target {
-            session_id: EXTERNAL_TARGET.to_string(),
-            state: TargetState::Queued,
-            attempts: 0,
-            error: None,
-            started_at: None,
-            duration_ms: None,
-            output: None,
-            config_id: None,
-            changed: None,
-        }],
+        targets: vec![Target::queued(EXTERNAL_TARGET.to_string())],
     };
     let (j, entry) = (
         job.clone(),
