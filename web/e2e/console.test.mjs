@@ -521,6 +521,59 @@ top = ["top"]
     await shot('admin-audit');
   });
 
+  step('switches to a team workspace and back; terminals keep running; a viewer gets no write actions', async () => {
+    // As admin over REST: a team with admin as operator holding one device, and a second
+    // team where admin is only a viewer.
+    const made = await page.evaluate(async () => {
+      const call = async (method, path, body, ws) => {
+        const headers = { 'Content-Type': 'application/json', 'X-Requested-With': 'opsgate' };
+        if (ws) headers['X-Opsgate-Workspace'] = ws;
+        const r = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
+        return { status: r.status, body: r.status === 204 ? null : await r.json() };
+      };
+      const noc = await call('POST', 'api/teams', { name: 'NOC' });
+      await call('PUT', `api/teams/${noc.body.id}/members/admin`, { role: 'operator' });
+      const sess = await call('POST', 'api/sessions', { folder: 'Team gear', display_name: 'team-sw1', host: '127.0.0.1', port: 22, username: 'x', device_type: 'cisco_ios', tags: [] }, noc.body.id);
+      const audit = await call('POST', 'api/teams', { name: 'Auditors' });
+      await call('PUT', `api/teams/${audit.body.id}/members/admin`, { role: 'viewer' });
+      return { noc: noc.body.id, sess: sess.status, auditors: audit.body.id };
+    });
+    assert.equal(made.sess, 201);
+    // The switcher lists workspaces when the page loads: a reload shows the new teams.
+    await page.reload();
+    await until('socket open', async () => (await hook(() => window.__opsgate.socket())) === 'open');
+    const ids = async () => (await terms()).map((t) => t.id).filter(Boolean).sort();
+    const before = await until('terminals back', async () => ((await ids()).length > 0 ? ids() : null));
+    const sw = page.getByLabel('Workspace', { exact: true });
+    await sw.selectOption({ label: 'NOC (operator)' });
+    await page.getByRole('button', { name: 'team-sw1', exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'lab-ssh', exact: true }).count(), 0, 'the personal device is not in the team tree');
+    await page.getByText('admin · operator in NOC').waitFor();
+    assert.deepEqual(await ids(), before, 'terminals keep running across a switch');
+    await shot('workspace-team');
+    // The choice is remembered across a reload.
+    await page.reload();
+    await page.getByRole('button', { name: 'team-sw1', exact: true }).waitFor();
+    // The current screen reloads from the new workspace too.
+    await page.getByRole('button', { name: 'Inventory' }).click();
+    await page.getByRole('cell', { name: 'team-sw1' }).first().waitFor();
+    await sw.selectOption({ label: 'Auditors (viewer)' });
+    await page.getByText('admin · viewer in Auditors').waitFor();
+    await until('team device gone', async () => (await page.getByRole('cell', { name: 'team-sw1' }).count()) === 0);
+    assert.equal(await page.getByRole('button', { name: '+ Session' }).isVisible(), false, 'a viewer gets no add buttons');
+    assert.equal(await page.getByRole('button', { name: 'New session' }).isVisible(), false, 'nor inventory write actions');
+    await shot('workspace-viewer');
+    // A remembered team that is gone falls back to personal.
+    await page.evaluate(() => localStorage.setItem('opsgate.workspace.admin', 'no-such-team'));
+    await page.reload();
+    await page.getByText('admin · admin').waitFor();
+    assert.equal(await sw.inputValue(), 'personal');
+    await page.getByRole('button', { name: 'Terminals' }).click();
+    await page.getByRole('button', { name: 'lab-ssh', exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'team-sw1', exact: true }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: '+ Session' }).isVisible(), true);
+  });
+
   step('signs out and the socket closes', async () => {
     await page.getByRole('button', { name: 'Terminals' }).click();
     assert.ok(sockets.length > 0);
