@@ -9,12 +9,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { ADMIN_PASSWORD, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, deviceFixture, startGateway, startSshd, stopAll } from './fixtures.mjs';
+import { ADMIN_PASSWORD, APPS_USER, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, appsFixture, deviceFixture, startGateway, startSshd, stopAll } from './fixtures.mjs';
 
 const SHOTS = join(ROOT, 'web/artifacts/screens');
 const PASTE_BYTES = 200 * 1024;
 
-let browser, ctx, page, gw, sshd, device;
+let browser, ctx, page, gw, sshd, device, appsHost;
 
 // The fake device's running config before and after one change (as tests/jobs.rs).
 const CONFIG_V1 = 'hostname rtr1\n!\ninterface GigabitEthernet0/1\n description uplink to core\n ip address 10.0.0.1 255.255.255.0\n!\ninterface GigabitEthernet0/2\n shutdown\n!\nvlan 321\n name users\n!\nvlan 400\n name voice\n!\nrouter ospf 1\n network 10.0.0.0 0.0.0.255 area 0\n!\nline vty 0 4\n transport input ssh\n!';
@@ -86,7 +86,8 @@ function step(name, fn) {
 describe('opsgate console in Chromium', { timeout: 240_000 }, () => {
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
-    sshd = await startSshd({ devices: true });
+    sshd = await startSshd({ devices: true, apps: true });
+    appsHost = appsFixture(sshd.port);
     device = deviceFixture(sshd.port);
     device.setConfig(CONFIG_V1);
     gw = await startGateway(`
@@ -107,6 +108,7 @@ top = ["top"]
   after(async () => {
     await browser?.close();
     device?.remove();
+    appsHost?.remove();
     await stopAll();
   });
 
@@ -499,6 +501,70 @@ top = ["top"]
     await page.emulateMedia({ colorScheme: 'dark' });
     await shot('dashboard-dark');
     await page.emulateMedia({ colorScheme: 'light' });
+  });
+
+  step('servers and apps: check now, project and app forms with the gateway\'s errors, start with live output, countdown, extend, a failing stop', async () => {
+    const shop = appsHost.appDir('shop');
+    const made = await page.evaluate(async ({ user, pw, port }) => {
+      const post = async (path, body) => {
+        const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'opsgate' }, body: JSON.stringify(body) });
+        return { status: r.status, body: await r.json() };
+      };
+      const cred = await post('api/credentials', { name: 'stage login', kind: 'password', secret: pw, username: user });
+      const sess = await post('api/sessions', { folder: 'Servers', display_name: 'stage-srv', host: '127.0.0.1', port, username: user, device_type: 'linux', credential_id: cred.body.id, tags: [] });
+      return sess.status;
+    }, { user: APPS_USER, pw: SSH_PASSWORD, port: sshd.port });
+    assert.equal(made, 201);
+    await page.getByRole('button', { name: 'Servers & Apps' }).click();
+    const row = page.getByRole('table', { name: 'Servers' }).getByRole('row').filter({ hasText: 'stage-srv' });
+    await row.waitFor();
+    await page.getByRole('button', { name: 'Check stage-srv now' }).click();
+    await row.getByText('online').waitFor();
+    await page.getByRole('button', { name: 'New project' }).click();
+    let dlg = page.getByRole('dialog', { name: 'New project' });
+    await dlg.getByLabel('Name', { exact: true }).fill('Staging');
+    await dlg.getByLabel('Description', { exact: true }).fill('demo stacks');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('region', { name: 'Project Staging' }).waitFor();
+    await page.getByRole('button', { name: 'New app' }).click();
+    dlg = page.getByRole('dialog', { name: 'New app' });
+    await dlg.getByLabel('Name', { exact: true }).fill('shop');
+    await dlg.getByLabel('Server', { exact: true }).selectOption({ label: 'stage-srv (127.0.0.1)' });
+    await dlg.getByLabel('Directory (cd_path)').fill('relative/path');
+    await dlg.getByLabel(/^Auto-stop after/).fill('60');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    // The gateway's validation message shows in the form, which keeps what was typed.
+    await dlg.getByRole('alert').filter({ hasText: /absolute/i }).waitFor();
+    await shot('apps-form-error');
+    await dlg.getByLabel('Directory (cd_path)').fill(shop);
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await dlg.waitFor({ state: 'detached' });
+    const appRow = page.getByRole('table', { name: 'Apps of Staging' }).getByRole('row').filter({ hasText: 'shop' });
+    await appRow.locator('.chip', { hasText: 'stopped' }).waitFor();
+    await page.getByRole('button', { name: 'Start shop' }).click();
+    const out = page.getByRole('log', { name: 'App command output' });
+    await out.getByText('Container web-1  Started').waitFor();
+    await appRow.locator('.chip', { hasText: 'running' }).waitFor();
+    const left = () => appRow.locator('.countdown').textContent();
+    const first = await until('countdown', async () => ((await left()).match(/^(\d+):(\d\d)$/) ? left() : null));
+    const m = first.match(/^(\d+):(\d\d)$/);
+    assert.ok(Number(m[1]) >= 58 && Number(m[1]) <= 59, `about an hour left: ${first}`);
+    await until('countdown ticks', async () => (await left()) !== first, 5000);
+    await page.getByRole('button', { name: 'Check stage-srv now' }).click().catch(() => {});
+    await shot('apps-running');
+    await page.getByRole('button', { name: 'Extend shop' }).click();
+    dlg = page.getByRole('dialog', { name: 'Extend shop' });
+    await dlg.getByRole('button', { name: 'Extend' }).click();
+    await until('extended', async () => /^1:2\d:\d\d$/.test(await left()));
+    // A stop that fails: the command's output and the app's last error show.
+    appsHost.set('fail', 'compose exploded: no such network\n');
+    await page.getByRole('button', { name: 'Stop shop' }).click();
+    await out.getByText('compose exploded: no such network').waitFor();
+    await appRow.locator('.chip', { hasText: 'failed' }).waitFor();
+    await appRow.locator('.last-error').filter({ hasText: 'command_failed' }).waitFor();
+    await page.getByRole('status').filter({ hasText: 'command_failed' }).first().waitFor();
+    await shot('apps-failed');
+    appsHost.unset('fail');
   });
 
   step('warns loudly when the host key changes', async () => {

@@ -6,6 +6,7 @@ import { canWrite, pickWorkspace, storageKey, WorkspaceInfo, workspaceLabel, PER
 import { Connection, SocketState } from '../connection';
 import { clearConsole, loadConsole, loadLog, saveConsole } from '../persist';
 import { AdminPage } from './admin';
+import { AppsPage } from './apps';
 import { ConfigsPage } from './configs';
 import { DashboardPage } from './dashboard';
 import { JobsPage } from './jobs';
@@ -20,7 +21,7 @@ import { fontSize, onThemeChange, setFontSize } from './theme';
 import { OutputLog } from './outlog';
 import { Workspace } from './workspace';
 
-type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'inventory' | 'admin';
+type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'apps' | 'inventory' | 'admin';
 
 const FINAL_TEXT: Record<string, string> = {
   logged_out: 'You were signed out.',
@@ -40,6 +41,7 @@ export class ConsoleApp {
   private jobs: JobsPage;
   private configs: ConfigsPage;
   private dashboard: DashboardPage;
+  private apps: AppsPage;
   private page: Page = 'terminals';
   private main: HTMLElement;
   private nav: HTMLElement;
@@ -95,6 +97,7 @@ export class ConsoleApp {
     this.tools = new ToolsPage(this.conn, me.role);
     this.jobs = new JobsPage(this.conn, me.role, { folders, openConfig: (id, cfg, diff) => this.openConfig(id, cfg, diff) });
     this.configs = new ConfigsPage(folders);
+    this.apps = new AppsPage(this.conn, me.role, folders);
     this.dashboard = new DashboardPage(this.conn, (id) => this.openConfig(id));
     this.inventory = new InventoryPage(() => void this.sidebar.reload());
     if (me.role === 'admin') this.admin = new AdminPage(me.username);
@@ -214,6 +217,7 @@ export class ConsoleApp {
     this.sidebar.setWritable(canWrite(role));
     this.tools.role = role;
     this.jobs.setRole(role);
+    this.apps.role = role;
     document.body.dataset.wsRole = role;
   }
 
@@ -230,6 +234,7 @@ export class ConsoleApp {
     if (w.id !== id) toast('That workspace is no longer available; back to your personal one.', 'error');
     this.applyWorkspace(w);
     this.configs.reset();
+    this.apps.reset();
     await this.sidebar.reload();
     this.show(this.page);
     this.wsSelect.focus();
@@ -272,6 +277,7 @@ export class ConsoleApp {
   // so its channels keep running (and acking) and come back as they were.
   show(page: Page, sub?: InventoryTab): void {
     if (this.page === 'dashboard' && page !== 'dashboard') this.dashboard.hide();
+    if (this.page === 'apps' && page !== 'apps') this.apps.hide();
     this.page = page;
     const pages: [Page, string][] = [
       ['terminals', 'Terminals'],
@@ -279,6 +285,7 @@ export class ConsoleApp {
       ['tools', 'Tools'],
       ['jobs', 'Jobs'],
       ['configs', 'Configs'],
+      ['apps', 'Servers & Apps'],
       ['inventory', 'Inventory'],
     ];
     if (this.admin) pages.push(['admin', 'Admin']);
@@ -294,6 +301,7 @@ export class ConsoleApp {
       tools: this.tools.el,
       jobs: this.jobs.el,
       configs: this.configs.el,
+      apps: this.apps.el,
       inventory: this.inventory.el,
       admin: this.admin?.el ?? this.ws.el,
     }[page];
@@ -303,6 +311,7 @@ export class ConsoleApp {
     if (page === 'tools') void this.tools.show();
     if (page === 'jobs') this.jobs.show();
     if (page === 'configs') this.configs.show();
+    if (page === 'apps') void this.apps.show();
     if (page === 'admin') this.admin?.show();
     if (page === 'terminals') {
       this.ws.fitAll();
