@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { ADMIN_PASSWORD, APPS_USER, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, appsFixture, deviceFixture, startGateway, startSshd, stopAll } from './fixtures.mjs';
+import { ADMIN_PASSWORD, APPS_USER, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, appsFixture, deviceFixture, NETBOX_TOKEN, startGateway, startNetbox, startSshd, stopAll } from './fixtures.mjs';
 
 const SHOTS = join(ROOT, 'web/artifacts/screens');
 const PASTE_BYTES = 200 * 1024;
@@ -565,6 +565,45 @@ top = ["top"]
     await page.getByRole('status').filter({ hasText: 'command_failed' }).first().waitFor();
     await shot('apps-failed');
     appsHost.unset('fail');
+  });
+
+  step('NetBox: a refused token, then the connection; search with filters and paging; dry run; import with progress', async () => {
+    const nb = await startNetbox({ devices: 120, sites: 3 });
+    await page.getByRole('button', { name: 'NetBox' }).click();
+    await page.getByLabel('NetBox URL').fill(nb.url);
+    await page.getByLabel('API token').fill('nbt_wrong.token1');
+    await page.getByRole('button', { name: 'Save and test' }).click();
+    await page.getByRole('alert').filter({ hasText: 'netbox_auth_failed' }).waitFor();
+    await shot('netbox-auth-failed');
+    await page.getByLabel('API token').fill(NETBOX_TOKEN);
+    await page.getByRole('button', { name: 'Save and test' }).click();
+    await page.getByText(/Connection works/).waitFor();
+    await page.getByText('1–50 of 120 device(s)', { exact: false }).waitFor();
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await page.getByText('51–100 of 120 device(s)', { exact: false }).waitFor();
+    await page.getByLabel('Site', { exact: true }).selectOption({ label: 'Site 01' });
+    await page.getByRole('button', { name: 'Search devices' }).click();
+    await page.getByText('1–40 of 40 device(s)', { exact: false }).waitFor();
+    // dev-00100 has no primary IP: shown with the reason, not selectable.
+    assert.equal(await page.getByRole('checkbox', { name: 'Select dev-00100' }).isDisabled(), true);
+    await page.getByRole('checkbox', { name: 'Select dev-00004' }).check();
+    await page.getByRole('checkbox', { name: 'Select dev-00007' }).check();
+    await page.getByText('1–40 of 40 device(s) · 2 selected').waitFor();
+    await page.getByRole('button', { name: 'Preview (dry run)' }).click();
+    await page.getByText('This import will create 2, update 0 and refuse 0 device(s).').waitFor();
+    await page.getByLabel('Import which devices').selectOption('filters');
+    await page.getByRole('button', { name: 'Preview (dry run)' }).click();
+    // Refused: dev-00100 (no primary IP) and dev-00001, whose 10.0.0.1:22 is core-sw1's
+    // (from the YAML import above).
+    await page.getByText(/This import will create 38, update 0 and refuse 2 device/).waitFor();
+    const refused = page.getByRole('table', { name: 'Refused devices' });
+    await refused.getByRole('cell', { name: 'dev-00100' }).waitFor();
+    await refused.getByRole('cell', { name: 'dev-00001' }).waitFor();
+    await shot('netbox-preview');
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    await page.getByText(/Imported: 38 created, 0 updated, 2 refused/).waitFor();
+    await page.getByRole('navigation', { name: 'Devices' }).getByText('Site 01').waitFor();
+    await shot('netbox-imported');
   });
 
   step('warns loudly when the host key changes', async () => {

@@ -216,6 +216,16 @@ export async function startSshd({ devices = false, apps = false } = {}) {
   return sshd;
 }
 
+/** The NetBox-shaped fixture server (tests/fixtures/netbox_fixture.py, Python stdlib)
+ * on a free loopback port. Its v2 token is `NETBOX_TOKEN`. */
+export const NETBOX_TOKEN = 'nbt_opsgatetest.s3cretPart42';
+export async function startNetbox({ devices = 120, sites = 3 } = {}) {
+  const port = await freePort();
+  start('netbox', 'python3', [join(ROOT, 'tests/fixtures/netbox_fixture.py'), '--devices', String(devices), '--sites', String(sites), '--port', String(port)]);
+  await waitPort(port, 10_000);
+  return { port, url: `http://127.0.0.1:${port}` };
+}
+
 /** The gateway binary (target/debug/opsgate unless OPSGATE_BIN says otherwise). */
 export async function startGateway(extraToml = '') {
   const bin = process.env.E2E_GATEWAY_BIN ?? join(ROOT, 'target/debug/opsgate');

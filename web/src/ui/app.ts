@@ -7,6 +7,7 @@ import { Connection, SocketState } from '../connection';
 import { clearConsole, loadConsole, loadLog, saveConsole } from '../persist';
 import { AdminPage } from './admin';
 import { AppsPage } from './apps';
+import { NetboxPage } from './netbox';
 import { ConfigsPage } from './configs';
 import { DashboardPage } from './dashboard';
 import { JobsPage } from './jobs';
@@ -21,7 +22,7 @@ import { fontSize, onThemeChange, setFontSize } from './theme';
 import { OutputLog } from './outlog';
 import { Workspace } from './workspace';
 
-type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'apps' | 'inventory' | 'admin';
+type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'apps' | 'netbox' | 'inventory' | 'admin';
 
 const FINAL_TEXT: Record<string, string> = {
   logged_out: 'You were signed out.',
@@ -42,6 +43,7 @@ export class ConsoleApp {
   private configs: ConfigsPage;
   private dashboard: DashboardPage;
   private apps: AppsPage;
+  private netbox: NetboxPage;
   private page: Page = 'terminals';
   private main: HTMLElement;
   private nav: HTMLElement;
@@ -98,6 +100,7 @@ export class ConsoleApp {
     this.jobs = new JobsPage(this.conn, me.role, { folders, openConfig: (id, cfg, diff) => this.openConfig(id, cfg, diff) });
     this.configs = new ConfigsPage(folders);
     this.apps = new AppsPage(this.conn, me.role, folders);
+    this.netbox = new NetboxPage(this.conn, me.role, () => void this.sidebar.reload());
     this.dashboard = new DashboardPage(this.conn, (id) => this.openConfig(id));
     this.inventory = new InventoryPage(() => void this.sidebar.reload());
     if (me.role === 'admin') this.admin = new AdminPage(me.username);
@@ -218,6 +221,7 @@ export class ConsoleApp {
     this.tools.role = role;
     this.jobs.setRole(role);
     this.apps.role = role;
+    this.netbox.role = role;
     document.body.dataset.wsRole = role;
   }
 
@@ -235,6 +239,7 @@ export class ConsoleApp {
     this.applyWorkspace(w);
     this.configs.reset();
     this.apps.reset();
+    this.netbox.reset();
     await this.sidebar.reload();
     this.show(this.page);
     this.wsSelect.focus();
@@ -286,6 +291,7 @@ export class ConsoleApp {
       ['jobs', 'Jobs'],
       ['configs', 'Configs'],
       ['apps', 'Servers & Apps'],
+      ['netbox', 'NetBox'],
       ['inventory', 'Inventory'],
     ];
     if (this.admin) pages.push(['admin', 'Admin']);
@@ -302,6 +308,7 @@ export class ConsoleApp {
       jobs: this.jobs.el,
       configs: this.configs.el,
       apps: this.apps.el,
+      netbox: this.netbox.el,
       inventory: this.inventory.el,
       admin: this.admin?.el ?? this.ws.el,
     }[page];
@@ -312,6 +319,7 @@ export class ConsoleApp {
     if (page === 'jobs') this.jobs.show();
     if (page === 'configs') this.configs.show();
     if (page === 'apps') void this.apps.show();
+    if (page === 'netbox') void this.netbox.show();
     if (page === 'admin') this.admin?.show();
     if (page === 'terminals') {
       this.ws.fitAll();
