@@ -671,8 +671,9 @@ top = ["top"]
     // A remembered team that is gone falls back to personal.
     await page.evaluate(() => localStorage.setItem('opsgate.workspace.admin', 'no-such-team'));
     await page.reload();
+    // The top bar says admin · admin before the list loads too: wait for the switcher.
+    await until('personal selected', async () => (await sw.inputValue()) === 'personal');
     await page.getByText('admin · admin').waitFor();
-    assert.equal(await sw.inputValue(), 'personal');
     await page.getByRole('button', { name: 'Terminals' }).click();
     await page.getByRole('button', { name: 'lab-ssh', exact: true }).waitFor();
     assert.equal(await page.getByRole('button', { name: 'team-sw1', exact: true }).count(), 0);
