@@ -50,17 +50,26 @@ pub async fn launch(
         .store
         .write(move |tx| state::begin(tx, &ws2, role, &id, action, &trigger))
         .await?;
+    // Registered as live before the 202 answer: a client that opens the job's channel
+    // right after it must find the live job, or it would see `queued` forever.
+    let job = ExternalJob::start(app, begun.job.clone(), app.cfg.apps.output_bytes);
     let (app2, b) = (app.clone(), begun.clone());
     let span = tracing::info_span!("app", id = %begun.app.id, job = %begun.job.id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(app2, ws, role, b, action),
+        run(app2, ws, role, b, action, job),
         span,
     ));
     Ok(begun)
 }
 
-async fn run(app: Arc<App>, ws: Scope, role: Role, begun: Begun, action: Action) {
-    let mut job = ExternalJob::start(&app, begun.job.clone(), app.cfg.apps.output_bytes);
+async fn run(
+    app: Arc<App>,
+    ws: Scope,
+    role: Role,
+    begun: Begun,
+    action: Action,
+    mut job: ExternalJob,
+) {
     // The job stays `queued` while `max_running_commands` others run; a cancel then
     // ends it without connecting.
     let permit = tokio::select! {

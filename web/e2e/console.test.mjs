@@ -9,12 +9,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { ADMIN_PASSWORD, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, deviceFixture, startGateway, startSshd, stopAll } from './fixtures.mjs';
+import { ADMIN_PASSWORD, APPS_USER, CHROMIUM, DEVICE_ENABLE, DEVICE_USER, ROOT, SSH_PASSWORD, SSH_USER, appsFixture, deviceFixture, NETBOX_TOKEN, startGateway, startNetbox, startSshd, stopAll } from './fixtures.mjs';
 
 const SHOTS = join(ROOT, 'web/artifacts/screens');
 const PASTE_BYTES = 200 * 1024;
 
-let browser, ctx, page, gw, sshd, device;
+let browser, ctx, page, gw, sshd, device, appsHost;
 
 // The fake device's running config before and after one change (as tests/jobs.rs).
 const CONFIG_V1 = 'hostname rtr1\n!\ninterface GigabitEthernet0/1\n description uplink to core\n ip address 10.0.0.1 255.255.255.0\n!\ninterface GigabitEthernet0/2\n shutdown\n!\nvlan 321\n name users\n!\nvlan 400\n name voice\n!\nrouter ospf 1\n network 10.0.0.0 0.0.0.255 area 0\n!\nline vty 0 4\n transport input ssh\n!';
@@ -86,7 +86,8 @@ function step(name, fn) {
 describe('opsgate console in Chromium', { timeout: 240_000 }, () => {
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
-    sshd = await startSshd({ devices: true });
+    sshd = await startSshd({ devices: true, apps: true });
+    appsHost = appsFixture(sshd.port);
     device = deviceFixture(sshd.port);
     device.setConfig(CONFIG_V1);
     gw = await startGateway(`
@@ -107,6 +108,7 @@ top = ["top"]
   after(async () => {
     await browser?.close();
     device?.remove();
+    appsHost?.remove();
     await stopAll();
   });
 
@@ -501,6 +503,109 @@ top = ["top"]
     await page.emulateMedia({ colorScheme: 'light' });
   });
 
+  step('servers and apps: check now, project and app forms with the gateway\'s errors, start with live output, countdown, extend, a failing stop', async () => {
+    const shop = appsHost.appDir('shop');
+    const made = await page.evaluate(async ({ user, pw, port }) => {
+      const post = async (path, body) => {
+        const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'opsgate' }, body: JSON.stringify(body) });
+        return { status: r.status, body: await r.json() };
+      };
+      const cred = await post('api/credentials', { name: 'stage login', kind: 'password', secret: pw, username: user });
+      const sess = await post('api/sessions', { folder: 'Servers', display_name: 'stage-srv', host: '127.0.0.1', port, username: user, device_type: 'linux', credential_id: cred.body.id, tags: [] });
+      return sess.status;
+    }, { user: APPS_USER, pw: SSH_PASSWORD, port: sshd.port });
+    assert.equal(made, 201);
+    await page.getByRole('button', { name: 'Servers & Apps' }).click();
+    const row = page.getByRole('table', { name: 'Servers' }).getByRole('row').filter({ hasText: 'stage-srv' });
+    await row.waitFor();
+    await page.getByRole('button', { name: 'Check stage-srv now' }).click();
+    await row.getByText('online').waitFor();
+    await page.getByRole('button', { name: 'New project' }).click();
+    let dlg = page.getByRole('dialog', { name: 'New project' });
+    await dlg.getByLabel('Name', { exact: true }).fill('Staging');
+    await dlg.getByLabel('Description', { exact: true }).fill('demo stacks');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('region', { name: 'Project Staging' }).waitFor();
+    await page.getByRole('button', { name: 'New app' }).click();
+    dlg = page.getByRole('dialog', { name: 'New app' });
+    await dlg.getByLabel('Name', { exact: true }).fill('shop');
+    await dlg.getByLabel('Server', { exact: true }).selectOption({ label: 'stage-srv (127.0.0.1)' });
+    await dlg.getByLabel('Directory (cd_path)').fill('relative/path');
+    await dlg.getByLabel(/^Auto-stop after/).fill('60');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    // The gateway's validation message shows in the form, which keeps what was typed.
+    await dlg.getByRole('alert').filter({ hasText: /absolute/i }).waitFor();
+    await shot('apps-form-error');
+    await dlg.getByLabel('Directory (cd_path)').fill(shop);
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await dlg.waitFor({ state: 'detached' });
+    const appRow = page.getByRole('table', { name: 'Apps of Staging' }).getByRole('row').filter({ hasText: 'shop' });
+    await appRow.locator('.chip', { hasText: 'stopped' }).waitFor();
+    await page.getByRole('button', { name: 'Start shop' }).click();
+    const out = page.getByRole('log', { name: 'App command output' });
+    await out.getByText('Container web-1  Started').waitFor();
+    await appRow.locator('.chip', { hasText: 'running' }).waitFor();
+    const left = () => appRow.locator('.countdown').textContent();
+    const first = await until('countdown', async () => ((await left()).match(/^(\d+):(\d\d)$/) ? left() : null));
+    const m = first.match(/^(\d+):(\d\d)$/);
+    assert.ok(Number(m[1]) >= 58 && Number(m[1]) <= 59, `about an hour left: ${first}`);
+    await until('countdown ticks', async () => (await left()) !== first, 5000);
+    await page.getByRole('button', { name: 'Check stage-srv now' }).click().catch(() => {});
+    await shot('apps-running');
+    await page.getByRole('button', { name: 'Extend shop' }).click();
+    dlg = page.getByRole('dialog', { name: 'Extend shop' });
+    await dlg.getByRole('button', { name: 'Extend' }).click();
+    await until('extended', async () => /^1:2\d:\d\d$/.test(await left()));
+    // A stop that fails: the command's output and the app's last error show.
+    appsHost.set('fail', 'compose exploded: no such network\n');
+    await page.getByRole('button', { name: 'Stop shop' }).click();
+    await out.getByText('compose exploded: no such network').waitFor();
+    await appRow.locator('.chip', { hasText: 'failed' }).waitFor();
+    await appRow.locator('.last-error').filter({ hasText: 'command_failed' }).waitFor();
+    await page.getByRole('status').filter({ hasText: 'command_failed' }).first().waitFor();
+    await shot('apps-failed');
+    appsHost.unset('fail');
+  });
+
+  step('NetBox: a refused token, then the connection; search with filters and paging; dry run; import with progress', async () => {
+    const nb = await startNetbox({ devices: 120, sites: 3 });
+    await page.getByRole('button', { name: 'NetBox' }).click();
+    await page.getByLabel('NetBox URL').fill(nb.url);
+    await page.getByLabel('API token').fill('nbt_wrong.token1');
+    await page.getByRole('button', { name: 'Save and test' }).click();
+    await page.getByRole('alert').filter({ hasText: 'netbox_auth_failed' }).waitFor();
+    await shot('netbox-auth-failed');
+    await page.getByLabel('API token').fill(NETBOX_TOKEN);
+    await page.getByRole('button', { name: 'Save and test' }).click();
+    await page.getByText(/Connection works/).waitFor();
+    await page.getByText('1–50 of 120 device(s)', { exact: false }).waitFor();
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await page.getByText('51–100 of 120 device(s)', { exact: false }).waitFor();
+    await page.getByLabel('Site', { exact: true }).selectOption({ label: 'Site 01' });
+    await page.getByRole('button', { name: 'Search devices' }).click();
+    await page.getByText('1–40 of 40 device(s)', { exact: false }).waitFor();
+    // dev-00100 has no primary IP: shown with the reason, not selectable.
+    assert.equal(await page.getByRole('checkbox', { name: 'Select dev-00100' }).isDisabled(), true);
+    await page.getByRole('checkbox', { name: 'Select dev-00004' }).check();
+    await page.getByRole('checkbox', { name: 'Select dev-00007' }).check();
+    await page.getByText('1–40 of 40 device(s) · 2 selected').waitFor();
+    await page.getByRole('button', { name: 'Preview (dry run)' }).click();
+    await page.getByText('This import will create 2, update 0 and refuse 0 device(s).').waitFor();
+    await page.getByLabel('Import which devices').selectOption('filters');
+    await page.getByRole('button', { name: 'Preview (dry run)' }).click();
+    // Refused: dev-00100 (no primary IP) and dev-00001, whose 10.0.0.1:22 is core-sw1's
+    // (from the YAML import above).
+    await page.getByText(/This import will create 38, update 0 and refuse 2 device/).waitFor();
+    const refused = page.getByRole('table', { name: 'Refused devices' });
+    await refused.getByRole('cell', { name: 'dev-00100' }).waitFor();
+    await refused.getByRole('cell', { name: 'dev-00001' }).waitFor();
+    await shot('netbox-preview');
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    await page.getByText(/Imported: 38 created, 0 updated, 2 refused/).waitFor();
+    await page.getByRole('navigation', { name: 'Devices' }).getByText('Site 01').waitFor();
+    await shot('netbox-imported');
+  });
+
   step('warns loudly when the host key changes', async () => {
     await sshd.rekey();
     await page.getByRole('button', { name: 'Terminals' }).click();
@@ -519,6 +624,60 @@ top = ["top"]
     await page.getByLabel('Action', { exact: true }).fill('channel.open');
     await page.getByRole('cell', { name: 'channel.open', exact: true }).first().waitFor();
     await shot('admin-audit');
+  });
+
+  step('switches to a team workspace and back; terminals keep running; a viewer gets no write actions', async () => {
+    // As admin over REST: a team with admin as operator holding one device, and a second
+    // team where admin is only a viewer.
+    const made = await page.evaluate(async () => {
+      const call = async (method, path, body, ws) => {
+        const headers = { 'Content-Type': 'application/json', 'X-Requested-With': 'opsgate' };
+        if (ws) headers['X-Opsgate-Workspace'] = ws;
+        const r = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
+        return { status: r.status, body: r.status === 204 ? null : await r.json() };
+      };
+      const noc = await call('POST', 'api/teams', { name: 'NOC' });
+      await call('PUT', `api/teams/${noc.body.id}/members/admin`, { role: 'operator' });
+      const sess = await call('POST', 'api/sessions', { folder: 'Team gear', display_name: 'team-sw1', host: '127.0.0.1', port: 22, username: 'x', device_type: 'cisco_ios', tags: [] }, noc.body.id);
+      const audit = await call('POST', 'api/teams', { name: 'Auditors' });
+      await call('PUT', `api/teams/${audit.body.id}/members/admin`, { role: 'viewer' });
+      return { noc: noc.body.id, sess: sess.status, auditors: audit.body.id };
+    });
+    assert.equal(made.sess, 201);
+    // The switcher lists workspaces when the page loads: a reload shows the new teams.
+    await page.reload();
+    await until('socket open', async () => (await hook(() => window.__opsgate.socket())) === 'open');
+    const ids = async () => (await terms()).map((t) => t.id).filter(Boolean).sort();
+    const before = await until('terminals back', async () => ((await ids()).length > 0 ? ids() : null));
+    const sw = page.getByLabel('Workspace', { exact: true });
+    await sw.selectOption({ label: 'NOC (operator)' });
+    await page.getByRole('button', { name: 'team-sw1', exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'lab-ssh', exact: true }).count(), 0, 'the personal device is not in the team tree');
+    await page.getByText('admin · operator in NOC').waitFor();
+    assert.deepEqual(await ids(), before, 'terminals keep running across a switch');
+    await shot('workspace-team');
+    // The choice is remembered across a reload.
+    await page.reload();
+    await page.getByRole('button', { name: 'team-sw1', exact: true }).waitFor();
+    // The current screen reloads from the new workspace too.
+    await page.getByRole('button', { name: 'Inventory' }).click();
+    await page.getByRole('cell', { name: 'team-sw1' }).first().waitFor();
+    await sw.selectOption({ label: 'Auditors (viewer)' });
+    await page.getByText('admin · viewer in Auditors').waitFor();
+    await until('team device gone', async () => (await page.getByRole('cell', { name: 'team-sw1' }).count()) === 0);
+    assert.equal(await page.getByRole('button', { name: '+ Session' }).isVisible(), false, 'a viewer gets no add buttons');
+    assert.equal(await page.getByRole('button', { name: 'New session' }).isVisible(), false, 'nor inventory write actions');
+    await shot('workspace-viewer');
+    // A remembered team that is gone falls back to personal.
+    await page.evaluate(() => localStorage.setItem('opsgate.workspace.admin', 'no-such-team'));
+    await page.reload();
+    // The top bar says admin · admin before the list loads too: wait for the switcher.
+    await until('personal selected', async () => (await sw.inputValue()) === 'personal');
+    await page.getByText('admin · admin').waitFor();
+    await page.getByRole('button', { name: 'Terminals' }).click();
+    await page.getByRole('button', { name: 'lab-ssh', exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'team-sw1', exact: true }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: '+ Session' }).isVisible(), true);
   });
 
   step('signs out and the socket closes', async () => {

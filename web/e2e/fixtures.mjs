@@ -3,7 +3,7 @@
 // binary with its own data directory, and Debian's Chromium driven by playwright-core.
 // Everything started here is stopped by stopAll(), in its own process group.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync, symlinkSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -95,6 +95,63 @@ function ensureDevice() {
   execFileSync('chmod', ['1777', '/tmp/opsgate-fake']);
 }
 
+// An account whose login shell puts stand-in `docker`, `docker-compose` and `systemctl`
+// (tests/fixtures/apps_standin.py) first on PATH, as tests/apps.rs sets it up: a "server"
+// for the Servers & Apps screen. Its own account name and copy, as for the device.
+export const APPS_USER = 'ogw-apps';
+
+function ensureApps() {
+  const bin = join(DEVICE_SHELL_DIR, 'apps-bin');
+  mkdirSync(bin, { recursive: true });
+  const standin = join(bin, 'standin.py');
+  writeFileSync(standin, readFileSync(join(ROOT, 'tests/fixtures/apps_standin.py')));
+  execFileSync('chmod', ['755', DEVICE_SHELL_DIR, bin, standin]);
+  for (const name of ['docker', 'docker-compose', 'systemctl']) {
+    rmSync(join(bin, name), { force: true });
+    symlinkSync(standin, join(bin, name));
+  }
+  const shell = join(DEVICE_SHELL_DIR, 'apps_shell.sh');
+  writeFileSync(shell, `#!/bin/sh\nPATH=${bin}:/usr/local/bin:/usr/bin:/bin\nexport PATH\nexec /bin/sh "$@"\n`);
+  execFileSync('chmod', ['755', shell]);
+  try {
+    execFileSync('id', [APPS_USER], { stdio: 'ignore' });
+  } catch {
+    try {
+      execFileSync('useradd', ['-m', '-s', shell, APPS_USER], { stdio: 'ignore' });
+    } catch {
+      execFileSync('id', [APPS_USER], { stdio: 'ignore' });
+    }
+  }
+  execFileSync('usermod', ['-s', shell, APPS_USER]);
+  execFileSync('chpasswd', { input: `${APPS_USER}:${SSH_PASSWORD}\n` });
+  mkdirSync('/tmp/opsgate-apps', { recursive: true });
+  execFileSync('chmod', ['1777', '/tmp/opsgate-apps']);
+}
+
+/** The stand-in's fixture directory for an sshd port: app directories, switches
+ * (`fail`, `delay`, `no_plugin`) and the call log. */
+export function appsFixture(port) {
+  const dir = `/tmp/opsgate-apps/${port}`;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  execFileSync('chmod', ['777', dir]);
+  return {
+    dir,
+    appDir: (name) => {
+      const p = join(dir, name);
+      mkdirSync(p, { recursive: true });
+      execFileSync('chmod', ['777', p]);
+      return p;
+    },
+    set: (name, text) => {
+      writeFileSync(join(dir, name), text);
+      execFileSync('chmod', ['666', join(dir, name)]);
+    },
+    unset: (name) => rmSync(join(dir, name), { force: true }),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
 /** The fake device's fixture directory for an sshd port: its config and login log. */
 export function deviceFixture(port) {
   const dir = `/tmp/opsgate-fake/${port}`;
@@ -111,9 +168,10 @@ export function deviceFixture(port) {
 
 /** A real sshd; `rekey()` restarts it on the same port with a new host key. With
  * `devices`, the fake network device account may log in too. */
-export async function startSshd({ devices = false } = {}) {
+export async function startSshd({ devices = false, apps = false } = {}) {
   ensureUser();
   if (devices) ensureDevice();
+  if (apps) ensureApps();
   const dir = join(TMP, 'sshd');
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
@@ -136,7 +194,7 @@ export async function startSshd({ devices = false } = {}) {
         'UsePAM yes',
         'StrictModes no',
         'PermitRootLogin no',
-        `AllowUsers ${SSH_USER}${devices ? ` ${DEVICE_USER}` : ''}`,
+        `AllowUsers ${SSH_USER}${devices ? ` ${DEVICE_USER}` : ''}${apps ? ` ${APPS_USER}` : ''}`,
         'LogLevel ERROR',
         'PrintMotd no',
         'PrintLastLog no',
@@ -156,6 +214,16 @@ export async function startSshd({ devices = false } = {}) {
     await run();
   };
   return sshd;
+}
+
+/** The NetBox-shaped fixture server (tests/fixtures/netbox_fixture.py, Python stdlib)
+ * on a free loopback port. Its v2 token is `NETBOX_TOKEN`. */
+export const NETBOX_TOKEN = 'nbt_opsgatetest.s3cretPart42';
+export async function startNetbox({ devices = 120, sites = 3 } = {}) {
+  const port = await freePort();
+  start('netbox', 'python3', [join(ROOT, 'tests/fixtures/netbox_fixture.py'), '--devices', String(devices), '--sites', String(sites), '--port', String(port)]);
+  await waitPort(port, 10_000);
+  return { port, url: `http://127.0.0.1:${port}` };
 }
 
 /** The gateway binary (target/debug/opsgate unless OPSGATE_BIN says otherwise). */

@@ -1,5 +1,9 @@
 // The REST client. Every error the gateway sends is {"error":{"code","message"}}; it
 // becomes an ApiError with the status and, for 429, the Retry-After seconds.
+// Every call carries the selected workspace (X-Opsgate-Workspace) unless it is the
+// personal one or the path names one itself.
+
+import { PERSONAL, workspaceHeader } from './wsselect';
 
 export class ApiError extends Error {
   constructor(
@@ -17,8 +21,22 @@ export function url(path: string): string {
   return new URL(path.replace(/^\//, ''), document.baseURI).toString();
 }
 
+let selectedWorkspace = PERSONAL;
+
+/** Selects the workspace every following REST call works in (`personal` or a team id). */
+export function setWorkspace(id: string): void {
+  selectedWorkspace = id || PERSONAL;
+}
+
+/** The workspace REST calls currently work in. */
+export function currentWorkspace(): string {
+  return selectedWorkspace;
+}
+
 async function request<T>(method: string, path: string, body?: unknown, raw?: string): Promise<T> {
   const headers: Record<string, string> = { 'X-Requested-With': 'opsgate' };
+  const ws = workspaceHeader(selectedWorkspace, path);
+  if (ws) headers['X-Opsgate-Workspace'] = ws;
   let payload: string | undefined;
   if (raw !== undefined) {
     headers['Content-Type'] = 'application/yaml';

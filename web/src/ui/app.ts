@@ -1,15 +1,18 @@
 // The console: header (pages, user, sign out), the device sidebar, the terminal
 // workspace or an inventory/admin page, and a status bar with the socket's state.
 
-import { api, LiveChannel, Me } from '../api';
+import { api, LiveChannel, Me, Role, setWorkspace } from '../api';
+import { canWrite, pickWorkspace, storageKey, WorkspaceInfo, workspaceLabel, PERSONAL } from '../wsselect';
 import { Connection, SocketState } from '../connection';
 import { clearConsole, loadConsole, loadLog, saveConsole } from '../persist';
 import { AdminPage } from './admin';
+import { AppsPage } from './apps';
+import { NetboxPage } from './netbox';
 import { ConfigsPage } from './configs';
 import { DashboardPage } from './dashboard';
 import { JobsPage } from './jobs';
 import { ToolsPage } from './tools';
-import { h, clear } from './dom';
+import { h, clear, toast } from './dom';
 import { InventoryPage, InventoryTab } from './inventory';
 import { quickOpen } from './palette';
 import { installShortcuts, showHelp } from './shortcuts';
@@ -19,7 +22,7 @@ import { fontSize, onThemeChange, setFontSize } from './theme';
 import { OutputLog } from './outlog';
 import { Workspace } from './workspace';
 
-type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'inventory' | 'admin';
+type Page = 'terminals' | 'dashboard' | 'tools' | 'jobs' | 'configs' | 'apps' | 'netbox' | 'inventory' | 'admin';
 
 const FINAL_TEXT: Record<string, string> = {
   logged_out: 'You were signed out.',
@@ -39,6 +42,8 @@ export class ConsoleApp {
   private jobs: JobsPage;
   private configs: ConfigsPage;
   private dashboard: DashboardPage;
+  private apps: AppsPage;
+  private netbox: NetboxPage;
   private page: Page = 'terminals';
   private main: HTMLElement;
   private nav: HTMLElement;
@@ -52,6 +57,12 @@ export class ConsoleApp {
   /** Removes every window/document listener of this login when it ends, so a next
    * login in the same page starts clean (no shortcut reaching a dead workspace). */
   private listeners = new AbortController();
+  private who: HTMLElement;
+  private wsBox: HTMLElement;
+  private wsSelect: HTMLSelectElement;
+  private workspaces: WorkspaceInfo[] = [];
+  /** The selected workspace (personal until `start` loads the list). */
+  workspace: WorkspaceInfo;
 
   constructor(
     root: HTMLElement,
@@ -59,6 +70,7 @@ export class ConsoleApp {
     private signedOut: (notice?: string) => void,
   ) {
     const canOpen = me.role !== 'viewer';
+    this.workspace = { id: PERSONAL, kind: 'personal', name: me.username, role: me.role };
     this.conn = new Connection({
       state: (s, d) => this.socketState(s, d.retryAt, d.rtt),
       final: (code, message) => this.end(this.signingOut ? 'Signed out.' : (FINAL_TEXT[code] ?? message)),
@@ -87,11 +99,17 @@ export class ConsoleApp {
     this.tools = new ToolsPage(this.conn, me.role);
     this.jobs = new JobsPage(this.conn, me.role, { folders, openConfig: (id, cfg, diff) => this.openConfig(id, cfg, diff) });
     this.configs = new ConfigsPage(folders);
+    this.apps = new AppsPage(this.conn, me.role, folders);
+    this.netbox = new NetboxPage(this.conn, me.role, () => void this.sidebar.reload());
     this.dashboard = new DashboardPage(this.conn, (id) => this.openConfig(id));
     this.inventory = new InventoryPage(() => void this.sidebar.reload());
     if (me.role === 'admin') this.admin = new AdminPage(me.username);
 
     this.nav = h('nav', { class: 'pages', 'aria-label': 'Pages' });
+    this.who = h('span', { class: 'who' }, `${me.username} · ${me.role}`);
+    this.wsSelect = h('select', { id: 'ws-select', 'aria-label': 'Workspace' });
+    this.wsSelect.addEventListener('change', () => void this.switchWorkspace(this.wsSelect.value));
+    this.wsBox = h('span', { class: 'ws-switch', hidden: true }, h('label', { for: 'ws-select' }, 'Workspace'), this.wsSelect);
     this.main = h('main', { class: 'content', id: 'content' });
     this.statusSocket = h('span', { class: 'socket', role: 'status', 'aria-live': 'polite' });
     this.statusCount = h('span', { class: 'count' }, '0 terminal(s)');
@@ -101,7 +119,8 @@ export class ConsoleApp {
       h('span', { class: 'brand' }, 'opsgate'),
       this.nav,
       h('span', { class: 'spacer' }),
-      h('span', { class: 'who' }, `${me.username} · ${me.role}`),
+      this.wsBox,
+      this.who,
       h('button', { type: 'button', class: 'ghost', onclick: () => void this.signOut() }, 'Sign out'),
     );
     const status = h(
@@ -150,6 +169,7 @@ export class ConsoleApp {
 
   /** Loads the lists, brings back the terminals of this tab (or of this login), connects. */
   async start(): Promise<void> {
+    await this.loadWorkspaces();
     await this.sidebar.reload();
     const saved = loadConsole(this.me.username);
     if (saved && saved.terms.length > 0) {
@@ -172,6 +192,57 @@ export class ConsoleApp {
     }
     this.conn.start();
     this.sidebar.render();
+  }
+
+  /** Lists the user's workspaces and selects the remembered one (personal if that team
+   * is gone). The switcher shows only when there is a team to switch to. */
+  private async loadWorkspaces(): Promise<void> {
+    try {
+      this.workspaces = (await api.get<{ workspaces: WorkspaceInfo[] }>('api/workspaces')).workspaces;
+    } catch {
+      this.workspaces = [];
+    }
+    const picked = pickWorkspace(this.workspaces, localStorage.getItem(storageKey(this.me.username)));
+    this.applyWorkspace(picked ?? this.workspace);
+  }
+
+  private applyWorkspace(w: WorkspaceInfo): void {
+    this.workspace = w;
+    setWorkspace(w.id);
+    if (w.id === PERSONAL) localStorage.removeItem(storageKey(this.me.username));
+    else localStorage.setItem(storageKey(this.me.username), w.id);
+    clear(this.wsSelect, ...this.workspaces.map((x) => h('option', { value: x.id }, workspaceLabel(x))));
+    this.wsSelect.value = w.id;
+    this.wsBox.hidden = this.workspaces.length < 2;
+    this.who.textContent = `${this.me.username} · ${w.kind === 'team' ? `${w.role} in ${w.name}` : this.me.role}`;
+    this.who.dataset.role = w.role;
+    const role: Role = w.role;
+    this.sidebar.setWritable(canWrite(role));
+    this.tools.role = role;
+    this.jobs.setRole(role);
+    this.apps.role = role;
+    this.netbox.role = role;
+    document.body.dataset.wsRole = role;
+  }
+
+  /** Switches workspace: the tree and the screen shown reload from the new one. Open
+   * terminals keep running (they belong to the login, not to a workspace). */
+  async switchWorkspace(id: string): Promise<void> {
+    // The list may be stale (a team deleted meanwhile): read it again, then fall back.
+    try {
+      this.workspaces = (await api.get<{ workspaces: WorkspaceInfo[] }>('api/workspaces')).workspaces;
+    } catch {
+      /* keep the old list */
+    }
+    const w = pickWorkspace(this.workspaces, id) ?? this.workspace;
+    if (w.id !== id) toast('That workspace is no longer available; back to your personal one.', 'error');
+    this.applyWorkspace(w);
+    this.configs.reset();
+    this.apps.reset();
+    this.netbox.reset();
+    await this.sidebar.reload();
+    this.show(this.page);
+    this.wsSelect.focus();
   }
 
   private open(spec: TermSpec, where: 'tab' | 'right' | 'down' = 'tab'): void {
@@ -211,6 +282,7 @@ export class ConsoleApp {
   // so its channels keep running (and acking) and come back as they were.
   show(page: Page, sub?: InventoryTab): void {
     if (this.page === 'dashboard' && page !== 'dashboard') this.dashboard.hide();
+    if (this.page === 'apps' && page !== 'apps') this.apps.hide();
     this.page = page;
     const pages: [Page, string][] = [
       ['terminals', 'Terminals'],
@@ -218,6 +290,8 @@ export class ConsoleApp {
       ['tools', 'Tools'],
       ['jobs', 'Jobs'],
       ['configs', 'Configs'],
+      ['apps', 'Servers & Apps'],
+      ['netbox', 'NetBox'],
       ['inventory', 'Inventory'],
     ];
     if (this.admin) pages.push(['admin', 'Admin']);
@@ -233,6 +307,8 @@ export class ConsoleApp {
       tools: this.tools.el,
       jobs: this.jobs.el,
       configs: this.configs.el,
+      apps: this.apps.el,
+      netbox: this.netbox.el,
       inventory: this.inventory.el,
       admin: this.admin?.el ?? this.ws.el,
     }[page];
@@ -242,6 +318,8 @@ export class ConsoleApp {
     if (page === 'tools') void this.tools.show();
     if (page === 'jobs') this.jobs.show();
     if (page === 'configs') this.configs.show();
+    if (page === 'apps') void this.apps.show();
+    if (page === 'netbox') void this.netbox.show();
     if (page === 'admin') this.admin?.show();
     if (page === 'terminals') {
       this.ws.fitAll();

@@ -68,6 +68,14 @@ export class ConfigsPage {
   }
   private searchForm: HTMLFormElement;
 
+  /** Forgets the device shown (a workspace switch: it belongs to the other one). */
+  reset(): void {
+    this.sessionId = undefined;
+    this.versions = [];
+    clear(this.versionsBox);
+    clear(this.viewer);
+  }
+
   show(tab = this.tab): void {
     this.tab = tab;
     clear(

@@ -1,6 +1,6 @@
 // Inventory: saved sessions and folders, credentials (secrets write-only), known hosts,
 // YAML import (a dry run shows what will change and every bad row first) and export.
-import { api, ApiError, Credential, Folder, KnownHost, url } from '../api';
+import { api, ApiError, Credential, currentWorkspace, Folder, KnownHost, url } from '../api';
 import { confirmDialog, formDialog, Values } from './dialog';
 import { clear, fmtTime, h, toast } from './dom';
 import { deleteFolder, deleteSession, editSession, moveSession, newFolder, renameFolder } from './sessions';
@@ -51,8 +51,8 @@ export class InventoryPage {
       h(
         'div',
         { class: 'toolbar' },
-        h('button', { type: 'button', class: 'primary', onclick: () => void editSession(undefined, folders, this.refresh) }, 'New session'),
-        h('button', { type: 'button', onclick: () => newFolder(this.refresh) }, 'New folder'),
+        h('button', { type: 'button', class: 'primary write', onclick: () => void editSession(undefined, folders, this.refresh) }, 'New session'),
+        h('button', { type: 'button', class: 'write', onclick: () => newFolder(this.refresh) }, 'New folder'),
       ),
       ...folders.map((f) =>
         h(
@@ -63,8 +63,8 @@ export class InventoryPage {
             { class: 'group-head' },
             f.name,
             h('span', { class: 'muted' }, ` ${f.sessions.length} session(s)`),
-            h('button', { type: 'button', class: 'small', 'aria-label': `Rename folder ${f.name}`, onclick: () => renameFolder(f.name, this.refresh) }, 'Rename'),
-            h('button', { type: 'button', class: 'small', 'aria-label': `Delete folder ${f.name}`, onclick: () => void deleteFolder(f, this.refresh) }, 'Delete'),
+            h('button', { type: 'button', class: 'small write', 'aria-label': `Rename folder ${f.name}`, onclick: () => renameFolder(f.name, this.refresh) }, 'Rename'),
+            h('button', { type: 'button', class: 'small write', 'aria-label': `Delete folder ${f.name}`, onclick: () => void deleteFolder(f, this.refresh) }, 'Delete'),
           ),
           f.sessions.length === 0
             ? h('p', { class: 'muted' }, 'Empty.')
@@ -87,9 +87,9 @@ export class InventoryPage {
                       h(
                         'td',
                         { class: 'row-actions' },
-                        h('button', { type: 'button', class: 'small', 'aria-label': `Edit ${s.display_name}`, onclick: () => void editSession(s, folders, this.refresh) }, 'Edit'),
-                        h('button', { type: 'button', class: 'small', 'aria-label': `Move ${s.display_name}`, onclick: () => moveSession(s, folders, this.refresh) }, 'Move'),
-                        h('button', { type: 'button', class: 'small', 'aria-label': `Delete ${s.display_name}`, onclick: () => void deleteSession(s, this.refresh) }, 'Delete'),
+                        h('button', { type: 'button', class: 'small write', 'aria-label': `Edit ${s.display_name}`, onclick: () => void editSession(s, folders, this.refresh) }, 'Edit'),
+                        h('button', { type: 'button', class: 'small write', 'aria-label': `Move ${s.display_name}`, onclick: () => moveSession(s, folders, this.refresh) }, 'Move'),
+                        h('button', { type: 'button', class: 'small write', 'aria-label': `Delete ${s.display_name}`, onclick: () => void deleteSession(s, this.refresh) }, 'Delete'),
                       ),
                     ),
                   ),
@@ -105,7 +105,7 @@ export class InventoryPage {
     clear(
       this.body,
       h('p', { class: 'muted' }, 'Secrets are sealed on the gateway and never shown again. Leave a secret empty when editing to keep it.'),
-      h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'primary', onclick: () => this.editCredential() }, 'New credential')),
+      h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'primary write', onclick: () => this.editCredential() }, 'New credential')),
       list.length === 0
         ? h('p', { class: 'muted' }, 'No credentials yet.')
         : h(
@@ -127,7 +127,7 @@ export class InventoryPage {
                   h(
                     'td',
                     { class: 'row-actions' },
-                    h('button', { type: 'button', class: 'small', 'aria-label': `Edit ${c.name}`, onclick: () => this.editCredential(c) }, 'Edit'),
+                    h('button', { type: 'button', class: 'small write', 'aria-label': `Edit ${c.name}`, onclick: () => this.editCredential(c) }, 'Edit'),
                     h(
                       'button',
                       {
@@ -241,7 +241,7 @@ export class InventoryPage {
     });
     const mode = h('select', { id: 'import-mode' }, h('option', { value: 'merge' }, 'Merge: update same names, add the rest'), h('option', { value: 'replace' }, 'Replace: remove every saved session first'));
     const result = h('div', { class: 'import-result', 'aria-live': 'polite' });
-    const apply = h('button', { type: 'button', class: 'primary', disabled: true }, 'Import');
+    const apply = h('button', { type: 'button', class: 'primary write', disabled: true }, 'Import');
     let previewed = '';
     const preview = async () => {
       apply.disabled = true;
@@ -290,7 +290,7 @@ export class InventoryPage {
     clear(
       this.body,
       h('h2', {}, 'Export'),
-      h('p', {}, h('a', { href: url('api/sessions/export'), download: 'opsgate-sessions.yaml', class: 'button' }, 'Download YAML')),
+      h('p', {}, h('a', { href: url(exportPath()), download: 'opsgate-sessions.yaml', class: 'button' }, 'Download YAML')),
       h('h2', {}, 'Import'),
       h(
         'div',
@@ -299,8 +299,14 @@ export class InventoryPage {
         h('div', { class: 'field' }, h('label', { for: 'import-mode' }, 'Mode'), mode),
       ),
       h('div', { class: 'field' }, h('label', { for: 'import-text' }, 'or paste YAML'), text),
-      h('div', { class: 'toolbar' }, h('button', { type: 'button', onclick: () => void preview() }, 'Preview'), apply),
+      h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'write', onclick: () => void preview() }, 'Preview'), apply),
       result,
     );
   }
+}
+
+/** The export link: a plain download carries no header, so it names the workspace. */
+function exportPath(): string {
+  const ws = currentWorkspace();
+  return ws === 'personal' ? 'api/sessions/export' : `api/sessions/export?workspace=${encodeURIComponent(ws)}`;
 }

@@ -104,6 +104,16 @@ export class JobsPage {
     });
   }
 
+  /** The role in the selected workspace changed (workspace switch). */
+  setRole(role: Role): void {
+    this.role = role;
+    this.schedules.role = role;
+    this.stream?.close();
+    this.stream = undefined;
+    this.shownJob = undefined;
+    this.view.hidden = true;
+  }
+
   show(tab = this.tab): void {
     this.tab = tab;
     clear(

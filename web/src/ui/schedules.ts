@@ -24,7 +24,7 @@ export class SchedulesView {
   readonly el = h('div', { class: 'schedules' });
 
   constructor(
-    private role: Role,
+    public role: Role,
     private folders: () => Folder[],
     private openJob: (id: string) => void,
   ) {}

@@ -37,6 +37,7 @@ export class Sidebar {
   programs: string[] = [];
   private live: LiveChannel[] = [];
   private tree: HTMLElement;
+  private sideTools: HTMLElement;
   private collapsed = new Set<string>(JSON.parse(localStorage.getItem('opsgate.collapsed') ?? '[]'));
 
   constructor(private host: SidebarHost) {
@@ -66,7 +67,16 @@ export class Sidebar {
       h('button', { type: 'button', title: 'New saved session', onclick: () => void editSession(undefined, this.folders, () => void this.reload()) }, '+ Session'),
       h('button', { type: 'button', title: 'New folder', onclick: () => newFolder(() => void this.reload()) }, '+ Folder'),
     );
+    this.sideTools = tools;
     this.el = h('aside', { class: 'sidebar', 'aria-label': 'Sidebar' }, this.search, tools, this.tree);
+  }
+
+  /** Follows the role in the selected workspace: a viewer opens nothing and gets no
+   * add buttons (the gateway would refuse with 403 anyway). */
+  setWritable(writable: boolean): void {
+    this.host.canOpen = writable;
+    this.sideTools.hidden = !writable;
+    this.render();
   }
 
   async reload(): Promise<void> {
@@ -142,7 +152,7 @@ export class Sidebar {
     clear(
       this.tree,
       groups.length === 0
-        ? h('p', { class: 'muted pad' }, q ? `No device matches “${q}”.` : 'No saved sessions yet. Add one with + Session.')
+        ? h('p', { class: 'muted pad' }, q ? `No device matches “${q}”.` : this.host.canOpen ? 'No saved sessions yet. Add one with + Session.' : 'No saved sessions in this workspace.')
         : null,
       ...groups.map(({ f, list }) => this.folderEl(f, list, !!q)),
       programs.length > 0 && this.host.canOpen

@@ -64,7 +64,7 @@ export class ToolsPage {
 
   constructor(
     private conn: Connection,
-    private role: Role,
+    public role: Role,
   ) {
     this.list = h('nav', { class: 'tool-list', 'aria-label': 'Tools' });
     this.formBox = h('div', { class: 'tool-form' });
