@@ -61,6 +61,9 @@ pub fn raise_nofile() -> u64 {
 pub struct ProcSample {
     /// Resident set size, KiB (VmRSS).
     pub rss_kib: u64,
+    /// The anonymous part of it, KiB (RssAnon): heap and stacks, without the shared
+    /// pages of the program's code and libraries.
+    pub anon_kib: u64,
     /// User + system CPU time, seconds.
     pub cpu_secs: f64,
 }
@@ -91,11 +94,15 @@ impl ProcSample {
 
     fn read_path(dir: &str) -> Option<ProcSample> {
         let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let rss_kib = field("VmRSS:");
+        let anon_kib = field("RssAnon:");
         let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
         // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
         let rest = stat.rsplit_once(')')?.1;
@@ -104,6 +111,7 @@ impl ProcSample {
         let stime: f64 = f.get(12)?.parse().ok()?;
         Some(ProcSample {
             rss_kib,
+            anon_kib,
             cpu_secs: (utime + stime) / clock_ticks(),
         })
     }

@@ -647,7 +647,11 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
     if pid == 0 {
         bail!("idle needs --server-pid");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // One terminal opened and closed first, so the code and the one-time state of the
+    // terminal path (pages of the program touched for the first time, pools, caches)
+    // are in `before` and the figure is what each further terminal costs.
+    open_echo(&prep, 0, 1).await?.close().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = ProcSample::read(pid).ok_or_else(|| anyhow!("no process {pid}"))?;
     let t0 = Instant::now();
     let gate = Arc::new(Semaphore::new(open_concurrency(a.target.target)));
@@ -717,6 +721,13 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
         (
             "kib_per_connection",
             Cell::Num(d.rss_delta_kib() as f64 / ok.max(1) as f64, 1),
+        ),
+        (
+            "anon_kib_per_connection",
+            Cell::Num(
+                (after.anon_kib as f64 - before.anon_kib as f64) / ok.max(1) as f64,
+                1,
+            ),
         ),
     ]);
     report.finish(a.target.json.as_deref(), &a.target.label())?;

@@ -161,17 +161,19 @@ pub fn spawn(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| fail(&"no pid"))?;
-    let (reader, mut writer) = pty.into_split();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
+    let (reader, writer) = pty.into_split();
+    let (ctl_tx, ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (status_tx, status_rx) = oneshot::channel::<Option<ExitStatus>>();
 
     let pgid = nix::unistd::Pid::from_raw(pid);
+    // One task per program writes its input and reaps it (see `tend`); its output is
+    // read by the channel task itself.
     tokio::spawn(async move {
-        let status = reap(&mut child, stop_rx, |sig| {
+        let reaped = reap(&mut child, stop_rx, |sig| {
             let _ = nix::sys::signal::killpg(pgid, sig);
-        })
-        .await;
+        });
+        let status = tend(reaped, writer, ctl_rx, input).await;
         let _ = status_tx.send(status);
     });
 
@@ -188,37 +190,78 @@ pub fn spawn(
         Some((ev, out))
     });
 
-    // Writer: input in order, whole; the program's reading pace is the input window's.
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                ctl = ctl_rx.recv() => match ctl {
-                    Some(SourceCtl::Resize { cols, rows }) => {
-                        let _ = writer.resize(pty_process::Size::new(rows, cols));
-                    }
-                    None => break,
-                },
-                item = input.next_item() => match item {
-                    InputItem::Data(chunk) => {
-                        if writer.write_all(&chunk).await.is_err() {
-                            break;
-                        }
-                        input.consumed(chunk.len());
-                    }
-                    InputItem::Resize { cols, rows } => {
-                        let _ = writer.resize(pty_process::Size::new(rows, cols));
-                    }
-                }
-            }
-        }
-        input.close();
-    });
-
     Ok(Source {
         events: Box::pin(events),
         control: ctl_tx,
         stopper: Stopper::Signal(stop_tx),
     })
+}
+
+/// Drives a running program until it is reaped: writes its input in order and whole
+/// (the program's reading pace is the input window's), applies resizes, and waits for
+/// `reaped`. One task does both so an idle terminal costs one task here, not two. A write
+/// is one `select!` branch among the others, never awaited alone, so a program that
+/// stops reading its input still gets its stop signal and is reaped.
+async fn tend(
+    reaped: impl std::future::Future<Output = Option<ExitStatus>>,
+    mut writer: pty_process::OwnedWritePty,
+    mut control: mpsc::Receiver<SourceCtl>,
+    input: Arc<InputQueue>,
+) -> Option<ExitStatus> {
+    tokio::pin!(reaped);
+    // Input taken from the queue and not yet written, with how much of it was written.
+    let mut pending: Option<(BytesMut, usize)> = None;
+    // False once the channel is gone or the PTY refused a write: input is dropped then.
+    let mut writing = true;
+    let status = loop {
+        let unwritten = match &pending {
+            Some((chunk, done)) => &chunk[*done..],
+            None => &[][..],
+        };
+        tokio::select! {
+            status = &mut reaped => break status,
+            ctl = control.recv(), if writing => match ctl {
+                Some(SourceCtl::Resize { cols, rows }) => {
+                    let _ = writer.resize(pty_process::Size::new(rows, cols));
+                }
+                None => {
+                    writing = false;
+                    input.close();
+                }
+            },
+            item = input.next_item(), if writing && pending.is_none() => match item {
+                InputItem::Data(chunk) => pending = Some((chunk, 0)),
+                InputItem::Resize { cols, rows } => {
+                    let _ = writer.resize(pty_process::Size::new(rows, cols));
+                }
+            },
+            wrote = writer.write(unwritten), if writing && pending.is_some() => match wrote {
+                Ok(n) if n > 0 => {
+                    if let Some((chunk, done)) = &mut pending {
+                        *done += n;
+                        if *done == chunk.len() {
+                            input.consumed(chunk.len());
+                            pending = None;
+                        }
+                    }
+                }
+                _ => {
+                    writing = false;
+                    pending = None;
+                    input.close();
+                }
+            },
+        }
+    };
+    // What was taken and not written is dropped with the program; count it as consumed
+    // so the client's input window does not jam on a finished program.
+    if let Some((chunk, _)) = pending.take() {
+        input.consumed(chunk.len());
+    }
+    if writing {
+        input.close();
+    }
+    status
 }
 
 /// A PTY program's output as the channel reads it.
