@@ -58,8 +58,8 @@ pub enum SourceCtl {
 
 /// How to stop a source.
 pub enum Stopper {
-    /// Tell the task that owns the source (the SSH driver, the PTY program's reaper) to
-    /// end it; dropping the sender does the same.
+    /// Tell the task that owns the source (the SSH shell's input task, the PTY
+    /// program's tending task) to end it; dropping the sender does the same.
     Signal(oneshot::Sender<()>),
 }
 
@@ -75,8 +75,8 @@ impl Stopper {
 }
 
 /// A source's output as the channel task polls it: only while the channel's window has
-/// room, so a slow client's back-pressure reaches the source. A PTY is read right here,
-/// in the channel task; an SSH channel's driver task feeds a small queue
+/// room, so a slow client's back-pressure reaches the source. A PTY and an SSH shell are
+/// read right here, in the channel task; tool runs and job watchers feed a small queue
 /// ([`queue_stream`]).
 pub type SourceEvents = Pin<Box<dyn Stream<Item = SourceEvent> + Send>>;
 

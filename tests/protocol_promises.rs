@@ -296,6 +296,51 @@ async fn a_paste_into_a_program_that_does_not_read_arrives_whole() {
     );
 }
 
+/// The same through SSH: the shell's input task keeps a write russh has only partly sent
+/// across its other work, so nothing is sent twice or lost, and the paste arrives in
+/// order; closing the channel afterwards ends the remote session.
+#[tokio::test]
+async fn a_paste_into_a_remote_shell_that_does_not_read_yet_arrives_whole() {
+    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+    let s = server_with("").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let cred = admin.password_credential(sshd::PASSWORD).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_ssh_trusting(1, sshd.port, sshd::USER, &cred).await;
+    let command = b"stty -echo; printf 'SUM''READY\\n'; sleep 3; head -c 768000 | sha256sum\n";
+    w.input(1, command).await;
+    w.expect_output(1, "SUMREADY").await;
+    // The command counts against the window until its acknowledgement arrives.
+    let acked: u64 = w
+        .controls
+        .iter()
+        .map(|f| match f {
+            ServerFrame::InputAck { ch: 1, bytes } => *bytes,
+            _ => 0,
+        })
+        .sum();
+    let outstanding = command.len() as u64 - acked;
+    let paste = paste_lines();
+    w.send_obeying_window_from(1, &paste, 512, INPUT_WINDOW, outstanding)
+        .await;
+    let out = w.expect_output(1, " -").await;
+    assert!(
+        out.contains(&sha256_hex(&paste)),
+        "the shell did not receive the paste whole: {out}"
+    );
+    assert!(
+        !w.controls
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Error { .. })),
+        "{:?}",
+        w.controls
+    );
+    w.send_json(json!({"type":"close","ch":1})).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Closed { ch: 1, .. }))
+        .await;
+}
+
 #[tokio::test]
 async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
     let s = server_with("").await;

@@ -476,8 +476,8 @@ impl ChannelTask {
         let mut progress = ProgressLog::default();
         let mut exited_at: Option<Instant> = None;
         let mut source_done = false;
-        // The control sender is held until the channel ends: its writer task stops when
-        // it drops.
+        // The control sender is held until the channel ends: the source's input side
+        // (a PTY program's tending task, an SSH shell's input task) stops when it drops.
         let Source {
             mut events,
             control: _control,

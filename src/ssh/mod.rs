@@ -7,12 +7,12 @@
 //! uses the personal workspace.
 //!
 //! russh hands channel data to us with an awaited send into a bounded queue and reopens
-//! the SSH window on arrival, not on consumption. So each SSH channel is drained by its
-//! own driver task into a small bounded queue (`EVENT_QUEUE` chunks of at most `CHUNK`
-//! bytes) in front of the channel's flow-control window. When the browser stops acking,
-//! the window fills, then this queue, then russh's own queue for this one connection,
-//! and TCP back-pressure reaches the device. Every terminal has its own SSH connection,
-//! so one stalled terminal never stalls another.
+//! the SSH window on arrival, not on consumption. The channel task reads that queue
+//! itself, coalescing what is there into chunks of at most `CHUNK` bytes, and only while
+//! its flow-control window has room. When the browser stops acking, the window fills,
+//! then russh's own queue for this one connection, and TCP back-pressure reaches the
+//! device. Every terminal has its own SSH connection, so one stalled terminal never
+//! stalls another. One more task per terminal writes its input (`tend_input`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -37,8 +37,7 @@ use crate::store::StoreError;
 use crate::workspace::{self, Scope, WorkspaceError};
 
 const CHUNK: usize = MAX_SOURCE_CHUNK;
-const EVENT_QUEUE: usize = 4;
-/// Output within this long of the previous chunk counts as a stream (see the driver).
+/// Output within this long of the previous chunk counts as a stream (see `ShellOutput`).
 const STREAMING: Duration = Duration::from_millis(2);
 /// Scheduler yields a streaming chunk may wait for more of russh's packets.
 const COALESCE_YIELDS: u32 = 4;
@@ -902,66 +901,99 @@ pub async fn start(
     let Some(channel) = channel else {
         return Err(OpenError::new(codes::CHANNEL_FAILED, "no shell was opened"));
     };
-    let (mut read, write) = channel.split();
+    let (read, write) = channel.split();
+    let handle = Arc::new(handle);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
 
-    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<SourceCtl>(CONTROL_QUEUE);
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    // Output is read by the channel task itself, only while its window has room (see the
+    // module comment): no driver task and no queue hop between russh and the channel.
+    let output = ShellOutput {
+        read,
+        handle: handle.clone(),
+        carry: None,
+        last_sent: None,
+        code: None,
+        signal: None,
+        closing: false,
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(output, |mut out| async move {
+        let ev = out.next_event().await?;
+        Some((ev, out))
+    });
+    tokio::spawn(tend_input(handle, write, ctl_rx, stop_rx, input));
 
-    // Driver: drains russh always (up to the bounded queue), owns the connection.
-    tokio::spawn(async move {
-        let mut code = None;
-        let mut signal = None;
-        let mut stopped = false;
-        // Output that did not fit in the previous chunk (chunks never exceed CHUNK).
-        let mut carry: Option<bytes::Bytes> = None;
-        let mut last_sent: Option<Instant> = None;
+    Ok(Source {
+        events: Box::pin(events),
+        control: ctl_tx,
+        stopper: Stopper::Signal(stop_tx),
+    })
+}
+
+/// A shell's output as the channel task reads it: russh's messages coalesced into
+/// chunks of at most [`CHUNK`] bytes, then the exit (or `remote_closed`), then nothing.
+struct ShellOutput {
+    read: russh::ChannelReadHalf,
+    handle: Arc<client::Handle<Handler>>,
+    /// Output that did not fit in the previous chunk (chunks never exceed CHUNK).
+    carry: Option<bytes::Bytes>,
+    last_sent: Option<Instant>,
+    code: Option<i32>,
+    signal: Option<String>,
+    /// The remote closed the channel after the chunk just returned: end next time.
+    closing: bool,
+    finished: bool,
+}
+
+impl ShellOutput {
+    async fn next_event(&mut self) -> Option<SourceEvent> {
+        if self.finished {
+            return None;
+        }
         loop {
+            if self.closing {
+                return Some(self.end().await);
+            }
             // While output is streaming (a chunk went out moments ago) a full-size chunk
             // is allocated and filled below; otherwise one sized to what arrived, so an
             // idle terminal holds no chunk buffer while it waits.
-            let streaming = last_sent.is_some_and(|t| t.elapsed() < STREAMING);
-            let mut buf;
-            if let Some(d) = carry.take() {
-                buf = new_chunk(CHUNK);
-                append(&mut buf, &d, &mut carry);
-            } else {
-                let msg = tokio::select! {
-                    m = read.wait() => m,
-                    _ = &mut stop_rx => { stopped = true; break; }
-                };
-                let Some(msg) = msg else { break };
-                match msg {
-                    ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
-                        buf = new_chunk(if streaming { CHUNK } else { data.len() });
-                        append(&mut buf, &data, &mut carry)
+            let streaming = self.last_sent.is_some_and(|t| t.elapsed() < STREAMING);
+            let (mut buf, data) = match self.carry.take() {
+                Some(d) => (new_chunk(CHUNK), d),
+                None => match self.read.wait().await {
+                    Some(ChannelMsg::Data { data })
+                    | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                        (new_chunk(if streaming { CHUNK } else { data.len() }), data)
                     }
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        code = i32::try_from(exit_status).ok();
+                    Some(other) => {
+                        self.note(other);
                         continue;
                     }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        signal = Some(format!("SIG{signal_name:?}").to_uppercase());
+                    None => {
+                        self.closing = true;
                         continue;
                     }
-                    ChannelMsg::Close => break,
-                    _ => continue,
-                }
-            }
+                },
+            };
+            append(&mut buf, &data, &mut self.carry);
             // Coalesce into one chunk what russh holds now. While output is streaming,
             // also let russh's session task decrypt the packets already on the socket: a
             // few yields, never a timer, so bulk output travels in full-size frames while
             // a lone keystroke's echo goes at once.
             let mut yields = if streaming { COALESCE_YIELDS } else { 0 };
-            let mut tail = None;
-            while carry.is_none() && buf.len() < CHUNK + DATA_HEADER_LEN {
-                match read.wait().now_or_never() {
+            while self.carry.is_none() && buf.len() < CHUNK + DATA_HEADER_LEN {
+                match self.read.wait().now_or_never() {
                     Some(Some(ChannelMsg::Data { data }))
                     | Some(Some(ChannelMsg::ExtendedData { data, .. })) => {
-                        append(&mut buf, &data, &mut carry)
+                        append(&mut buf, &data, &mut self.carry)
                     }
-                    Some(other) => {
-                        tail = Some(other);
+                    Some(Some(other)) => {
+                        self.note(other);
+                        break;
+                    }
+                    Some(None) => {
+                        self.closing = true;
                         break;
                     }
                     None if yields > 0 => {
@@ -971,77 +1003,112 @@ pub async fn start(
                     None => break,
                 }
             }
-            if ev_tx.send(SourceEvent::Data(buf)).await.is_err() {
-                stopped = true;
-                break;
-            }
-            last_sent = Some(Instant::now());
-            match tail {
-                Some(Some(ChannelMsg::ExitStatus { exit_status })) => {
-                    code = i32::try_from(exit_status).ok()
-                }
-                Some(Some(ChannelMsg::ExitSignal { signal_name, .. })) => {
-                    signal = Some(format!("SIG{signal_name:?}").to_uppercase())
-                }
-                Some(Some(ChannelMsg::Close)) | Some(None) => break,
-                _ => {}
-            }
+            self.last_sent = Some(Instant::now());
+            return Some(SourceEvent::Data(buf));
         }
-        if !stopped {
-            let ev = if code.is_some() || signal.is_some() {
-                SourceEvent::Exit { code, signal }
-            } else {
-                SourceEvent::Failed {
-                    code: codes::REMOTE_CLOSED,
-                    message: "the SSH connection was closed by the remote side".into(),
-                }
-            };
-            let _ = ev_tx.send(ev).await;
+    }
+
+    /// Records a message that is not output: the exit status or signal, or the close.
+    fn note(&mut self, msg: ChannelMsg) {
+        match msg {
+            ChannelMsg::ExitStatus { exit_status } => self.code = i32::try_from(exit_status).ok(),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                self.signal = Some(format!("SIG{signal_name:?}").to_uppercase())
+            }
+            ChannelMsg::Close => self.closing = true,
+            _ => {}
         }
-        let _ = handle
+    }
+
+    /// The shell is gone: close the connection now (not when the channel ends, which
+    /// may be a grace period later) and say how it ended.
+    async fn end(&mut self) -> SourceEvent {
+        self.finished = true;
+        let _ = self
+            .handle
             .disconnect(russh::Disconnect::ByApplication, "closed", "en")
             .await;
-    });
-
-    // Writer: input (including what was typed while connecting) in order, whole; russh
-    // completes a write once the remote's SSH window takes it, so a device that does not
-    // read holds the client at its input window.
-    tokio::spawn(async move {
-        loop {
-            let r = tokio::select! {
-                ctl = ctl_rx.recv() => match ctl {
-                    Some(SourceCtl::Resize { cols, rows }) => {
-                        write.window_change(cols as u32, rows as u32, 0, 0).await
-                    }
-                    None => break,
-                },
-                item = input.next_item() => match item {
-                    InputItem::Data(chunk) => {
-                        let n = chunk.len();
-                        let r = write.data_bytes(chunk.freeze()).await;
-                        if r.is_ok() {
-                            input.consumed(n);
-                        }
-                        r
-                    }
-                    InputItem::Resize { cols, rows } => {
-                        write.window_change(cols as u32, rows as u32, 0, 0).await
-                    }
-                }
-            };
-            if r.is_err() {
-                break;
+        if self.code.is_some() || self.signal.is_some() {
+            SourceEvent::Exit {
+                code: self.code,
+                signal: self.signal.take(),
+            }
+        } else {
+            SourceEvent::Failed {
+                code: codes::REMOTE_CLOSED,
+                message: "the SSH connection was closed by the remote side".into(),
             }
         }
-        input.close();
-    });
-
-    Ok(Source {
-        events: crate::source::queue_stream(ev_rx),
-        control: ctl_tx,
-        stopper: Stopper::Signal(stop_tx),
-    })
+    }
 }
+
+/// Writes a shell's input (including what was typed while connecting) in order and whole,
+/// until the channel stops it or goes away; then closes the connection. russh completes
+/// a write once the remote's SSH window takes it, so a device that does not read holds
+/// the client at its input window; a write is one `select!` branch, never awaited alone,
+/// so a stop still gets through.
+async fn tend_input(
+    handle: Arc<client::Handle<Handler>>,
+    write: russh::ChannelWriteHalf<client::Msg>,
+    mut control: mpsc::Receiver<SourceCtl>,
+    mut stop: oneshot::Receiver<()>,
+    input: Arc<InputQueue>,
+) {
+    // The write in progress, with its length: russh may have sent part of it, so it is
+    // kept across loop turns and only ever finished or abandoned with the shell.
+    let mut in_flight: Option<(usize, WriteFuture<'_>)> = None;
+    let mut writing = true;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            ctl = control.recv() => match ctl {
+                Some(SourceCtl::Resize { cols, rows }) => {
+                    let _ = write.window_change(cols as u32, rows as u32, 0, 0).await;
+                }
+                None => break,
+            },
+            item = input.next_item(), if writing && in_flight.is_none() => match item {
+                InputItem::Data(chunk) => {
+                    in_flight = Some((chunk.len(), Box::pin(write.data_bytes(chunk.freeze()))));
+                }
+                InputItem::Resize { cols, rows } => {
+                    if write.window_change(cols as u32, rows as u32, 0, 0).await.is_err() {
+                        writing = false;
+                    }
+                }
+            },
+            r = async {
+                match in_flight.as_mut() {
+                    Some((_, w)) => w.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            }, if in_flight.is_some() => {
+                let n = in_flight.take().map_or(0, |(n, _)| n);
+                match r {
+                    Ok(()) => input.consumed(n),
+                    Err(_) => {
+                        // The shell takes no more input: what comes is counted as
+                        // consumed and dropped, so the client's window never jams.
+                        input.consumed(n);
+                        writing = false;
+                        input.close();
+                    }
+                }
+            }
+        }
+    }
+    if let Some((n, _)) = in_flight.take() {
+        input.consumed(n);
+    }
+    input.close();
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "closed", "en")
+        .await;
+}
+
+/// One `data_bytes` write to a shell, boxed so it can wait across loop turns.
+type WriteFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), russh::Error>> + Send + 'a>>;
 
 /// An empty output chunk with room for its frame header and `payload` bytes (at most
 /// [`CHUNK`]); appending more grows it up to that bound.
