@@ -149,6 +149,12 @@ struct InputState {
     /// The source can take no more input (it ended): input is counted as consumed and
     /// dropped, so a client's window never jams on a finished program.
     closed: bool,
+    /// The writer took a chunk and has not finished writing it.
+    taken: bool,
+    /// A PTY program's terminal (a duplicate of its descriptor, non-blocking): input that
+    /// finds nothing queued or being written goes straight to it from the socket task
+    /// (see [`InputQueue::offer`]). Dropped when the queue closes.
+    direct: Option<std::os::fd::OwnedFd>,
 }
 
 /// A channel's input on its way to the program: one ordered byte buffer, bounded by the
@@ -176,6 +182,8 @@ impl InputQueue {
                 received: 0,
                 refused: false,
                 closed: false,
+                taken: false,
+                direct: None,
             }),
             consumed: AtomicU64::new(0),
             reported: AtomicU64::new(0),
@@ -220,11 +228,42 @@ impl InputQueue {
         if n == 0 {
             return Offer::Accepted;
         }
-        s.buf.extend_from_slice(data);
         s.received += n;
+        // Keystrokes take the short way when they can: nothing waits before them (no
+        // queued input, no chunk being written, no resize to apply first), so writing
+        // here keeps the order, and the echo saves waking the writer task. A write that
+        // would block, or takes part, leaves the rest to the writer as usual.
+        let mut written = 0;
+        if s.buf.is_empty() && !s.taken && s.resize.is_none() {
+            if let Some(fd) = &s.direct {
+                written = nix::unistd::write(fd, data).unwrap_or(0);
+            }
+        }
+        if written < data.len() {
+            s.buf.extend_from_slice(&data[written..]);
+        }
         drop(s);
-        self.writer_wake.notify_one();
+        if written > 0 {
+            self.consumed(written);
+        }
+        if written < data.len() {
+            self.writer_wake.notify_one();
+        }
         Offer::Accepted
+    }
+
+    /// Lets [`InputQueue::offer`] write to this PTY directly (see `direct`).
+    pub fn write_directly_to(&self, fd: std::os::fd::OwnedFd) {
+        let mut s = self.lock();
+        if !s.closed {
+            s.direct = Some(fd);
+        }
+    }
+
+    /// The writer wrote the whole chunk [`InputQueue::next_item`] gave it, `n` bytes.
+    pub fn chunk_written(&self, n: usize) {
+        self.lock().taken = false;
+        self.consumed(n);
     }
 
     /// The client acknowledged an overrun: accept input again.
@@ -254,9 +293,13 @@ impl InputQueue {
                     }
                     Some((cols, rows, at)) => {
                         s.resize = Some((cols, rows, 0));
+                        s.taken = true;
                         return InputItem::Data(s.buf.split_to(at));
                     }
-                    None if !s.buf.is_empty() => return InputItem::Data(s.buf.split()),
+                    None if !s.buf.is_empty() => {
+                        s.taken = true;
+                        return InputItem::Data(s.buf.split());
+                    }
                     None => {}
                 }
             }
@@ -293,6 +336,7 @@ impl InputQueue {
     pub fn close(&self) {
         let mut s = self.lock();
         s.closed = true;
+        s.direct = None;
         let waiting = s.buf.len();
         s.buf.clear();
         drop(s);

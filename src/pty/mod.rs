@@ -134,6 +134,19 @@ pub fn spawn(
         return Err(fail(&"no unprivileged [pty] user to run it as"));
     }
     let (pty, pts) = pty_process::open().map_err(|e| fail(&e))?;
+    // Keystrokes go straight to the terminal from the socket task when nothing is queued
+    // (`InputQueue::offer`); the duplicate descriptor shares the master's non-blocking
+    // mode and lives until the queue closes.
+    if let Ok(fd) = nix::unistd::dup(&pty) {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let nonblocking = fcntl(&fd, FcntlArg::F_GETFL)
+            .map(OFlag::from_bits_truncate)
+            .is_ok_and(|f| f.contains(OFlag::O_NONBLOCK));
+        // Never a descriptor that could block the socket task.
+        if nonblocking {
+            input.write_directly_to(fd);
+        }
+    }
     pty.resize(pty_process::Size::new(rows, cols))
         .map_err(|e| fail(&e))?;
     let mut cmd = pty_process::Command::new(program)
@@ -240,7 +253,7 @@ async fn tend(
                     if let Some((chunk, done)) = &mut pending {
                         *done += n;
                         if *done == chunk.len() {
-                            input.consumed(chunk.len());
+                            input.chunk_written(chunk.len());
                             pending = None;
                         }
                     }

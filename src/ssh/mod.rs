@@ -1085,7 +1085,7 @@ async fn tend_input(
             }, if in_flight.is_some() => {
                 let n = in_flight.take().map_or(0, |(n, _)| n);
                 match r {
-                    Ok(()) => input.consumed(n),
+                    Ok(()) => input.chunk_written(n),
                     Err(_) => {
                         // The shell takes no more input: what comes is counted as
                         // consumed and dropped, so the client's window never jams.
