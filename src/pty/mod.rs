@@ -259,8 +259,12 @@ async fn tend(
                     }
                 }
                 _ => {
+                    // The terminal refuses input: the chunk is dropped, and counted as
+                    // consumed like everything after it, so the window never jams.
                     writing = false;
-                    pending = None;
+                    if let Some((chunk, _)) = pending.take() {
+                        input.consumed(chunk.len());
+                    }
                     input.close();
                 }
             },
