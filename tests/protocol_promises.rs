@@ -155,15 +155,22 @@ async fn pty_resume_is_exact_through_partial_acks_and_drops_with_default_sizes()
     assert!(got == expected, "stream differs after resumes");
 }
 
-#[tokio::test]
-async fn ssh_resume_is_exact_through_partial_acks_and_drops() {
-    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+/// A gateway, the admin's cookie, a socket, and channel 1 open as an `ssh` terminal on
+/// `sshd` (host key trusted), with the channel's id.
+async fn ssh_terminal(sshd: &sshd::Sshd) -> (Server, String, Ws, String) {
     let s = server_with("").await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");
     let cred = admin.password_credential(sshd::PASSWORD).await;
     let mut w = connect(&s, &cookie).await;
     let id = w.open_ssh_trusting(1, sshd.port, sshd::USER, &cred).await;
+    (s, cookie, w, id)
+}
+
+#[tokio::test]
+async fn ssh_resume_is_exact_through_partial_acks_and_drops() {
+    let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
+    let (s, cookie, mut w, id) = ssh_terminal(&sshd).await;
     w.input(
         1,
         b"stty -echo; printf 'BEGIN\\n'; seq 1 200000; printf 'END\\n'; exit\n",
@@ -308,12 +315,7 @@ async fn expect_paste_summed(w: &mut Ws, paste: &[u8]) {
 #[tokio::test]
 async fn a_paste_into_a_remote_shell_that_does_not_read_yet_arrives_whole() {
     let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
-    let s = server_with("").await;
-    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    let cookie = admin.cookie.clone().expect("cookie");
-    let cred = admin.password_credential(sshd::PASSWORD).await;
-    let mut w = connect(&s, &cookie).await;
-    w.open_ssh_trusting(1, sshd.port, sshd::USER, &cred).await;
+    let (_s, _cookie, mut w, _id) = ssh_terminal(&sshd).await;
     let command = b"stty -echo; printf 'SUM''READY\\n'; sleep 3; head -c 768000 | sha256sum\n";
     w.input(1, command).await;
     w.expect_output(1, "SUMREADY").await;
