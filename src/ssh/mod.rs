@@ -1073,7 +1073,9 @@ async fn tend_input(
                 }
                 InputItem::Resize { cols, rows } => {
                     if write.window_change(cols as u32, rows as u32, 0, 0).await.is_err() {
+                        // As for a failed write below: input is dropped from now on.
                         writing = false;
+                        input.close();
                     }
                 }
             },
