@@ -22,6 +22,7 @@ yes = ["yes"]
 seq = ["seq", "1", "300000"]
 slow_sum = ["sh", "-c", "stty -echo; sleep 4; head -c 768000 | sha256sum"]
 slow_cat = ["sh", "-c", "stty -echo; printf 'READY\\n'; sleep 3; exec cat"]
+done3 = ["sh", "-c", "printf done; exit 3"]
 "#;
 
 /// The shipped input window (`mux.input_window_bytes`).
@@ -188,6 +189,86 @@ async fn ssh_resume_is_exact_through_partial_acks_and_drops() {
     let expected = expected_seq(200_000);
     assert_eq!(body.len(), expected.len(), "byte count differs");
     assert!(body == &expected[..], "stream differs after resumes");
+}
+
+#[tokio::test]
+async fn a_client_that_acks_the_last_output_and_drops_before_closed_learns_the_exit() {
+    let s = server_with("").await;
+    let client = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = client.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.auto_ack = false;
+    w.open_pty(1, "done3").await;
+    let id = w.expect_opened(1).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Exit { ch: 1, .. }))
+        .await;
+    let got = w.buffered.remove(&1).unwrap_or_default();
+    assert_eq!(got, b"done");
+    // Everything is acknowledged, and the socket is gone before `closed` is read: the
+    // channel ends (nothing is left to deliver).
+    w.ack(1, got.len()).await;
+    drop(w);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = client.get("/api/channels").await.json();
+        let listed = list
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|c| c["id"] == id.as_str());
+        if !listed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ended: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The page comes back: it learns how the program ended, not `channel_gone`.
+    let mut w = connect(&s, &cookie).await;
+    w.send_json(json!({"type":"attach","ch":4,"id":id,"offset":4}))
+        .await;
+    match w
+        .expect_control(|f| {
+            matches!(
+                f,
+                ServerFrame::Opened { ch: 4, .. } | ServerFrame::Error { ch: Some(4), .. }
+            )
+        })
+        .await
+    {
+        ServerFrame::Opened { offset, lost, .. } => {
+            assert_eq!((offset, lost), (Some(4), Some(0)));
+        }
+        other => panic!("attach failed: {other:?}"),
+    }
+    match w
+        .expect_control(|f| matches!(f, ServerFrame::Exit { ch: 4, .. }))
+        .await
+    {
+        ServerFrame::Exit { code, .. } => assert_eq!(code, Some(3)),
+        _ => unreachable!(),
+    }
+    match w
+        .expect_control(|f| matches!(f, ServerFrame::Closed { ch: 4, .. }))
+        .await
+    {
+        ServerFrame::Closed { reason, .. } => assert_eq!(reason.as_deref(), Some("exited")),
+        _ => unreachable!(),
+    }
+    // The number is free again, and an offset past the end is still refused.
+    w.send_json(json!({"type":"attach","ch":4,"id":id,"offset":5}))
+        .await;
+    w.expect_error(Some(4), "invalid_offset").await;
+    // Another login of the same user does not see it.
+    let other = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let mut o = connect(&s, other.cookie.as_deref().expect("cookie")).await;
+    o.send_json(json!({"type":"attach","ch":1,"id":id,"offset":4}))
+        .await;
+    o.expect_error(Some(1), "channel_gone").await;
+    assert!(!w
+        .controls
+        .iter()
+        .chain(o.controls.iter())
+        .any(|f| matches!(f, ServerFrame::Error { .. })));
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ use opsgate_protocol::{codes, write_data_header, ServerFrame, DATA_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
+use super::ended::Ending;
 use super::flow::{OffsetPastEnd, OutputFlow};
 use super::{MuxInner, Outbound};
 use crate::source::{HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceEvent};
@@ -377,7 +378,7 @@ impl ChannelTask {
         // now waits in the input queue (type-ahead) and reaches the shell once it runs.
         let started = loop {
             if let Some(r) = self.handle.shared.stop.get().copied() {
-                return self.end(None, r).await;
+                return self.end(None, r, None).await;
             }
             self.publish_status();
             let deadline = detached_at.map(|t| t + self.grace);
@@ -395,7 +396,7 @@ impl ChannelTask {
                 }
                 _ = wake.notified() => {}
                 cmd = cmd_rx.recv() => match cmd {
-                    None => return self.end(None, "closed").await,
+                    None => return self.end(None, "closed", None).await,
                     Some(ChannelCmd::Hostkey(yes)) => {
                         if let Some(tx) = pending_answer.take() { let _ = tx.send(yes); }
                     }
@@ -422,7 +423,7 @@ impl ChannelTask {
                     self.attached = None;
                     detached_at = Some(Instant::now());
                 }
-                _ = sleep_until(deadline) => return self.end(None, "grace_expired").await,
+                _ = sleep_until(deadline) => return self.end(None, "grace_expired", None).await,
             }
         };
         // A question sent just before the start failed (a changed key) still reaches
@@ -450,7 +451,7 @@ impl ChannelTask {
                     message: e.message,
                 })
                 .await;
-                return self.end(None, e.code).await;
+                return self.end(None, e.code, None).await;
             }
         };
         self.inner.audit_open(&self.handle, Ok(()));
@@ -558,7 +559,15 @@ impl ChannelTask {
                 _ = sleep_until(deadline) => break if exit.is_some() { "exited" } else { "grace_expired" },
             }
         };
-        self.end(Some(stopper), reason).await;
+        // A program that exited leaves a record, so a client that acknowledged the last
+        // output and lost its socket before `closed` still learns how it ended.
+        let ending = (reason == "exited").then(|| Ending {
+            login_id: self.handle.login_id.clone(),
+            end: self.flow.end(),
+            input_received: self.handle.shared.input.snapshot().0,
+            exit,
+        });
+        self.end(Some(stopper), reason, ending).await;
     }
 
     async fn command(
@@ -594,7 +603,12 @@ impl ChannelTask {
         Outcome::Continue
     }
 
-    async fn end(mut self, stopper: Option<crate::source::Stopper>, reason: &'static str) {
+    async fn end(
+        mut self,
+        stopper: Option<crate::source::Stopper>,
+        reason: &'static str,
+        ending: Option<Ending>,
+    ) {
         if let Some(s) = stopper {
             s.stop();
         }
@@ -609,7 +623,7 @@ impl ChannelTask {
             let _ = tokio::time::timeout(Duration::from_secs(1), s.outbox.send(msg)).await;
         }
         tracing::debug!(channel = %id, reason, "channel ended");
-        self.inner.channel_ended(&self.handle, reason);
+        self.inner.channel_ended(&self.handle, reason, ending);
     }
 }
 

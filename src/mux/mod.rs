@@ -6,6 +6,7 @@
 //! (`channel.rs`), each socket's in its task (`socket.rs`).
 
 mod channel;
+mod ended;
 mod flow;
 pub(crate) mod listing;
 mod ring;
@@ -102,6 +103,8 @@ pub struct MuxInner {
     logins: DashMap<Arc<str>, LoginEntry>,
     /// Channels per user over all their logins.
     user_channels: DashMap<Arc<str>, usize>,
+    /// Channels that ended because their program exited, for late `attach`es.
+    ended: ended::EndedChannels,
     next_socket: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -120,6 +123,7 @@ impl Mux {
             channels: DashMap::new(),
             logins: DashMap::new(),
             user_channels: DashMap::new(),
+            ended: ended::EndedChannels::default(),
             next_socket: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -495,7 +499,17 @@ impl MuxInner {
         );
     }
 
-    fn channel_ended(&self, handle: &ChannelHandle, reason: &'static str) {
+    fn channel_ended(
+        &self,
+        handle: &ChannelHandle,
+        reason: &'static str,
+        ending: Option<ended::Ending>,
+    ) {
+        // Remembered before the channel leaves the registry, so an `attach` that misses
+        // the one finds the other.
+        if let Some(e) = ending {
+            self.ended.remember(handle.id.clone(), e, self.grace());
+        }
         self.channels.remove(&handle.id);
         self.metrics.channel_closed(handle.kind);
         self.logins.remove_if_mut(&*handle.login_id, |_, e| {
@@ -516,6 +530,15 @@ impl MuxInner {
 
     fn channel(&self, id: &str) -> Option<ChannelHandle> {
         self.channels.get(id).map(|h| h.clone())
+    }
+
+    /// How channel `id` ended, if it exited within the grace period.
+    fn ending(&self, id: &str) -> Option<ended::Ending> {
+        self.ended.get(id, self.grace())
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.cfg.grace_secs)
     }
 
     /// One pass of the login sweeper: ends the sockets and channels of logins that

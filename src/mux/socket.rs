@@ -43,6 +43,9 @@ struct Socket {
     outbox: mpsc::Sender<Outbound>,
     channels: HashMap<u32, Attachment>,
     recently_closed: VecDeque<(u32, Instant)>,
+    /// Frames to send after the reply to the current client frame (at most four: the
+    /// answer to an `attach` to an ended channel).
+    later: Vec<ServerFrame>,
     /// The login's last-activity clock (Unix seconds), shared by its sockets.
     activity: Arc<AtomicI64>,
     activity_mark: i64,
@@ -233,11 +236,7 @@ impl Socket {
                     ));
                 }
                 let Some(handle) = self.inner.channel(&id) else {
-                    return Some(error_frame(
-                        Some(ch),
-                        codes::CHANNEL_GONE,
-                        "no such channel: it ended or its grace period expired",
-                    ));
+                    return self.attach_ended(ch, &id, offset);
                 };
                 if handle.login_id != self.login.login_id {
                     return Some(error_frame(
@@ -257,14 +256,70 @@ impl Socket {
                         None
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => busy(ch),
-                    Err(mpsc::error::TrySendError::Closed(_)) => Some(error_frame(
-                        Some(ch),
-                        codes::CHANNEL_GONE,
-                        "the channel has ended",
-                    )),
+                    // It ended between the lookup and now; its record is in place.
+                    Err(mpsc::error::TrySendError::Closed(_)) => self.attach_ended(ch, &id, offset),
                 }
             }
         }
+    }
+
+    /// Answers an `attach` to a channel that is no longer running: if its program exited
+    /// within the grace period, the client gets `opened` at the end of the output, the
+    /// `exit` and `closed` (queued in `later`); otherwise `channel_gone`.
+    fn attach_ended(&mut self, ch: u32, id: &str, offset: u64) -> Option<ServerFrame> {
+        let gone = || {
+            Some(error_frame(
+                Some(ch),
+                codes::CHANNEL_GONE,
+                "no such channel: it ended or its grace period expired",
+            ))
+        };
+        let Some(ending) = self.inner.ending(id) else {
+            return gone();
+        };
+        if ending.login_id != self.login.login_id {
+            // Another login's channel that ended: to this login it is simply gone.
+            return gone();
+        }
+        if offset > ending.end {
+            return Some(error_frame(
+                Some(ch),
+                codes::INVALID_OFFSET,
+                format!(
+                    "offset {offset} is past the end of the output ({})",
+                    ending.end
+                ),
+            ));
+        }
+        let lost = ending.end - offset;
+        self.later.push(ServerFrame::Opened {
+            ch,
+            id: id.to_string(),
+            offset: Some(ending.end),
+            lost: Some(lost),
+            input_window: Some(0),
+            input_pending: Some(0),
+            input_received: Some(ending.input_received),
+        });
+        if lost > 0 {
+            self.later.push(error_frame(
+                Some(ch),
+                codes::OUTPUT_LOST,
+                format!(
+                    "{lost} bytes of output before offset {} are no longer buffered",
+                    ending.end
+                ),
+            ));
+        }
+        if let Some(ServerFrame::Exit { code, signal, .. }) = ending.exit {
+            self.later.push(ServerFrame::Exit { ch, code, signal });
+        }
+        self.later.push(ServerFrame::Closed {
+            ch,
+            reason: Some("exited".into()),
+        });
+        self.mark_closed(ch);
+        None
     }
 
     /// Frees channel numbers whose channels released them; returns the frame to send.
@@ -307,6 +362,7 @@ pub(crate) async fn run(
         outbox,
         channels: HashMap::new(),
         recently_closed: VecDeque::new(),
+        later: Vec::new(),
         activity,
         activity_mark: 0,
     };
@@ -329,6 +385,15 @@ pub(crate) async fn run(
                 };
                 if let Some(f) = reply {
                     if ws.send(Message::Text(encode_json(&f).into())).await.is_err() {
+                        break None;
+                    }
+                }
+                if !sock.later.is_empty() {
+                    let mut ok = true;
+                    for f in sock.later.drain(..) {
+                        ok = ok && ws.feed(Message::Text(encode_json(&f).into())).await.is_ok();
+                    }
+                    if !ok || ws.flush().await.is_err() {
                         break None;
                     }
                 }
