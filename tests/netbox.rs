@@ -357,6 +357,12 @@ async fn import_by_site_dry_run_job_and_reimport_updates_in_place() {
     let job = wait_job(&c, &id).await;
     assert_eq!(job["type"], "netbox_import");
     assert_eq!(job["state"], "succeeded", "{job}");
+    // The jobs list filters by it like any other type.
+    let listed = c.get("/api/jobs?type=netbox_import").await.json();
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    assert_eq!(c.get("/api/jobs?type=command").await.json()["total"], 0);
+    c.get("/api/jobs?type=nope").await.assert_status(400);
     let sum = summary(&job);
     assert_eq!(sum["created"], 120);
     assert_eq!(sum["refused"].as_array().map(Vec::len), Some(5));

@@ -31,6 +31,13 @@ impl JobType {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default()
     }
+    /// Any job type by its word, including those only other modules start (NetBox
+    /// imports, app starts and stops): for filters over jobs that exist.
+    pub fn from_word(s: &str) -> Option<JobType> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+
+    /// A job type `POST /api/jobs` can start.
     pub fn parse(s: &str) -> Option<JobType> {
         match s {
             "config_backup" => Some(JobType::ConfigBackup),

@@ -26,7 +26,7 @@ use crate::workspace::{self, Workspace};
 #[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobInput {
-    /// `config_backup` or `command`.
+    /// `config_backup`, `command`, `netbox_import`, `app_start` or `app_stop`.
     #[serde(rename = "type")]
     #[schema(example = "config_backup")]
     pub kind: String,
@@ -388,7 +388,7 @@ pub async fn list_jobs(
     };
     let kind = match q.kind.as_deref() {
         Some(s) => Some(
-            JobType::parse(s)
+            JobType::from_word(s)
                 .ok_or_else(|| bad("invalid_job_type", format!("unknown job type {s:?}")))?,
         ),
         None => None,

@@ -94,7 +94,7 @@ export class JobsPage {
     this.picker = new DevicePicker(() => this.host.folders(), undefined, 'Targets');
     this.newForm = this.buildForm();
     this.stateFilter = h('select', { id: 'job-state-filter' }, h('option', { value: '' }, 'any'), ...JOB_STATES.map((s) => h('option', { value: s }, s)));
-    this.typeFilter = h('select', { id: 'job-type-filter' }, h('option', { value: '' }, 'any'), h('option', { value: 'config_backup' }, 'config backup'), h('option', { value: 'command' }, 'command'));
+    this.typeFilter = h('select', { id: 'job-type-filter' }, h('option', { value: '' }, 'any'), h('option', { value: 'config_backup' }, 'config backup'), h('option', { value: 'command' }, 'command'), h('option', { value: 'netbox_import' }, 'NetBox import'), h('option', { value: 'app_start' }, 'app start'), h('option', { value: 'app_stop' }, 'app stop'));
     this.stateFilter.addEventListener('change', () => void this.loadList());
     this.typeFilter.addEventListener('change', () => void this.loadList());
     this.view.hidden = true;
