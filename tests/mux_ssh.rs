@@ -185,7 +185,9 @@ async fn connection_errors_have_clear_codes_and_spare_the_socket() {
     w.input(1, b"echo before-kill\n").await;
     w.expect_output(1, "before-kill").await;
     d.kill();
-    w.expect_error(Some(1), "remote_closed").await;
+    let why = w.expect_error(Some(1), "remote_closed").await;
+    // The message says what russh saw, not only that it ended.
+    assert!(why.contains("dropped (the session failed: "), "{why}");
 
     // Through all of it, the socket and its other channel stayed up.
     w.input(100, b"still alive\n").await;

@@ -204,10 +204,10 @@ async fn a_client_that_acks_the_last_output_and_drops_before_closed_learns_the_e
         .await;
     let got = w.buffered.remove(&1).unwrap_or_default();
     assert_eq!(got, b"done");
-    // Everything is acknowledged, and the socket is gone before `closed` is read: the
-    // channel ends (nothing is left to deliver).
+    // Everything is acknowledged: the channel ends (nothing is left to deliver), and
+    // the socket is gone before `closed` is read. (The socket stays open until the
+    // channel ended, so the ack cannot lose the race with the drop.)
     w.ack(1, got.len()).await;
-    drop(w);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let list = client.get("/api/channels").await.json();
@@ -222,6 +222,7 @@ async fn a_client_that_acks_the_last_output_and_drops_before_closed_learns_the_e
         assert!(std::time::Instant::now() < deadline, "never ended: {list}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(w);
     // The page comes back: it learns how the program ended, not `channel_gone`.
     let mut w = connect(&s, &cookie).await;
     w.send_json(json!({"type":"attach","ch":4,"id":id,"offset":4}))
@@ -397,7 +398,13 @@ async fn expect_paste_summed(w: &mut Ws, paste: &[u8]) {
 async fn a_paste_into_a_remote_shell_that_does_not_read_yet_arrives_whole() {
     let sshd = sshd::Sshd::start(sshd::SshdOptions::default());
     let (_s, _cookie, mut w, _id) = ssh_terminal(&sshd).await;
-    let command = b"stty -echo; printf 'SUM''READY\\n'; sleep 3; head -c 768000 | sha256sum\n";
+    // `-icanon` as well: with echo off and canonical input, OpenSSH's sshd answers each
+    // write to the terminal with an SSH_MSG_IGNORE of the same size (to hide typing),
+    // and after 3 s of buffered paste that write, hence that packet, can exceed the
+    // 256 KiB packet limit that russh (like OpenSSH's own client) enforces: the session
+    // then drops with "Bad packet size". See the closing note of issue 9's round.
+    let command =
+        b"stty -echo -icanon; printf 'SUM''READY\\n'; sleep 3; head -c 768000 | sha256sum\n";
     w.input(1, command).await;
     w.expect_output(1, "SUMREADY").await;
     // The command counts against the window until its acknowledgement arrives.

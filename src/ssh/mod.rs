@@ -97,6 +97,10 @@ struct Handler {
     /// unknown key fails with `hostkey_unknown`, never trusted silently.
     questions: Option<mpsc::Sender<HostkeyQuestion>>,
     outcome: Arc<Mutex<Option<HostkeyOutcome>>>,
+    /// Why the connection ended, when russh tells: the server's disconnect message or
+    /// the error that ended the session (a packet over the size limit, a bad MAC), so a
+    /// terminal says more than "closed".
+    dropped: Arc<OnceLock<String>>,
     /// Set once the user is asked about the key: from then on the handshake waits for a
     /// person, not a network, and the connect timeout no longer applies.
     asked: Arc<AtomicBool>,
@@ -126,6 +130,26 @@ fn key_facts(key: &russh::keys::PublicKeyOrCertificate) -> (String, String) {
 
 impl client::Handler for Handler {
     type Error = russh::Error;
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => {
+                let _ = self.dropped.set(format!(
+                    "the server disconnected ({:?}): {}",
+                    info.reason_code,
+                    info.message.chars().take(200).collect::<String>()
+                ));
+                Ok(())
+            }
+            client::DisconnectReason::Error(e) => {
+                let _ = self.dropped.set(format!("the session failed: {e}"));
+                Err(e)
+            }
+        }
+    }
 
     async fn check_server_key(
         &mut self,
@@ -672,11 +696,13 @@ async fn establish(
     questions: Option<mpsc::Sender<HostkeyQuestion>>,
     shell: Option<(String, u16, u16)>,
     began: Instant,
+    dropped: Arc<OnceLock<String>>,
 ) -> Result<(client::Handle<Handler>, Option<russh::Channel<client::Msg>>), OpenError> {
     let stream = connect_tcp(app, &login.host, login.port).await?;
     let outcome = Arc::new(Mutex::new(None));
     let asked = Arc::new(AtomicBool::new(false));
     let handler = Handler {
+        dropped,
         asked: asked.clone(),
         app: app.clone(),
         scope: scope.clone(),
@@ -831,7 +857,7 @@ impl DeviceConn {
             "no username: the saved session and its credential set give none",
         )
         .await?;
-        let (handle, _) = establish(app, scope, login, None, None, began).await?;
+        let (handle, _) = establish(app, scope, login, None, None, began, Arc::default()).await?;
         Ok(DeviceConn {
             handle,
             enable_secret,
@@ -897,7 +923,17 @@ pub async fn start(
     )
     .await?;
     let shell = Some((app.cfg.ssh.term.clone(), target.cols, target.rows));
-    let (handle, channel) = establish(&app, &r.scope, login, Some(questions), shell, began).await?;
+    let dropped = Arc::new(OnceLock::new());
+    let (handle, channel) = establish(
+        &app,
+        &r.scope,
+        login,
+        Some(questions),
+        shell,
+        began,
+        dropped.clone(),
+    )
+    .await?;
     let Some(channel) = channel else {
         return Err(OpenError::new(codes::CHANNEL_FAILED, "no shell was opened"));
     };
@@ -911,6 +947,7 @@ pub async fn start(
     let output = ShellOutput {
         read,
         handle: handle.clone(),
+        dropped,
         carry: None,
         last_sent: None,
         code: None,
@@ -936,6 +973,8 @@ pub async fn start(
 struct ShellOutput {
     read: russh::ChannelReadHalf,
     handle: Arc<client::Handle<Handler>>,
+    /// Why the connection ended, if russh said (see [`Handler`]).
+    dropped: Arc<OnceLock<String>>,
     /// Output that did not fit in the previous chunk (chunks never exceed CHUNK).
     carry: Option<bytes::Bytes>,
     last_sent: Option<Instant>,
@@ -1036,7 +1075,10 @@ impl ShellOutput {
         } else {
             SourceEvent::Failed {
                 code: codes::REMOTE_CLOSED,
-                message: "the SSH connection was closed by the remote side".into(),
+                message: match self.dropped.get() {
+                    Some(why) => format!("the SSH connection dropped ({why})"),
+                    None => "the SSH connection was closed by the remote side".into(),
+                },
             }
         }
     }
