@@ -401,8 +401,8 @@ async fn a_paste_into_a_remote_shell_that_does_not_read_yet_arrives_whole() {
     // `-icanon` as well: with echo off and canonical input, OpenSSH's sshd answers each
     // write to the terminal with an SSH_MSG_IGNORE of the same size (to hide typing),
     // and after 3 s of buffered paste that write, hence that packet, can exceed the
-    // 256 KiB packet limit that russh (like OpenSSH's own client) enforces: the session
-    // then drops with "Bad packet size". See the closing note of issue 9's round.
+    // 256 KiB packet limit russh enforces: the session then drops with "Bad packet
+    // size" (a known limitation, in the closing note of issue 9's round).
     let command =
         b"stty -echo -icanon; printf 'SUM''READY\\n'; sleep 3; head -c 768000 | sha256sum\n";
     w.input(1, command).await;
