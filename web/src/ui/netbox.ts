@@ -389,10 +389,28 @@ export class NetboxPage {
     const state = h('span', {}, chip('queued'));
     clear(box, h('div', { class: 'toolbar' }, h('strong', {}, 'Import job'), state), progress, phase);
     this.stream?.close();
+    // A small import can finish before the job channel opens: the channel then replays
+    // the job's and target's state but not the import's own progress events, so the
+    // counts are read from the stored job instead.
+    let finalSeen = false;
+    const showStored = async (): Promise<void> => {
+      try {
+        const job = await api.get<{ targets?: { output?: { output: string }[] }[] }>(`api/jobs/${encodeURIComponent(id)}`);
+        const out = job.targets?.[0]?.output?.[0]?.output;
+        if (finalSeen || !out) return;
+        const r = JSON.parse(out) as Record<string, unknown>;
+        progress.max = 1;
+        progress.value = 1;
+        phase.textContent = `Imported: ${count(r.created)} created, ${count(r.updated)} updated, ${count(r.refused)} refused.`;
+      } catch {
+        /* the state chip still shows how the job ended */
+      }
+    };
     this.stream = new Stream(this.conn, { kind: 'job', job_id: id }, {
       progress: (e) => {
         if (e.event === 'netbox_import') {
           const p = String(e.phase);
+          if (p === 'done' || p === 'failed') finalSeen = true;
           if (p === 'fetching') {
             const done = Number(e.pages_done ?? 0);
             const total = Number(e.pages_total ?? 0);
@@ -412,10 +430,16 @@ export class NetboxPage {
         } else if (e.event === 'target' && typeof e.state === 'string') {
           clear(state, chip(e.state));
           const err = e.error as { code: string; message: string } | undefined;
-          if (err) phase.textContent = `Import failed: ${err.code}: ${err.message}`;
+          if (err) {
+            finalSeen = true;
+            phase.textContent = `Import failed: ${err.code}: ${err.message}`;
+          }
         } else if (e.event === 'job' && typeof e.state === 'string') clear(state, chip(e.state));
       },
-      exit: () => this.imported(),
+      exit: () => {
+        if (!finalSeen) void showStored();
+        this.imported();
+      },
       error: (code, message) => (phase.textContent = `${code}: ${message}`),
     });
   }
