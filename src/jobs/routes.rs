@@ -26,7 +26,7 @@ use crate::workspace::{self, Workspace};
 #[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobInput {
-    /// `config_backup`, `command`, `netbox_import`, `app_start` or `app_stop`.
+    /// `config_backup` or `command`.
     #[serde(rename = "type")]
     #[schema(example = "config_backup")]
     pub kind: String,
@@ -360,7 +360,7 @@ pub async fn retry_job(
 pub struct ListQuery {
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     state: Option<String>,
-    /// `config_backup` or `command`.
+    /// `config_backup`, `command`, `netbox_import`, `app_start` or `app_stop`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
     kind: Option<String>,
