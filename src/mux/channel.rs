@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use opsgate_protocol::{codes, write_data_header, ServerFrame, DATA_HEADER_LEN};
+use opsgate_protocol::{write_data_header, ServerFrame, DATA_HEADER_LEN};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::ended::Ending;
 use super::flow::{OffsetPastEnd, OutputFlow};
-use super::{MuxInner, Outbound};
+use super::{offset_past_end, output_lost, MuxInner, Outbound};
 use crate::source::{HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceEvent};
 
 /// Largest data frame replayed on attach.
@@ -282,11 +282,7 @@ impl ChannelTask {
             Ok(r) => r,
             Err(OffsetPastEnd { end }) => {
                 let refuse = [
-                    Outbound::Control(Box::new(ServerFrame::Error {
-                        ch: Some(socket.ch),
-                        code: codes::INVALID_OFFSET.into(),
-                        message: format!("offset {offset} is past the end of the output ({end})"),
-                    })),
+                    Outbound::Control(Box::new(offset_past_end(socket.ch, offset, end))),
                     Outbound::Released {
                         ch: socket.ch,
                         id,
@@ -322,15 +318,7 @@ impl ChannelTask {
         })
         .await;
         if replay.lost > 0 {
-            self.frame(ServerFrame::Error {
-                ch: Some(ch),
-                code: codes::OUTPUT_LOST.into(),
-                message: format!(
-                    "{} bytes of output before offset {} are no longer buffered",
-                    replay.lost, replay.from
-                ),
-            })
-            .await;
+            self.frame(output_lost(ch, replay.lost, replay.from)).await;
         }
         let mut frames = Vec::new();
         {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::channel::{ChannelCmd, ChannelHandle, SocketRef};
-use super::{LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY};
+use super::{offset_past_end, output_lost, LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY};
 use crate::source::Offer;
 
 /// Frames written before a flush, so bulk output goes out in few syscalls.
@@ -282,14 +282,7 @@ impl Socket {
             return gone();
         }
         if offset > ending.end {
-            return Some(error_frame(
-                Some(ch),
-                codes::INVALID_OFFSET,
-                format!(
-                    "offset {offset} is past the end of the output ({})",
-                    ending.end
-                ),
-            ));
+            return Some(offset_past_end(ch, offset, ending.end));
         }
         let lost = ending.end - offset;
         self.later.push(ServerFrame::Opened {
@@ -302,14 +295,7 @@ impl Socket {
             input_received: Some(ending.input_received),
         });
         if lost > 0 {
-            self.later.push(error_frame(
-                Some(ch),
-                codes::OUTPUT_LOST,
-                format!(
-                    "{lost} bytes of output before offset {} are no longer buffered",
-                    ending.end
-                ),
-            ));
+            self.later.push(output_lost(ch, lost, ending.end));
         }
         if let Some(ServerFrame::Exit { code, signal, .. }) = ending.exit {
             self.later.push(ServerFrame::Exit { ch, code, signal });
