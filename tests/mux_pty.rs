@@ -202,18 +202,12 @@ async fn resume_replays_exactly_the_missed_bytes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut w2 = connect(&s, &cookie).await;
-    w2.send_json(json!({"type":"attach","ch":9,"id":id,"offset":received.len()}))
-        .await;
-    match w2
-        .expect_control(|f| matches!(f, ServerFrame::Opened { ch: 9, .. }))
+    let (offset, lost) = w2
+        .attach(9, &id, received.len() as u64)
         .await
-    {
-        ServerFrame::Opened { offset, lost, .. } => {
-            assert_eq!(offset, Some(received.len() as u64));
-            assert_eq!(lost, Some(0));
-        }
-        _ => unreachable!(),
-    }
+        .expect("attach");
+    assert_eq!(offset, Some(received.len() as u64));
+    assert_eq!(lost, Some(0));
     w2.expect_control(|f| matches!(f, ServerFrame::Exit { ch: 9, .. }))
         .await;
     w2.pump_until(|w| {

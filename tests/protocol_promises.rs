@@ -118,23 +118,12 @@ async fn stream_through_drops(
         // Drop without a word, sometimes several times in a row before re-attaching.
         drop(w);
         let mut next = connect(s, cookie).await;
-        let ch = 1;
-        next.send_json(json!({"type":"attach","ch":ch,"id":id,"offset":received.len()}))
-            .await;
-        match next
-            .expect_control(|f| {
-                matches!(
-                    f,
-                    ServerFrame::Opened { ch: 1, .. } | ServerFrame::Error { ch: Some(1), .. }
-                )
-            })
-            .await
-        {
-            ServerFrame::Opened { offset, lost, .. } => {
+        match next.attach(1, id, received.len() as u64).await {
+            Ok((offset, lost)) => {
                 assert_eq!(offset, Some(received.len() as u64), "round {round}");
                 assert_eq!(lost, Some(0), "round {round}: bytes lost on attach");
             }
-            other => panic!("round {round}: attach failed: {other:?}"),
+            Err(other) => panic!("round {round}: attach failed: {other:?}"),
         }
         w = next;
     }
@@ -225,21 +214,9 @@ async fn a_client_that_acks_the_last_output_and_drops_before_closed_learns_the_e
     drop(w);
     // The page comes back: it learns how the program ended, not `channel_gone`.
     let mut w = connect(&s, &cookie).await;
-    w.send_json(json!({"type":"attach","ch":4,"id":id,"offset":4}))
-        .await;
-    match w
-        .expect_control(|f| {
-            matches!(
-                f,
-                ServerFrame::Opened { ch: 4, .. } | ServerFrame::Error { ch: Some(4), .. }
-            )
-        })
-        .await
-    {
-        ServerFrame::Opened { offset, lost, .. } => {
-            assert_eq!((offset, lost), (Some(4), Some(0)));
-        }
-        other => panic!("attach failed: {other:?}"),
+    match w.attach(4, &id, 4).await {
+        Ok((offset, lost)) => assert_eq!((offset, lost), (Some(4), Some(0))),
+        Err(other) => panic!("attach failed: {other:?}"),
     }
     match w
         .expect_control(|f| matches!(f, ServerFrame::Exit { ch: 4, .. }))

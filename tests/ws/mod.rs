@@ -180,6 +180,25 @@ impl Ws {
         }
     }
 
+    /// Sends `attach` for channel `id` on `ch` at `offset` and waits for the answer:
+    /// `opened`'s `(offset, lost)`, or the error that refused it.
+    pub async fn attach(
+        &mut self,
+        ch: u32,
+        id: &str,
+        offset: u64,
+    ) -> Result<(Option<u64>, Option<u64>), ServerFrame> {
+        self.send_json(json!({"type":"attach","ch":ch,"id":id,"offset":offset}))
+            .await;
+        match self
+            .expect_control(|f| matches!(f, ServerFrame::Opened { ch: c, .. } | ServerFrame::Error { ch: Some(c), .. } if *c == ch))
+            .await
+        {
+            ServerFrame::Opened { offset, lost, .. } => Ok((offset, lost)),
+            other => Err(other),
+        }
+    }
+
     /// Waits for an `error` with `code` (on `ch` if given).
     pub async fn expect_error(&mut self, ch: Option<u32>, code: &str) -> String {
         match self
