@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Gateway memory with no terminal open: VmRSS, RssAnon and RssFile at start, after 1 and
-# 5 logins, and after a short echo run through one `pty` terminal (closed again).
+# 5 logins, after a short echo run through one `pty` terminal (closed again), and after
+# the next minute's release of unused memory; each binary twice, with `[memory]
+# release_code_pages` off and on (the default).
 #   load-tests/idle-rss.sh                         # the binary `cargo run --release` builds
 #   load-tests/idle-rss.sh /tmp/a/opsgate /tmp/b/opsgate   # A/B of two builds, in turn
 # Loopback only; each gateway is stopped before the next starts.
@@ -27,11 +29,13 @@ login() {
     -d "{\"username\":\"admin\",\"password\":\"$LT_ADMIN_PASSWORD\"}" "$GW_URL/api/auth/login"
 }
 
-echo "| binary | when | VmRSS MB | RssAnon MB | RssFile MB |"
+echo "| binary, code pages released | when | VmRSS MB | RssAnon MB | RssFile MB |"
 echo "| --- | --- | ---: | ---: | ---: |"
 for bin in "$@"; do
-  name="$(basename "$(dirname "$bin")")/$(basename "$bin") ($(($(stat -c %s "$bin") / 1000000)) MB)"
-  lt_start_gateway "$bin" || exit 1
+ for release in false true; do
+  name="$(basename "$(dirname "$bin")")/$(basename "$bin") ($(($(stat -c %s "$bin") / 1000000)) MB), $release"
+  OPSGATE_MEMORY__RELEASE_CODE_PAGES=$release lt_start_gateway "$bin" || exit 1
+  started=$SECONDS
   sleep 2
   mem "$name" "started"
   login
@@ -45,5 +49,9 @@ for bin in "$@"; do
     >/dev/null 2>&1
   sleep 2
   mem "$name" "after a terminal"
+  # The release runs a minute after start-up and every minute after that.
+  sleep $((65 - (SECONDS - started) % 60))
+  mem "$name" "after the next minute's release"
   lt_stop_gateway
+ done
 done

@@ -63,6 +63,7 @@ pub struct Config {
     /// `[tools]` and `[tools.<name>]`: network tools (see `crate::tools`).
     pub tools: crate::tools::ToolsConfig,
     pub netbox: NetboxConfig,
+    pub memory: MemoryConfig,
 }
 
 impl Default for Config {
@@ -91,6 +92,7 @@ impl Default for Config {
             apps: AppsConfig::default(),
             tools: crate::tools::ToolsConfig::default(),
             netbox: NetboxConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -407,6 +409,28 @@ impl Default for JobsConfig {
             config_keep_days: 365,
             stale_after_hours: 48,
             webhooks: Default::default(),
+        }
+    }
+}
+
+/// `[memory]`: how often the gateway hands memory it does not use back to the system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Seconds between releases (free heap pages; with `release_code_pages`, the
+    /// executable's code pages). 0: only once, after start-up.
+    pub release_secs: u64,
+    /// Also unmap the executable's resident code and read-only data pages. They are
+    /// clean copies of the binary that stay in the page cache; what is used again is
+    /// mapped back by a minor fault. Most were touched only by start-up or a login.
+    pub release_code_pages: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            release_secs: 60,
+            release_code_pages: true,
         }
     }
 }

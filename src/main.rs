@@ -1,6 +1,8 @@
 //! opsgate: a WebSocket-first realtime gateway for network operators.
-// One audited exception: `tune_allocator` (the library itself forbids unsafe code).
+// One audited exception: `memory` (the library itself forbids unsafe code).
 #![deny(unsafe_code)]
+
+mod memory;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
           keep_count = 1000, keep_days = 30 (finished executions per workspace)
   [tools.<name>] enabled = true, timeout_secs, concurrency = 8, max_prefix = 24 (widest scan target)
           for ping, traceroute, mtr, dig, whois, nmap, port_check, tls_check
+  [memory] release_secs = 60 (free heap and unused code pages go back this often; 0: after start-up
+           only), release_code_pages = true
   [netbox] connect_timeout_ms = 5000, request_timeout_ms = 30000, max_response_bytes = 33554432,
            max_listing_bytes = 268435456, page_size = 1000, max_pages = 200, concurrency = 4,
            retries = 3 (429/5xx), retry_base_ms = 500, max_import_devices = 20000,
@@ -210,7 +214,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             if let Err(e) = cleaner.delete_expired().await {
                 tracing::warn!(error = %e, "removing expired login sessions failed");
             }
-            let _ = tokio::task::spawn_blocking(release_free_heap).await;
         }
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -220,10 +223,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("opsgate listening on {scheme}://{addr}{}/", cfg.base_path);
     let router = opsgate::http::router(app.clone());
-    release_free_heap();
+    let memory = cfg.memory.clone();
+    release_unused_memory(memory.release_code_pages);
+    if memory.release_secs > 0 {
+        tokio::spawn(async move {
+            let period = std::time::Duration::from_secs(memory.release_secs);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tick.tick().await;
+                let code = memory.release_code_pages;
+                let _ = tokio::task::spawn_blocking(move || release_unused_memory(code)).await;
+            }
+        });
+    }
     opsgate::http::serve(app.clone(), listener, router, tls, shutdown_signal()).await;
     println!("opsgate stopped");
     Ok(())
+}
+
+/// Free heap pages and, if `code`, the executable's code pages go back to the system
+/// (`[memory]`; see `memory::release_code_pages` for why that is safe and cheap).
+fn release_unused_memory(code: bool) {
+    memory::release_free_heap();
+    if code {
+        let started = std::time::Instant::now();
+        match memory::release_code_pages() {
+            Ok(bytes) => tracing::debug!(
+                bytes,
+                took_us = started.elapsed().as_micros() as u64,
+                "released code pages"
+            ),
+            Err(e) => tracing::warn!(error = %e, "releasing code pages failed"),
+        }
+    }
 }
 
 /// Logs go to standard error, as text or one JSON object per line (`log_format`).
@@ -239,59 +271,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// glibc's malloc raises its mmap threshold to the size of the largest block freed, up to
-/// 32 MiB. After the first login, argon2id's 19 MiB work area is therefore taken from
-/// the heap, and every thread that hashed keeps it: each login thread left ~19.5 MB
-/// resident for good. A fixed threshold keeps blocks of 1 MiB and more in their own
-/// mappings, returned to the system when freed, so the steady state does not depend on
-/// how many logins happened. Small allocations (terminal buffers) are unaffected.
-///
-/// glibc also gives each thread that allocates its own arena, up to 8 per core. A
-/// terminal's allocations then spread over the arenas of every worker and blocking
-/// thread that touched it, each arena keeping its own partly used pages: one arena per
-/// core cuts an idle terminal's resident memory by about a tenth (23.5 → 20.6 KiB per
-/// `pty` connection, 106 → 98 KiB per `ssh` one; `load-tests/idle-memory.sh`) while the
-/// per-thread caches keep small allocations lock-free.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    let arenas = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 64) as libc::c_int;
-    // SAFETY: `mallopt` only sets allocator parameters; it is called first thing in
-    // `main`, before any other thread exists, with a valid parameter and value.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
-
-/// Hands free heap pages back to the system. glibc returns memory only from the top of a
-/// heap; start-up (the admin's argon2id hash, building the router and rendering the
-/// OpenAPI document) leaves ~4 MB free in the middle of the main heap, and a burst of
-/// connections that has ended leaves the same in every arena, resident for good. Called
-/// once before serving and then once a minute (off the async workers): it walks the
-/// free lists, so it costs little on an idle gateway and about a millisecond on a busy
-/// one.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn release_free_heap() {
-    // SAFETY: `malloc_trim` is thread-safe (it takes each arena's lock) and only
-    // releases pages that hold no allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_heap() {}
-
 fn main() -> anyhow::Result<()> {
-    tune_allocator();
+    memory::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::GenCert { dir, names }) => {

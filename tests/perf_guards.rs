@@ -84,3 +84,51 @@ async fn memory_after_many_logins_is_that_after_one() {
         "RSS grew from {after_one} to {after_many} KiB over 9 more logins"
     );
 }
+
+#[tokio::test]
+async fn an_idle_gateway_hands_back_its_code_pages_and_keeps_working() {
+    let s = Server::start(
+        ServerOptions::default()
+            .config("[memory]\nrelease_secs = 1\n")
+            .config("[pty.programs]\ncat = [\"cat\"]\n"),
+    )
+    .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "cat").await;
+    w.input(1, b"before\n").await;
+    w.expect_output(1, "before").await;
+    // A login runs code nothing else does; within a second of it a release unmaps it.
+    // Sampled every 50 ms: the highest figure is the code in use, the lowest the one
+    // just after a release. Three tries, in case a release lands between the login and
+    // the first sample.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let _other = s.login(ADMIN, ADMIN_PASSWORD).await;
+        let (mut busy, mut idle) = (0, u64::MAX);
+        for _ in 0..50 {
+            let kib = s.status_kib("RssFile:").expect("rss");
+            busy = busy.max(kib);
+            idle = idle.min(kib);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        println!("file-backed RSS: {busy} KiB in use, {idle} KiB after a release");
+        seen.push((busy, idle));
+        if idle < busy / 2 {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|&(busy, idle)| idle < busy / 2),
+        "code pages were not released (in use, after a release: {seen:?} KiB)"
+    );
+    // Everything runs again from the page cache: the open terminal, a new one, a login.
+    w.input(1, b"after\n").await;
+    w.expect_output(1, "after").await;
+    w.open_pty(2, "cat").await;
+    w.input(2, b"second\n").await;
+    w.expect_output(2, "second").await;
+    let again = s.login(ADMIN, ADMIN_PASSWORD).await;
+    assert!(again.cookie.is_some());
+}

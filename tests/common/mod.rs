@@ -340,10 +340,15 @@ impl Server {
 
     /// Resident memory of the gateway process in KiB (from /proc), if it runs.
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// One KiB figure of the gateway's `/proc/PID/status` (e.g. `RssFile:`), if it runs.
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
+            .find(|l| l.starts_with(field))?
             .split_whitespace()
             .nth(1)?
             .parse()
