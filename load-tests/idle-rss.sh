@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Gateway memory with no terminal open: VmRSS, RssAnon and RssFile at start, after 1 and
 # 5 logins, after a short echo run through one `pty` terminal (closed again), and after
-# the next minute's release of unused memory; each binary twice, with `[memory]
+# the next release of unused memory (every 10 s); each binary twice, with `[memory]
 # release_code_pages` off and on (the default).
 #   load-tests/idle-rss.sh                         # the binary `cargo run --release` builds
 #   load-tests/idle-rss.sh /tmp/a/opsgate /tmp/b/opsgate   # A/B of two builds, in turn
@@ -34,7 +34,8 @@ echo "| --- | --- | ---: | ---: | ---: |"
 for bin in "$@"; do
  for release in false true; do
   name="$(basename "$(dirname "$bin")")/$(basename "$bin") ($(($(stat -c %s "$bin") / 1000000)) MB), $release"
-  OPSGATE_MEMORY__RELEASE_CODE_PAGES=$release lt_start_gateway "$bin" || exit 1
+  OPSGATE_MEMORY__RELEASE_CODE_PAGES=$release OPSGATE_MEMORY__RELEASE_SECS=10 \
+    lt_start_gateway "$bin" || exit 1
   started=$SECONDS
   sleep 2
   mem "$name" "started"
@@ -49,9 +50,10 @@ for bin in "$@"; do
     >/dev/null 2>&1
   sleep 2
   mem "$name" "after a terminal"
-  # The release runs a minute after start-up and every minute after that.
-  sleep $((65 - (SECONDS - started) % 60))
-  mem "$name" "after the next minute's release"
+  # The release runs every `[memory] release_secs` (10 s) from start-up; measured 2 s
+  # after the next one.
+  sleep $((12 - (SECONDS - started) % 10))
+  mem "$name" "2 s after the next release"
   lt_stop_gateway
  done
 done

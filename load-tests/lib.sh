@@ -101,12 +101,13 @@ max_channels_total = 4000
 # and the kernel has 4,096 (kernel.pty.max). The reconnect storm needs seconds.
 grace_secs = 60
 
-# Figures per connection are differences of RSS: a release of code pages (every minute
+# Figures per connection are differences of RSS: a release of code pages (every 10 s
 # by default) between two readings would subtract start-up code from them. The gateway
-# keeps its code pages here; idle-rss.sh measures with the release on, as shipped.
-# OPSGATE_MEMORY__RELEASE_CODE_PAGES=true in the environment overrides this.
+# keeps its code pages here and trims its heap once a minute, as in earlier rounds;
+# idle-rss.sh measures as shipped (OPSGATE_MEMORY__* in the environment override this).
 [memory]
 release_code_pages = false
+release_secs = 60
 
 [pty.programs]
 echo = ["sh", "-c", "$LT_ECHO_CMD"]

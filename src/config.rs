@@ -429,7 +429,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            release_secs: 60,
+            release_secs: 10,
             release_code_pages: true,
         }
     }

@@ -49,7 +49,7 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
           keep_count = 1000, keep_days = 30 (finished executions per workspace)
   [tools.<name>] enabled = true, timeout_secs, concurrency = 8, max_prefix = 24 (widest scan target)
           for ping, traceroute, mtr, dig, whois, nmap, port_check, tls_check
-  [memory] release_secs = 60 (free heap and unused code pages go back this often; 0: after start-up
+  [memory] release_secs = 10 (free heap and unused code pages go back this often; 0: after start-up
            only), release_code_pages = true
   [netbox] connect_timeout_ms = 5000, request_timeout_ms = 30000, max_response_bytes = 33554432,
            max_listing_bytes = 268435456, page_size = 1000, max_pages = 200, concurrency = 4,

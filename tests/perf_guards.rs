@@ -87,11 +87,13 @@ async fn memory_after_many_logins_is_that_after_one() {
 
 #[tokio::test]
 async fn an_idle_gateway_hands_back_its_code_pages_and_keeps_working() {
-    let s = Server::start(
-        ServerOptions::default()
-            .config("[memory]\nrelease_secs = 1\n")
-            .config("[pty.programs]\ncat = [\"cat\"]\n"),
-    )
+    let s = Server::start(ServerOptions {
+        env: vec![
+            ("OPSGATE_MEMORY__RELEASE_CODE_PAGES".into(), "true".into()),
+            ("OPSGATE_MEMORY__RELEASE_SECS".into(), "1".into()),
+        ],
+        ..ServerOptions::default().config("[pty.programs]\ncat = [\"cat\"]\n")
+    })
     .await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");

@@ -254,6 +254,12 @@ impl Server {
             .arg(&self.config_path)
             .args(&self.opts.args)
             .env("OPSGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            // Tests compare RSS before and after their work: a release of code pages in
+            // between would let the work's code map back in and read as growth, and a
+            // heap trim every 10 s (the default) makes the same more likely for the heap.
+            // The test of the release itself sets its own (`env` below wins).
+            .env("OPSGATE_MEMORY__RELEASE_CODE_PAGES", "false")
+            .env("OPSGATE_MEMORY__RELEASE_SECS", "60")
             .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
