@@ -224,15 +224,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     println!("opsgate listening on {scheme}://{addr}{}/", cfg.base_path);
     let router = opsgate::http::router(app.clone());
     let memory = cfg.memory.clone();
-    release_unused_memory(memory.release_code_pages);
+    let mut code = release_unused_memory(memory.release_code_pages);
     if memory.release_secs > 0 {
         tokio::spawn(async move {
             let period = std::time::Duration::from_secs(memory.release_secs);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
-                let code = memory.release_code_pages;
-                let _ = tokio::task::spawn_blocking(move || release_unused_memory(code)).await;
+                let release = tokio::task::spawn_blocking(move || release_unused_memory(code));
+                code = release.await.unwrap_or(false);
             }
         });
     }
@@ -243,17 +243,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 /// Free heap pages and, if `code`, the executable's code pages go back to the system
 /// (`[memory]`; see `memory::release_code_pages` for why that is safe and cheap).
-fn release_unused_memory(code: bool) {
+/// Returns whether to release code pages next time: a system that refuses (no
+/// `/proc/self/pagemap` in some sandboxes) is told about once, not every period.
+fn release_unused_memory(code: bool) -> bool {
     memory::release_free_heap();
-    if code {
-        let started = std::time::Instant::now();
-        match memory::release_code_pages() {
-            Ok(bytes) => tracing::debug!(
+    if !code {
+        return false;
+    }
+    let started = std::time::Instant::now();
+    match memory::release_code_pages() {
+        Ok(bytes) => {
+            tracing::debug!(
                 bytes,
                 took_us = started.elapsed().as_micros() as u64,
                 "released code pages"
-            ),
-            Err(e) => tracing::warn!(error = %e, "releasing code pages failed"),
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot release code pages; keeping them from now on");
+            false
         }
     }
 }
