@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::ended::Ending;
 use super::flow::{OffsetPastEnd, OutputFlow};
-use super::{offset_past_end, output_lost, MuxInner, Outbound};
+use super::{error_frame, offset_past_end, output_lost, MuxInner, Outbound};
 use crate::source::{HostkeyQuestion, InputQueue, Offer, OpenError, Source, SourceEvent};
 
 /// Largest data frame replayed on attach.
@@ -433,12 +433,7 @@ impl ChannelTask {
             Err(e) => {
                 self.inner.audit_open(&self.handle, Err(e.code));
                 let ch = self.ch();
-                self.frame(ServerFrame::Error {
-                    ch: Some(ch),
-                    code: e.code.into(),
-                    message: e.message,
-                })
-                .await;
+                self.frame(error_frame(Some(ch), e.code, e.message)).await;
                 return self.end(None, e.code, None).await;
             }
         };
@@ -525,7 +520,7 @@ impl ChannelTask {
                     Some(SourceEvent::Failed { code, message }) => {
                         self.handle.shared.status.ended(None);
                         let ch = self.ch();
-                        self.frame(ServerFrame::Error { ch: Some(ch), code: code.into(), message }).await;
+                        self.frame(error_frame(Some(ch), code, message)).await;
                         source_done = true;
                         exited_at = Some(Instant::now());
                         self.handle.shared.input.close();

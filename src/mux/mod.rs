@@ -611,23 +611,32 @@ async fn login_sweeper(inner: Weak<MuxInner>) {
     }
 }
 
+/// An `error` frame, on channel `ch` or (None) on the socket.
+fn error_frame(ch: Option<u32>, code: &str, message: impl Into<String>) -> ServerFrame {
+    ServerFrame::Error {
+        ch,
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
 /// `invalid_offset`: an `attach` asked for output beyond the `end` produced.
 fn offset_past_end(ch: u32, offset: u64, end: u64) -> ServerFrame {
-    ServerFrame::Error {
-        ch: Some(ch),
-        code: codes::INVALID_OFFSET.into(),
-        message: format!("offset {offset} is past the end of the output ({end})"),
-    }
+    error_frame(
+        Some(ch),
+        codes::INVALID_OFFSET,
+        format!("offset {offset} is past the end of the output ({end})"),
+    )
 }
 
 /// `output_lost`: an `attach`'s replay starts at `from`, `lost` bytes after the offset
 /// the client asked for.
 fn output_lost(ch: u32, lost: u64, from: u64) -> ServerFrame {
-    ServerFrame::Error {
-        ch: Some(ch),
-        code: codes::OUTPUT_LOST.into(),
-        message: format!("{lost} bytes of output before offset {from} are no longer buffered"),
-    }
+    error_frame(
+        Some(ch),
+        codes::OUTPUT_LOST,
+        format!("{lost} bytes of output before offset {from} are no longer buffered"),
+    )
 }
 
 /// The team whose objects a channel uses, for its audit events.

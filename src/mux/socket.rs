@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::channel::{ChannelCmd, ChannelHandle, SocketRef};
-use super::{offset_past_end, output_lost, LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY};
+use super::{
+    error_frame, offset_past_end, output_lost, LoginCtx, MuxInner, Outbound, OUTBOX_CAPACITY,
+};
 use crate::source::Offer;
 
 /// Frames written before a flush, so bulk output goes out in few syscalls.
@@ -49,14 +51,6 @@ struct Socket {
     /// The login's last-activity clock (Unix seconds), shared by its sockets.
     activity: Arc<AtomicI64>,
     activity_mark: i64,
-}
-
-fn error_frame(ch: Option<u32>, code: &str, message: impl Into<String>) -> ServerFrame {
-    ServerFrame::Error {
-        ch,
-        code: code.to_string(),
-        message: message.into(),
-    }
 }
 
 impl Socket {
