@@ -423,6 +423,7 @@ pub struct MemoryConfig {
     /// Also unmap the executable's resident code and read-only data pages. They are
     /// clean copies of the binary that stay in the page cache; what is used again is
     /// mapped back by a minor fault. Most were touched only by start-up or a login.
+    /// Only after a quiet period (`memory::was_quiet` in the binary): a busy gateway keeps them.
     pub release_code_pages: bool,
 }
 

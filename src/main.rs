@@ -50,7 +50,7 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
   [tools.<name>] enabled = true, timeout_secs, concurrency = 8, max_prefix = 24 (widest scan target)
           for ping, traceroute, mtr, dig, whois, nmap, port_check, tls_check
   [memory] release_secs = 10 (free heap and unused code pages go back this often; 0: after start-up
-           only), release_code_pages = true
+           only), release_code_pages = true (only after a period with under 1 % of a core used)
   [netbox] connect_timeout_ms = 5000, request_timeout_ms = 30000, max_response_bytes = 33554432,
            max_listing_bytes = 268435456, page_size = 1000, max_pages = 200, concurrency = 4,
            retries = 3 (429/5xx), retry_base_ms = 500, max_import_devices = 20000,
@@ -229,10 +229,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let period = std::time::Duration::from_secs(memory.release_secs);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut cpu_before = memory::cpu_time();
             loop {
                 tick.tick().await;
-                let release = tokio::task::spawn_blocking(move || release_unused_memory(code));
-                code = release.await.unwrap_or(false);
+                let cpu_now = memory::cpu_time();
+                let quiet = match (cpu_before, cpu_now) {
+                    (Some(before), Some(now)) => {
+                        memory::was_quiet(now.saturating_sub(before), period)
+                    }
+                    _ => true,
+                };
+                cpu_before = cpu_now;
+                // Free heap always goes back; code pages only after a quiet period.
+                let release =
+                    tokio::task::spawn_blocking(move || release_unused_memory(code && quiet));
+                let keep_releasing = release.await.unwrap_or(false);
+                if quiet {
+                    code = keep_releasing;
+                }
             }
         });
     }

@@ -53,6 +53,29 @@ pub fn release_free_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_heap() {}
 
+/// CPU time (user and system) this process has used since it started; `None` where the
+/// system does not tell.
+pub fn cpu_time() -> Option<std::time::Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let span = |t: nix::sys::time::TimeVal| {
+        let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
+        let micros = u64::try_from(t.tv_usec()).unwrap_or(0);
+        std::time::Duration::from_secs(secs) + std::time::Duration::from_micros(micros)
+    };
+    Some(span(usage.user_time()) + span(usage.system_time()))
+}
+
+/// Whether the gateway was quiet over one release period: it used less than 1 % of one
+/// core. Code pages are released only after a quiet period. On a busy gateway they are
+/// the working set: every worker would fault them back within milliseconds (after the
+/// TLB flushes the unmapping costs), so releasing them would save nothing and put the
+/// faults on the requests and keystrokes being served. A user typing costs the gateway
+/// well under 1 % of a core, so a gateway that only has terminals open still releases.
+pub fn was_quiet(cpu: std::time::Duration, period: std::time::Duration) -> bool {
+    cpu.saturating_mul(100) < period
+}
+
 /// Unmaps the resident pages of the executable's read-only segments (code, constants,
 /// unwind tables) from this process; returns how many bytes of mappings it covered.
 ///
@@ -192,6 +215,28 @@ fn read_only_segments(page: usize) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_is_quiet_below_one_percent_of_a_core() {
+        use std::time::Duration;
+        let period = Duration::from_secs(10);
+        assert!(was_quiet(Duration::ZERO, period));
+        assert!(was_quiet(Duration::from_millis(99), period));
+        assert!(!was_quiet(Duration::from_millis(100), period));
+        assert!(!was_quiet(Duration::from_secs(20), period));
+        assert!(!was_quiet(Duration::MAX, period));
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = cpu_time().expect("getrusage");
+        let mut x = 0u64;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_time().expect("getrusage") > before);
+    }
 
     #[test]
     fn pagemap_entries_tell_private_copies_from_file_pages() {

@@ -134,3 +134,45 @@ async fn an_idle_gateway_hands_back_its_code_pages_and_keeps_working() {
     let again = s.login(ADMIN, ADMIN_PASSWORD).await;
     assert!(again.cookie.is_some());
 }
+
+/// Code pages go back only after a quiet period: under a steady stream of requests the
+/// gateway keeps the code a login mapped (releasing it would only have the workers fault
+/// it back), and hands it back once the stream stops.
+#[tokio::test]
+async fn a_busy_gateway_keeps_its_code_pages_until_it_is_quiet() {
+    use std::time::{Duration, Instant};
+    let s = Server::start(ServerOptions {
+        env: vec![
+            ("OPSGATE_MEMORY__RELEASE_CODE_PAGES".into(), "true".into()),
+            ("OPSGATE_MEMORY__RELEASE_SECS".into(), "1".into()),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let mapped = s.status_kib("RssFile:").expect("rss");
+    // Three seconds of requests back to back: three release periods, none of them quiet.
+    // Nothing is released, so the figure only grows (a release would take it to the
+    // requests' own working set: about three quarters of it on the debug build).
+    let started = Instant::now();
+    let mut busy_lowest = u64::MAX;
+    while started.elapsed() < Duration::from_secs(3) {
+        admin.get("/api/sessions").await.assert_status(200);
+        busy_lowest = busy_lowest.min(s.status_kib("RssFile:").expect("rss"));
+    }
+    // Then quiet: within two periods a release unmaps what the login and requests used.
+    let mut idle_lowest = u64::MAX;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        idle_lowest = idle_lowest.min(s.status_kib("RssFile:").expect("rss"));
+    }
+    println!("file-backed RSS: {mapped} KiB after a login, {busy_lowest} KiB at least while busy, {idle_lowest} KiB once quiet");
+    assert!(
+        busy_lowest > mapped * 95 / 100,
+        "code pages were released while busy ({mapped} KiB after the login, down to {busy_lowest} KiB)"
+    );
+    assert!(
+        idle_lowest < mapped / 2,
+        "code pages were not released once quiet ({mapped} KiB after the login, {idle_lowest} KiB after)"
+    );
+}
