@@ -85,16 +85,18 @@ async fn memory_after_many_logins_is_that_after_one() {
     );
 }
 
+/// A gateway that releases unused memory, code pages included, every second (the test
+/// harness starts gateways with code pages kept and a 60 s period).
+fn releasing_every_second() -> ServerOptions {
+    ServerOptions::default()
+        .env("OPSGATE_MEMORY__RELEASE_CODE_PAGES", "true")
+        .env("OPSGATE_MEMORY__RELEASE_SECS", "1")
+}
+
 #[tokio::test]
 async fn an_idle_gateway_hands_back_its_code_pages_and_keeps_working() {
-    let s = Server::start(ServerOptions {
-        env: vec![
-            ("OPSGATE_MEMORY__RELEASE_CODE_PAGES".into(), "true".into()),
-            ("OPSGATE_MEMORY__RELEASE_SECS".into(), "1".into()),
-        ],
-        ..ServerOptions::default().config("[pty.programs]\ncat = [\"cat\"]\n")
-    })
-    .await;
+    let s =
+        Server::start(releasing_every_second().config("[pty.programs]\ncat = [\"cat\"]\n")).await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let cookie = admin.cookie.clone().expect("cookie");
     let mut w = connect(&s, &cookie).await;
@@ -141,14 +143,7 @@ async fn an_idle_gateway_hands_back_its_code_pages_and_keeps_working() {
 #[tokio::test]
 async fn a_busy_gateway_keeps_its_code_pages_until_it_is_quiet() {
     use std::time::{Duration, Instant};
-    let s = Server::start(ServerOptions {
-        env: vec![
-            ("OPSGATE_MEMORY__RELEASE_CODE_PAGES".into(), "true".into()),
-            ("OPSGATE_MEMORY__RELEASE_SECS".into(), "1".into()),
-        ],
-        ..ServerOptions::default()
-    })
-    .await;
+    let s = Server::start(releasing_every_second()).await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     let mapped = s.status_kib("RssFile:").expect("rss");
     // Three seconds of requests back to back: three release periods, none of them quiet.
