@@ -597,16 +597,18 @@ impl ChannelTask {
         }
         self.handle.shared.input.close();
         let id = self.handle.id.clone();
+        tracing::debug!(channel = %id, reason, "channel ended");
+        // Before the client is told `closed`: a client that opens another channel as
+        // soon as it reads `closed` must find this one's place under the limits free.
+        self.inner.channel_ended(&self.handle, reason, ending);
         if let Some(s) = self.attached.take() {
             let msg = Outbound::Released {
                 ch: s.ch,
-                id: id.clone(),
+                id,
                 reason: Some(reason),
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), s.outbox.send(msg)).await;
         }
-        tracing::debug!(channel = %id, reason, "channel ended");
-        self.inner.channel_ended(&self.handle, reason, ending);
     }
 }
 
