@@ -174,6 +174,26 @@ async fn one_bad_row_refuses_the_whole_file_and_names_the_row() {
         assert!(msg.contains(want), "{want:?} missing from: {msg}");
     }
 
+    // A file that prices its own parsing: 80 KB whose aliases expand to 10⁸ values is
+    // refused within its budget (unbounded, it takes minutes and gigabytes), dry run too.
+    let mut bomb = String::from("- &a [");
+    bomb.push_str(&"x,".repeat(10_000));
+    bomb.push_str("x]\n- [");
+    bomb.push_str(&"*a,".repeat(10_000));
+    bomb.push_str("*a]\n");
+    import(&admin, None, &bomb)
+        .await
+        .assert_error(400, Some("invalid_yaml"));
+    admin
+        .send_raw(
+            Method::POST,
+            "/api/sessions/import?dry_run=true",
+            "application/yaml",
+            bomb.clone(),
+        )
+        .await
+        .assert_error(400, Some("invalid_yaml"));
+
     // Not YAML / not the layout.
     import(&admin, None, "- [unclosed")
         .await

@@ -16,7 +16,7 @@ use super::csv_import;
 use super::known_hosts;
 use super::known_hosts::KnownHost;
 use super::sessions::SavedSession;
-use super::sessions::{self, SessionInput};
+use super::sessions::{self, SessionInput, ValidSession};
 use super::yaml::{self, ImportMode};
 use super::InventoryError;
 use crate::app::App;
@@ -305,13 +305,12 @@ pub async fn import_sessions(
             ))
         }
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
+    let parsed = parse_yaml(body).await?;
     let owner = ws.scope;
     if q.dry_run {
-        return Ok(Json(preview_import(&app, owner, text, mode).await?).into_response());
+        return Ok(Json(preview_import(&app, owner, parsed, mode).await?).into_response());
     }
-    let rows = yaml::parse(text)?;
+    let rows = parsed?;
     let report = app
         .store
         .write(move |tx| yaml::apply(tx, &owner, rows, mode))
@@ -397,12 +396,27 @@ impl From<crate::store::StoreError> for DryRun {
     }
 }
 
+/// Parses a YAML import on a blocking thread: a file at the body limit takes tens of
+/// milliseconds, which an async worker's other sockets should not wait for. The outer
+/// error is the request's (not UTF-8), the inner one the file's.
+async fn parse_yaml(
+    body: Bytes,
+) -> ApiResult<Result<Vec<(yaml::RowError, ValidSession)>, InventoryError>> {
+    tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("invalid_yaml", "the body is not UTF-8 text"))?;
+        Ok(yaml::parse(text))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
 /// Runs the whole import, rows and credential checks included, in a transaction that
 /// is never committed, and reports what it would do.
 async fn preview_import(
     app: &App,
     owner: crate::workspace::Scope,
-    text: &str,
+    parsed: Result<Vec<(yaml::RowError, ValidSession)>, InventoryError>,
     mode: ImportMode,
 ) -> ApiResult<ImportPreview> {
     let refused = |errors: Vec<yaml::RowError>| ImportPreview {
@@ -412,7 +426,7 @@ async fn preview_import(
         removed: 0,
         errors,
     };
-    let rows = match yaml::parse(text) {
+    let rows = match parsed {
         Ok(r) => r,
         Err(InventoryError::Import(rows)) => return Ok(refused(rows)),
         Err(e) => return Err(e.into()),

@@ -163,9 +163,106 @@ fn row_input(folder: &str, map: &serde_yaml_ng::Mapping) -> Result<SessionInput,
     Ok(input)
 }
 
+/// Values a document may expand to, per byte of its text. An alias repeats its anchor's
+/// whole subtree each time it is used, and serde_yaml_ng bounds only how many aliases are
+/// followed, not what they expand to: a 1 MiB file of a 170,000-item list and 200,000
+/// aliases of it is 3·10¹⁰ values, enough to take the process down. A document without
+/// aliases has at most about one value per byte (`[x,x,…]`), so two per byte admits
+/// every such document and the defaults a real inventory shares through aliases, and
+/// bounds what any file can cost to twice what its size already allows.
+const VALUES_PER_BYTE: usize = 2;
+
+/// Counts a document's values (aliases expanded) without building them, and stops at
+/// the first one over the budget.
+#[derive(Clone, Copy)]
+struct ValueBudget<'a>(&'a std::cell::Cell<usize>);
+
+impl ValueBudget<'_> {
+    fn take<E: serde::de::Error>(self) -> Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(
+                "the document expands to too many values (aliases repeating large anchors?)",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueBudget<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueBudget<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.take()?;
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.take()?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.take()?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    // A tagged value (`!tag value`).
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess;
+        self.take()?;
+        let ((), variant) = data.variant_seed(self)?;
+        variant.newtype_variant_seed(self)
+    }
+}
+
+/// Parses a YAML document whose values, aliases expanded, fit the text's budget.
+fn parse_bounded(text: &str) -> Result<Value, serde_yaml_ng::Error> {
+    use serde::de::DeserializeSeed;
+    let budget = std::cell::Cell::new(text.len().saturating_mul(VALUES_PER_BYTE).max(64));
+    ValueBudget(&budget).deserialize(serde_yaml_ng::Deserializer::from_str(text))?;
+    serde_yaml_ng::from_str(text)
+}
+
 /// Parses and validates a whole import. Returns every bad row, not just the first.
 pub fn parse(text: &str) -> Result<Vec<(RowError, ValidSession)>, InventoryError> {
-    let doc: Value = serde_yaml_ng::from_str(text)
+    let doc: Value = parse_bounded(text)
         .map_err(|e| InventoryError::invalid("invalid_yaml", format!("not valid YAML: {e}")))?;
     let Value::Sequence(folders) = doc else {
         return Err(InventoryError::invalid(
@@ -336,6 +433,40 @@ mod tests {
         assert_eq!(row.port, 2222);
         assert_eq!(row.folder, "Core");
         assert_eq!(row.tags, vec!["Model=C9300".to_string()]);
+    }
+
+    /// A list anchored once and aliased many times: `items × aliases` values.
+    pub(crate) fn alias_bomb(items: usize, aliases: usize) -> String {
+        let mut text = String::from("- &a [");
+        text.push_str(&"x,".repeat(items));
+        text.push_str("x]\n- [");
+        text.push_str(&"*a,".repeat(aliases));
+        text.push_str("*a]\n");
+        text
+    }
+
+    #[test]
+    fn aliases_expanding_past_the_budget_are_refused_before_they_are_built() {
+        // 10⁸ values from 80 KB: unbounded, this takes minutes and gigabytes.
+        let text = alias_bomb(10_000, 10_000);
+        let started = std::time::Instant::now();
+        match parse(&text) {
+            Err(InventoryError::Invalid { code, message }) => {
+                assert_eq!(code, "invalid_yaml");
+                assert!(message.contains("too many values"), "{message}");
+            }
+            other => panic!("expected invalid_yaml, got {other:?}"),
+        }
+        // Not a timing test: the budget stops it within a few hundred thousand values.
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn aliases_that_share_a_value_between_rows_still_import() {
+        let text = "- folder_name: A\n  sessions:\n  - {display_name: a, host: h1, DeviceType: linux, username: &u admin}\n  - {display_name: b, host: h2, DeviceType: linux, username: *u}\n";
+        let rows = parse(text).expect("parse");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].1.username.as_deref(), Some("admin"));
     }
 
     #[test]
