@@ -339,6 +339,8 @@ impl InputQueue {
         s.direct = None;
         let waiting = s.buf.len();
         s.buf.clear();
+        // A resize waiting behind the input dropped here would point past the end of it.
+        s.resize = None;
         drop(s);
         if waiting > 0 {
             self.consumed(waiting);
@@ -389,6 +391,19 @@ mod tests {
             q.next_item().await,
             InputItem::Data(BytesMut::from(&b"0123456789"[..]))
         );
+    }
+
+    #[tokio::test]
+    async fn closing_with_a_resize_behind_waiting_input_leaves_nothing_to_take() {
+        let q = InputQueue::new(100, Arc::new(Notify::new()));
+        q.offer(b"pasted, not yet written");
+        q.resize(80, 24);
+        q.close();
+        // The writer still asks once more before it sees the channel end: it must wait,
+        // not take a slice past the end of the dropped input (that panicked).
+        let next = tokio::time::timeout(std::time::Duration::from_millis(50), q.next_item()).await;
+        assert!(next.is_err(), "got {next:?}");
+        assert_eq!(q.consumed_total(), 23);
     }
 
     #[tokio::test]

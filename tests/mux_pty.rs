@@ -451,3 +451,127 @@ async fn a_large_paste_arrives_whole_and_in_order() {
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "input reordered or lost");
 }
+
+/// A socket whose TCP receive buffer is a few KiB: once the client stops reading, the
+/// gateway's writes to it stop making progress after what the kernels buffer.
+async fn connect_small_window(s: &Server, cookie: &str) -> ws::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = sock.connect(s.listen_addr()).await.expect("connect");
+    let mut req = ws::ws_url(s).into_client_request().expect("request");
+    let h = req.headers_mut();
+    h.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(opsgate_protocol::SUBPROTOCOL),
+    );
+    h.insert("cookie", HeaderValue::from_str(cookie).expect("cookie"));
+    h.insert(
+        "origin",
+        HeaderValue::from_str(&s.origin()).expect("origin"),
+    );
+    let (stream, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+    ws::Ws {
+        stream,
+        buffered: Default::default(),
+        controls: Vec::new(),
+        auto_ack: false,
+    }
+}
+
+/// `yes` processes the gateway (pid `server`) runs.
+fn yes_children(server: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            let comm = stat.split_once('(').map_or("", |(_, r)| r);
+            let ppid = stat[close + 1..].split_whitespace().nth(1);
+            comm.starts_with("yes)") && ppid == Some(&server.to_string())
+        })
+        .count()
+}
+
+/// Four `yes` terminals with 4 MiB windows: 16 MiB of output the gateway may send,
+/// far more than the kernels buffer for a client that stopped reading.
+async fn stall_socket(s: &Server, cookie: &str) -> ws::Ws {
+    let mut w = connect_small_window(s, cookie).await;
+    for ch in 1..=4 {
+        w.open_pty(ch, "yes").await;
+        w.expect_opened(ch).await;
+    }
+    // From here on nothing is read: the gateway's writes fill the buffers and wait.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_after_two_heartbeats() {
+    let s = server_with("[mux]\nheartbeat_secs = 1\nwindow_bytes = 4194304\n").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let _stalled = stall_socket(&s, &cookie).await;
+    // Its channels detach (and wait for an `attach`) instead of waiting on it for good.
+    let mut detached = false;
+    for _ in 0..50 {
+        let list = admin.get("/api/channels").await.json();
+        let chans = list.as_array().cloned().unwrap_or_default();
+        assert_eq!(chans.len(), 4, "{list}");
+        if chans.iter().all(|c| c["attached"] == false) {
+            detached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        detached,
+        "channels still bound to a socket that takes nothing"
+    );
+    // They resume on a new socket, output intact.
+    let mut w = connect(&s, &cookie).await;
+    let id = admin.get("/api/channels").await.json()[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    w.send_json(json!({"type":"attach","ch":9,"id":id,"offset":0}))
+        .await;
+    w.expect_output(9, "y\r\ny\r\n").await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_programs_of_a_socket_that_stopped_reading() {
+    // The default heartbeat (30 s): it is the kick, not the heartbeat, that ends them.
+    let s = server_with("[mux]\nwindow_bytes = 4194304\n").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    let pid = s.pid().expect("pid");
+    let _stalled = stall_socket(&s, &cookie).await;
+    assert_eq!(yes_children(pid), 4);
+    admin
+        .post("/api/auth/logout", &json!({}))
+        .await
+        .assert_status(204);
+    let mut gone = false;
+    for _ in 0..50 {
+        if yes_children(pid) == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        gone,
+        "{} programs still run after logout",
+        yes_children(pid)
+    );
+}

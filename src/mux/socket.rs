@@ -28,6 +28,8 @@ const WRITE_BATCH: usize = 64;
 /// an error: the client may have sent them before it saw `closed` (they crossed on the
 /// wire), and that is not a mistake worth reporting.
 const RECENTLY_CLOSED_FOR: Duration = Duration::from_secs(10);
+/// How long the last frame (why the socket ends) and the close may take.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 /// Channel numbers remembered as recently closed, at most (the oldest is forgotten).
 const RECENTLY_CLOSED_MAX: usize = 64;
 
@@ -350,6 +352,7 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
     let max_frame = inner.cfg.max_frame_bytes;
+    let write_limit = heartbeat * 2;
     let end_reason: Option<&'static str> = loop {
         tokio::select! {
             msg = ws.recv() => {
@@ -363,33 +366,38 @@ pub(crate) async fn run(
                     Message::Close(_) => break None,
                     Message::Ping(_) | Message::Pong(_) => None,
                 };
-                if let Some(f) = reply {
-                    if ws.send(Message::Text(encode_json(&f).into())).await.is_err() {
-                        break None;
-                    }
+                if reply.is_none() && sock.later.is_empty() {
+                    continue;
                 }
-                if !sock.later.is_empty() {
-                    let mut ok = true;
-                    for f in sock.later.drain(..) {
-                        ok = ok && ws.feed(Message::Text(encode_json(&f).into())).await.is_ok();
+                let later = std::mem::take(&mut sock.later);
+                let write = async {
+                    if let Some(f) = reply {
+                        ws.feed(Message::Text(encode_json(&f).into())).await?;
                     }
-                    if !ok || ws.flush().await.is_err() {
-                        break None;
+                    for f in later {
+                        ws.feed(Message::Text(encode_json(&f).into())).await?;
                     }
+                    ws.flush().await
+                };
+                if let Err(end) = within(write, write_limit, &mut kick).await {
+                    break end;
                 }
             }
             out = out_rx.recv() => {
                 let Some(out) = out else { break None };
-                let mut ok = ws.feed(outbound_message(&mut sock, out)).await.is_ok();
-                let mut n = 1;
-                while ok && n < WRITE_BATCH {
-                    match out_rx.try_recv() {
-                        Ok(out) => { ok = ws.feed(outbound_message(&mut sock, out)).await.is_ok(); n += 1; }
-                        Err(_) => break,
+                let write = async {
+                    ws.feed(outbound_message(&mut sock, out)).await?;
+                    let mut n = 1;
+                    while n < WRITE_BATCH {
+                        match out_rx.try_recv() {
+                            Ok(out) => { ws.feed(outbound_message(&mut sock, out)).await?; n += 1; }
+                            Err(_) => break,
+                        }
                     }
-                }
-                if !ok || ws.flush().await.is_err() {
-                    break None;
+                    ws.flush().await
+                };
+                if let Err(end) = within(write, write_limit, &mut kick).await {
+                    break end;
                 }
             }
             _ = ticker.tick() => {
@@ -400,8 +408,8 @@ pub(crate) async fn run(
                     tracing::debug!("peer silent for two heartbeats; dropping socket");
                     break None;
                 }
-                if ws.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
-                    break None;
+                if let Err(end) = within(ws.send(Message::Ping(bytes::Bytes::new())), write_limit, &mut kick).await {
+                    break end;
                 }
             }
             _ = kick.changed() => {
@@ -411,12 +419,41 @@ pub(crate) async fn run(
         }
     };
     if let Some(reason) = end_reason {
+        // A peer that is not reading gets a moment for the reason, not a wait.
         let f = error_frame(None, reason, format!("socket closed: {reason}"));
-        let _ = ws.send(Message::Text(encode_json(&f).into())).await;
-        let _ = ws.close().await;
+        let goodbye = async {
+            ws.send(Message::Text(encode_json(&f).into())).await?;
+            ws.close().await
+        };
+        let _ = tokio::time::timeout(GOODBYE_LIMIT, goodbye).await;
     }
     // Channels notice the socket is gone when its outbox closes (they detach then); no
     // message is needed that a full queue could lose.
     drop(out_rx);
     inner.socket_closed(&login.login_id, id);
+}
+
+/// One write of the socket task (frames fed, then flushed), bounded: a peer that takes
+/// nothing for `limit` (two heartbeats) is as gone as one that sends nothing for as long,
+/// and a kick (logout, user deleted, expiry) is acted on even while a write waits. Without
+/// the bound, a peer that stops reading with its TCP window at zero (or vanishes once the
+/// buffers are full) held the socket task in `flush` for good: no heartbeat, no kick, its
+/// outbox full and every channel of it waiting to send, programs of a deleted user included.
+/// `Err` is how the socket ends: `None` for a failed or timed-out write, the kick's reason.
+async fn within<T>(
+    write: impl std::future::Future<Output = Result<T, axum::Error>>,
+    limit: Duration,
+    kick: &mut watch::Receiver<Option<&'static str>>,
+) -> Result<T, Option<&'static str>> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, write) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                tracing::debug!("peer took no frame for two heartbeats; dropping socket");
+                Err(None)
+            }
+        },
+        _ = kick.changed() => Err(Some(kick.borrow().unwrap_or("closed"))),
+    }
 }
