@@ -56,20 +56,13 @@ pub async fn launch(
     let (app2, b) = (app.clone(), begun.clone());
     let span = tracing::info_span!("app", id = %begun.app.id, job = %begun.job.id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(app2, ws, role, b, action, job),
+        run(app2, ws, b, action, job),
         span,
     ));
     Ok(begun)
 }
 
-async fn run(
-    app: Arc<App>,
-    ws: Scope,
-    role: Role,
-    begun: Begun,
-    action: Action,
-    mut job: ExternalJob,
-) {
+async fn run(app: Arc<App>, ws: Scope, begun: Begun, action: Action, mut job: ExternalJob) {
     // The job stays `queued` while `max_running_commands` others run; a cancel then
     // ends it without connecting.
     let permit = tokio::select! {
@@ -79,7 +72,7 @@ async fn run(
     let result = match permit {
         Some(_permit) => {
             job.running(&begun.command).await;
-            execute(&app, &ws, role, &begun.app, &begun.command, &mut job).await
+            execute(&app, &ws, &begun.app, &begun.command, &mut job).await
         }
         None => Err(fail("cancelled", "cancelled before the command started")),
     };
@@ -141,7 +134,6 @@ async fn cancelled(mut rx: watch::Receiver<bool>) {
 async fn execute(
     app: &Arc<App>,
     ws: &Scope,
-    role: Role,
     target: &ManagedApp,
     command: &str,
     job: &mut ExternalJob,
@@ -160,7 +152,7 @@ async fn execute(
         })?;
     let cancel = job.cancel_receiver();
     let conn = tokio::select! {
-        c = DeviceConn::connect(app, ws, role, &session) => c.map_err(|e| fail(e.code, e.message))?,
+        c = DeviceConn::connect(app, ws, &session) => c.map_err(|e| fail(e.code, e.message))?,
         _ = cancelled(cancel.clone()) => return Err(fail("cancelled", "cancelled before the command started")),
     };
     let result = stream(app, &conn, command, job, cancel).await;

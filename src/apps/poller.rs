@@ -400,9 +400,9 @@ async fn check(app: &Arc<App>, w: Work) -> ServerStatus {
             }),
             ..ServerStatus::default()
         },
-        Some((scope, role)) => {
+        Some((scope, _)) => {
             let _permit = poller.permits.clone().acquire_owned().await.ok();
-            let r = tokio::time::timeout(limit, probe(app, &w, scope, *role)).await;
+            let r = tokio::time::timeout(limit, probe(app, &w, scope)).await;
             let now = Some(store::now());
             match r {
                 Ok(Ok(rep)) => ServerStatus {
@@ -440,7 +440,7 @@ fn offline(now: Option<i64>, code: &str, message: String) -> ServerStatus {
 
 /// Runs the status command, on the cached connection if it is still good, else (or if
 /// that fails) on a fresh one, which is then kept.
-async fn probe(app: &Arc<App>, w: &Work, scope: &Scope, role: Role) -> Result<Report, OpenError> {
+async fn probe(app: &Arc<App>, w: &Work, scope: &Scope) -> Result<Report, OpenError> {
     let poller = &app.apps;
     if let Some(conn) = poller.take_cached(&w.key, &w.fingerprint) {
         if let Ok(r) = exec_status(&conn).await {
@@ -449,7 +449,7 @@ async fn probe(app: &Arc<App>, w: &Work, scope: &Scope, role: Role) -> Result<Re
         }
         // Stale (the server restarted, a NAT forgot us): dropped; try afresh.
     }
-    let conn = Arc::new(DeviceConn::connect(app, scope, role, &w.session).await?);
+    let conn = Arc::new(DeviceConn::connect(app, scope, &w.session).await?);
     poller
         .connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

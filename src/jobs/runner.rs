@@ -305,7 +305,6 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
         job_id: job.id.clone(),
         kind: job.kind,
         scope: scope_of(&job.workspace, &job.owner),
-        role: job.owner_role,
         commands: job.commands.clone(),
     });
     loop {
@@ -483,7 +482,6 @@ struct Ctx {
     job_id: String,
     kind: JobType,
     scope: Scope,
-    role: crate::auth::Role,
     commands: Vec<String>,
 }
 
@@ -636,7 +634,7 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
         .await
         .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
         .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "the saved session no longer exists"))?;
-    let conn = DeviceConn::connect(app, &ctx.scope, ctx.role, &session).await?;
+    let conn = DeviceConn::connect(app, &ctx.scope, &session).await?;
     let profile = device::profile(session.device_type);
     let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
     let commands: Vec<String> = match ctx.kind {

@@ -27,7 +27,7 @@ use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiJson, ErrorBody, WorkspaceHeader, WorkspaceQuery};
 use crate::store::{self, SCHEDULES};
-use crate::workspace::{self, team_of_key, Scope, Workspace};
+use crate::workspace::{self, team_of_key, Scope, TeamsRead, Workspace};
 
 /// How often the scheduler looks for due schedules.
 const TICK: Duration = Duration::from_secs(5);
@@ -336,14 +336,22 @@ async fn start(app: &Arc<App>, s: Schedule, due: bool) -> ApiResult<String> {
         None => Scope::personal(&s.owner),
     };
     // The owner must still operate in the workspace.
-    let (sc, role) = (scope.clone(), s.owner_role);
-    let now_role = app
+    // The job runs with the owner's global role of now, not the one they had when
+    // they made the schedule.
+    let (sc, owner) = (scope.clone(), s.owner.clone());
+    let (now_role, global) = app
         .store
-        .read(move |tx| workspace::current_role(tx, &sc, role))
+        .read(move |tx| -> Result<_, workspace::WorkspaceError> {
+            Ok((workspace::current_role(tx, &sc)?, tx.global_role(&owner)?))
+        })
         .await
         .map_err(ApiError::internal)?;
-    let result = if now_role.is_some_and(|r| r >= Role::Operator) {
-        match build_job(app, &scope, s.owner_role, s.job.clone()).await {
+    let runs_as = match (now_role, global) {
+        (Some(r), Some(global)) if r >= Role::Operator => Some(global),
+        _ => None,
+    };
+    let result = if let Some(global) = runs_as {
+        match build_job(app, &scope, global, s.job.clone()).await {
             Ok(mut job) => {
                 job.schedule_id = Some(s.id.clone());
                 submit(app, job).await

@@ -630,7 +630,6 @@ struct Login {
 async fn load_login(
     app: &Arc<App>,
     r: &Resolved,
-    role: Role,
     no_username: &'static str,
 ) -> Result<(Login, Option<String>), OpenError> {
     let (scope, cid) = (r.scope.clone(), r.credential_id.clone());
@@ -638,7 +637,7 @@ async fn load_login(
     let (cred, secret) = app
         .store
         .read(move |tx| -> Result<_, LoadError> {
-            let now = workspace::current_role(tx, &scope, role)?;
+            let now = workspace::current_role(tx, &scope)?;
             if now.is_none_or(|r| r < Role::Operator) {
                 return Err(LoadError::AccessGone);
             }
@@ -832,12 +831,12 @@ pub struct DeviceConn {
 }
 
 impl DeviceConn {
-    /// Connects to saved session `session` of workspace `scope` as a job of a user with
-    /// global role `role`. An unknown host key fails with `hostkey_unknown`.
+    /// Connects to saved session `session` of workspace `scope` for a job of the scope's
+    /// actor, if they may still operate there (their role is read now, not taken from
+    /// when the job began). An unknown host key fails with `hostkey_unknown`.
     pub async fn connect(
         app: &Arc<App>,
         scope: &Scope,
-        role: Role,
         session: &inventory::SavedSession,
     ) -> Result<DeviceConn, OpenError> {
         let began = Instant::now();
@@ -854,7 +853,6 @@ impl DeviceConn {
         let (login, enable_secret) = load_login(
             app,
             &r,
-            role,
             "no username: the saved session and its credential set give none",
         )
         .await?;
@@ -915,7 +913,6 @@ pub async fn start(
     let (login, _) = load_login(
         &app,
         &r,
-        target.role,
         if target.session_id.is_some() {
             "no username: the open frame, the saved session and its credential set give none"
         } else {

@@ -163,6 +163,8 @@ pub trait TeamsRead {
     fn team(&self, id: &str) -> Result<Option<Team>, WorkspaceError>;
     /// `username`'s role in team `team_id`, if a member.
     fn role_in(&self, team_id: &str, username: &str) -> Result<Option<Role>, WorkspaceError>;
+    /// `username`'s global role now (`None`: no such user any more).
+    fn global_role(&self, username: &str) -> Result<Option<Role>, WorkspaceError>;
 }
 
 macro_rules! teams_read {
@@ -181,6 +183,12 @@ macro_rules! teams_read {
             ) -> Result<Option<Role>, WorkspaceError> {
                 match self.open_table(MEMBERS)?.get((team_id, username))? {
                     Some(v) => Ok(Some(store::decode::<Membership>(v.value())?.role)),
+                    None => Ok(None),
+                }
+            }
+            fn global_role(&self, username: &str) -> Result<Option<Role>, WorkspaceError> {
+                match self.open_table(store::USERS)?.get(username)? {
+                    Some(v) => Ok(Some(store::decode::<crate::auth::User>(v.value())?.role)),
                     None => Ok(None),
                 }
             }
@@ -519,15 +527,45 @@ pub fn find_session(
     Ok(None)
 }
 
-/// `username`'s role in workspace `scope` now: the global role in their personal
-/// workspace, the membership role in a team's (`None` if no longer a member).
-pub fn current_role<T: TeamsRead>(
-    tx: &T,
-    scope: &Scope,
-    global_role: Role,
-) -> Result<Option<Role>, WorkspaceError> {
+/// The role `scope`'s actor has in its workspace now, read from the store: the global
+/// role in their personal workspace, the membership role in a team's (`None` if the user
+/// is gone or no longer a member). Work that outlives the request that started it (a
+/// schedule, a job's later targets) checks this, not the role it was started with: a
+/// user demoted to viewer kept running their personal schedules every minute.
+pub fn current_role<T: TeamsRead>(tx: &T, scope: &Scope) -> Result<Option<Role>, WorkspaceError> {
     match scope.team_id() {
-        None => Ok(Some(global_role)),
+        None => tx.global_role(&scope.actor),
         Some(team) => tx.role_in(team, &scope.actor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_in_a_personal_workspace_is_the_users_role_now() {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("database");
+        let tx = db.begin_write().expect("write");
+        let personal = Scope::personal("ann");
+        crate::auth::create_user(&tx, "ann", "hash".into(), Role::Operator, "admin")
+            .expect("create");
+        assert_eq!(
+            current_role(&tx, &personal).expect("role"),
+            Some(Role::Operator)
+        );
+        // Demoted: a schedule or job that ann started as an operator may no longer run.
+        crate::auth::update_user(&tx, "ann", None, Some(Role::Viewer), "admin").expect("demote");
+        assert_eq!(
+            current_role(&tx, &personal).expect("role"),
+            Some(Role::Viewer)
+        );
+        tx.open_table(store::USERS)
+            .expect("users")
+            .remove("ann")
+            .expect("remove");
+        assert_eq!(current_role(&tx, &personal).expect("role"), None);
     }
 }
