@@ -205,9 +205,20 @@ pub struct DiffStats {
     pub removed: usize,
 }
 
-/// Diffs two versions' texts (3 lines of context).
+/// Longest a diff searches for the smallest set of changes. Myers' algorithm is
+/// quadratic in the changed lines: two large configs that share little took minutes of a
+/// worker. Past the deadline the diff is still correct, only less minimal.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Largest pair of texts diffed (together). Each line of the answer is a string in the
+/// hunks as well as in the unified text, so the answer is several times the input.
+pub const MAX_DIFF_BYTES: usize = 16 * 1024 * 1024;
+
+/// Diffs two versions' texts (3 lines of context), within [`DIFF_DEADLINE`]. The caller
+/// keeps the texts under [`MAX_DIFF_BYTES`].
 pub fn diff(from: &Version, to: &Version) -> Diff {
-    let d = TextDiff::from_lines(from.text.as_str(), to.text.as_str());
+    let d = TextDiff::configure()
+        .timeout(DIFF_DEADLINE)
+        .diff_lines(from.text.as_str(), to.text.as_str());
     let unified = d
         .unified_diff()
         .context_radius(3)
@@ -291,5 +302,45 @@ mod version_id_tests {
         let ahead = format!("{:016x}{}", u64::MAX - 5, "abcdef01");
         assert!(version_id(Some(&ahead)) > ahead);
         assert_eq!(version_id(None).len(), 24);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: &str, text: String) -> Version {
+        Version {
+            id: id.into(),
+            session_id: "s".into(),
+            created_at: 0,
+            sha256: String::new(),
+            bytes: text.len(),
+            last_checked: 0,
+            job_id: None,
+            text,
+        }
+    }
+
+    #[test]
+    fn two_configs_that_share_nothing_are_diffed_within_the_deadline() {
+        // The same lines in the opposite order, the worst case of Myers' search: the
+        // answer is a correct diff whether or not the deadline cut the search short.
+        let lines: Vec<String> = (0..30_000).map(|i| format!("interface x{i}\n")).collect();
+        let a: String = lines.concat();
+        let b: String = lines.iter().rev().cloned().collect();
+        let d = diff(&version("a", a), &version("b", b));
+        assert_eq!(d.stats.added, d.stats.removed);
+        assert!(d.stats.added >= 29_999, "{}", d.stats.added);
+    }
+
+    #[test]
+    fn a_small_change_is_a_small_hunk() {
+        let a = "hostname r1\ninterface x\n description old\n!\n".to_string();
+        let b = "hostname r1\ninterface x\n description new\n!\n".to_string();
+        let d = diff(&version("a", a), &version("b", b));
+        assert_eq!((d.stats.added, d.stats.removed), (1, 1));
+        assert_eq!(d.hunks.len(), 1);
+        assert!(d.unified.contains("+ description new"), "{}", d.unified);
     }
 }

@@ -604,7 +604,21 @@ pub async fn diff_configs(
             "the two versions belong to different devices; add allow_cross=true to compare them anyway",
         ));
     }
-    Ok(Json(configs::diff(&a, &b)))
+    if a.text.len() + b.text.len() > configs::MAX_DIFF_BYTES {
+        return Err(bad(
+            "diff_too_large",
+            format!(
+                "the two versions hold {} bytes together, over the {} a diff takes; download them instead",
+                a.text.len() + b.text.len(),
+                configs::MAX_DIFF_BYTES
+            ),
+        ));
+    }
+    // Seconds of CPU at worst: off the async workers.
+    let d = tokio::task::spawn_blocking(move || configs::diff(&a, &b))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(d))
 }
 
 /// `GET /api/configs/search` query.
