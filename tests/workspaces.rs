@@ -794,3 +794,32 @@ async fn a_schema_1_data_dir_opens_with_everything_in_personal_workspaces() {
     server.stop();
     assert_eq!(version(server.data_dir()), 2u32.to_be_bytes());
 }
+
+#[tokio::test]
+async fn a_user_created_again_under_a_deleted_name_finds_nothing_of_the_old_one() {
+    let server = Server::start_default().await;
+    let admin = server.admin().await;
+    let ann = user(&server, &admin, "ann", "operator").await;
+    let cred = credential(&ann, None, "ann-device-pw").await;
+    let sid = saved_session(&ann, None, "r1", 22, Some(&cred)).await;
+    ann.post(
+        "/api/schedules",
+        &json!({"name":"nightly","cron":"0 2 * * *","enabled":false,
+                "job":{"type":"config_backup","targets":[sid]}}),
+    )
+    .await
+    .assert_status(201);
+    admin.delete("/api/users/ann").await.assert_status(204);
+    let ann = user(&server, &admin, "ann", "operator").await;
+    for path in ["/api/schedules", "/api/credentials", "/api/jobs"] {
+        let list = ann.get(path).await.json();
+        let items = list
+            .as_array()
+            .or_else(|| list["items"].as_array())
+            .or_else(|| list["jobs"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        assert!(items.is_empty(), "{path}: {list}");
+    }
+    assert!(flatten_sessions(&ann.list_sessions().await).is_empty());
+}

@@ -20,7 +20,7 @@ pub use sessions::{DeviceType, SavedSession, SessionInput};
 use redb::WriteTransaction;
 
 use crate::error::ApiError;
-use crate::store::{self, StoreError, CREDENTIALS, FOLDERS, KNOWN_HOSTS, SAVED_SESSIONS};
+use crate::store::{self, StoreError};
 
 /// Errors of inventory operations.
 #[derive(Debug, thiserror::Error)]
@@ -72,15 +72,13 @@ impl From<InventoryError> for ApiError {
     }
 }
 
-/// Removes everything in a user's personal workspace (used when the user is deleted).
+/// Removes everything in a user's personal workspace (used when the user is deleted):
+/// inventory, jobs and their outputs, config versions, schedules, tool executions. A
+/// user later created with the same name starts empty.
 pub fn delete_all_of(tx: &WriteTransaction, owner: &str) -> Result<(), StoreError> {
-    store::delete_owned(&mut tx.open_table(SAVED_SESSIONS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(FOLDERS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(CREDENTIALS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(KNOWN_HOSTS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(store::NETBOX_SETTINGS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(store::APPS)?, owner)?;
-    store::delete_owned(&mut tx.open_table(store::PROJECTS)?, owner)?;
+    for def in store::WORKSPACE_TABLES {
+        store::delete_owned(&mut tx.open_table(def)?, owner)?;
+    }
     Ok(())
 }
 

@@ -76,6 +76,23 @@ pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 7] = [
     PROJECTS,
     APPS,
 ];
+/// Every table whose rows belong to a workspace: what deleting a team or a user (their
+/// personal workspace) deletes, so nothing is left for a later team or user of the same
+/// name to find.
+pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 12] = [
+    FOLDERS,
+    SAVED_SESSIONS,
+    CREDENTIALS,
+    KNOWN_HOSTS,
+    NETBOX_SETTINGS,
+    PROJECTS,
+    APPS,
+    JOBS,
+    JOB_TARGETS,
+    CONFIG_VERSIONS,
+    SCHEDULES,
+    EXECUTIONS,
+];
 /// (workspace key, id) → tool execution: params, state, times, result, bounded output.
 pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
 /// sequence number → audit event.

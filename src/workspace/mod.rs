@@ -24,7 +24,7 @@ use crate::audit;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::inventory::SavedSession;
-use crate::store::{self, StoreError, MEMBERS, OWNED_TABLES, SAVED_SESSIONS, TEAMS};
+use crate::store::{self, StoreError, MEMBERS, SAVED_SESSIONS, TEAMS};
 
 /// The selector value (`?workspace=` / `X-Opsgate-Workspace`) of the caller's personal
 /// workspace; absent or empty means the same.
@@ -329,24 +329,11 @@ pub fn rename_team(
     Ok(team)
 }
 
-/// Tables of a workspace's objects: the inventory ([`OWNED_TABLES`]) and what jobs and
-/// tools made in it. A team's deletion counts and (with cascade) removes all of them.
-const WORKSPACE_TABLES: [redb::TableDefinition<(&str, &str), &[u8]>; 9] = [
-    OWNED_TABLES[0],
-    OWNED_TABLES[1],
-    OWNED_TABLES[2],
-    OWNED_TABLES[3],
-    store::JOBS,
-    store::JOB_TARGETS,
-    store::CONFIG_VERSIONS,
-    store::SCHEDULES,
-    store::EXECUTIONS,
-];
-
 /// Deletes a team with its memberships. Without `cascade` its workspace must be empty
-/// (no folder, saved session, credential, known host, job, config version, schedule or
-/// tool execution), else 409 `team_not_empty` listing what is left; with `cascade`
-/// all of them are deleted in the same transaction (nothing is left orphaned). Returns
+/// (nothing in any of [`store::WORKSPACE_TABLES`]: folders, saved sessions, credentials,
+/// known hosts, NetBox settings, projects, apps, jobs, config versions, schedules, tool
+/// executions), else 409 `team_not_empty` listing what is left; with `cascade` all of
+/// them are deleted in the same transaction (nothing is left orphaned). Returns
 /// what was deleted, e.g. `["3 jobs", "2 config versions"]`.
 pub fn delete_team(
     tx: &WriteTransaction,
@@ -359,7 +346,7 @@ pub fn delete_team(
     }
     let key = team_key(id);
     let mut left = Vec::new();
-    for def in WORKSPACE_TABLES {
+    for def in store::WORKSPACE_TABLES {
         let mut table = tx.open_table(def)?;
         let n = if cascade {
             store::delete_owned(&mut table, &key)?
