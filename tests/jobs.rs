@@ -1305,3 +1305,24 @@ async fn deleting_a_team_counts_and_cascades_its_jobs_configs_and_schedules() {
         assert_eq!(n, 0, "{} rows left in {}", n, redb::TableHandle::name(&def));
     }
 }
+
+#[tokio::test]
+async fn a_targets_output_is_bounded_over_all_its_commands() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
+    // 20 MB each: each command is under the 32 MiB bound, the two together are not.
+    let id = run_job(
+        &admin,
+        json!({"type":"command","targets":[box1],"commands":[
+            "head -c 20000000 /dev/zero | tr '\\0' x",
+            "head -c 20000000 /dev/zero | tr '\\0' y"]}),
+    )
+    .await;
+    let j = wait_job(&admin, &id, Duration::from_secs(120)).await;
+    let t = &j["targets"][0];
+    assert_eq!(t["state"], "failed", "{}", t["state"]);
+    assert_eq!(t["error"]["code"], "output_too_large", "{}", t["error"]);
+}

@@ -157,8 +157,10 @@ pub const COMMAND_TIMEOUT: &str = "command_timeout";
 pub const ENABLE_FAILED: &str = "enable_failed";
 pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
 
-/// The most output one command may produce (a large config is a few MiB).
-const MAX_OUTPUT: usize = 32 * 1024 * 1024;
+/// The most output one target of a job may produce, over all its commands together (a
+/// large config is a few MiB). Per command it let a 50-command job hold 1.6 GB for one
+/// device.
+pub const MAX_OUTPUT: usize = 32 * 1024 * 1024;
 
 fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     // The patterns are constants of this file, checked by the unit tests.
@@ -270,6 +272,8 @@ pub struct Shell {
     /// is not mistaken for one.
     base: String,
     timeout: Duration,
+    /// Output this session may still produce (of [`MAX_OUTPUT`]).
+    output_left: usize,
 }
 
 impl Shell {
@@ -280,6 +284,7 @@ impl Shell {
             buf: String::new(),
             base: String::new(),
             timeout,
+            output_left: MAX_OUTPUT,
         };
         let (_, prompt) = sh.read_until_prompt(false).await?;
         sh.base = prompt
@@ -352,10 +357,10 @@ impl Shell {
             match msg {
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
                     self.buf.push_str(&String::from_utf8_lossy(&data));
-                    if self.buf.len() > MAX_OUTPUT {
+                    if self.buf.len() > self.output_left {
                         return Err(DriveError::new(
                             OUTPUT_TOO_LARGE,
-                            "the device printed more than 32 MiB",
+                            "the device printed more than 32 MiB for this job",
                         ));
                     }
                 }
@@ -374,6 +379,7 @@ impl Shell {
     pub async fn command(&mut self, command: &str) -> Result<String, DriveError> {
         self.send_line(command).await?;
         let (body, _) = self.read_until_prompt(false).await?;
+        self.output_left = self.output_left.saturating_sub(body.len());
         Ok(strip_echo(&body, command))
     }
 
@@ -426,6 +432,7 @@ fn strip_echo(body: &str, command: &str) -> String {
 pub async fn exec_output(
     mut channel: Channel<Msg>,
     timeout: Duration,
+    limit: usize,
 ) -> Result<(String, Option<u32>), DriveError> {
     let mut out = Vec::new();
     let mut status = None;
@@ -441,10 +448,10 @@ pub async fn exec_output(
             Ok(Some(ChannelMsg::Data { data }))
             | Ok(Some(ChannelMsg::ExtendedData { data, .. })) => {
                 out.extend_from_slice(&data);
-                if out.len() > MAX_OUTPUT {
+                if out.len() > limit {
                     return Err(DriveError::new(
                         OUTPUT_TOO_LARGE,
-                        "more than 32 MiB of output",
+                        "more than 32 MiB of output for this job",
                     ));
                 }
             }

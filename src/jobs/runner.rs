@@ -704,9 +704,11 @@ async fn drive(
     let channel_err = |e: russh::Error| OpenError::new(codes::CHANNEL_FAILED, e.to_string());
     let mut out = Vec::with_capacity(commands.len());
     if profile.exec {
+        let mut left = device::MAX_OUTPUT;
         for c in commands {
             let ch = conn.exec(c).await.map_err(channel_err)?;
-            let (text, _status) = device::exec_output(ch, timeout).await?;
+            let (text, _status) = device::exec_output(ch, timeout, left).await?;
+            left = left.saturating_sub(text.len());
             out.push(CommandOutput {
                 command: c.clone(),
                 output: text,
