@@ -268,8 +268,25 @@ async fn bad_frames_get_errors_and_nothing_else_breaks() {
     w.expect_error(None, "frame_too_large").await;
     w.open_pty(5, "rm-rf").await;
     w.expect_error(Some(5), "program_not_allowed").await;
+    // A refused open frees its number with `closed`, as one that fails later does; a
+    // resize sent behind it is ignored, not an error.
+    w.expect_control(|f| {
+        matches!(f, ServerFrame::Closed { ch: 5, reason: Some(r) } if r == "program_not_allowed")
+    })
+    .await;
+    w.send_json(json!({"type":"resize","ch":5,"cols":90,"rows":30}))
+        .await;
     w.open_pty(1, "cat").await;
     w.expect_error(Some(1), "channel_in_use").await;
+    // The open channel 1 is untouched: no `closed` for it.
+    assert!(
+        !w.controls
+            .iter()
+            .any(|f| matches!(f, ServerFrame::Closed { ch: 1, .. })
+                || matches!(f, ServerFrame::Error { ch: Some(5), .. })),
+        "{:?}",
+        w.controls
+    );
     w.send_json(json!({"type":"ack","ch":77,"bytes":1})).await;
     w.expect_error(Some(77), "unknown_channel").await;
 

@@ -167,7 +167,17 @@ impl Socket {
                         self.channels.insert(ch, Attachment { handle, acked });
                         None
                     }
-                    Err(e) => Some(error_frame(Some(ch), e.code, e.message)),
+                    Err(e) => {
+                        // As for an open that fails later (PROTOCOL §3): the number is
+                        // free again, and input or a resize sent behind the open is no
+                        // mistake worth an error.
+                        self.later.push(ServerFrame::Closed {
+                            ch,
+                            reason: Some(e.code.to_string()),
+                        });
+                        self.mark_closed(ch);
+                        Some(error_frame(Some(ch), e.code, e.message))
+                    }
                 }
             }
             ClientFrame::Resize { ch, cols, rows } => match self.channels.get(&ch) {
