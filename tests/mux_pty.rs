@@ -592,3 +592,47 @@ async fn logout_ends_the_programs_of_a_socket_that_stopped_reading() {
         yes_children(pid)
     );
 }
+
+#[tokio::test]
+async fn upgrades_reset_as_they_are_answered_leave_no_socket_behind() {
+    use tokio::io::AsyncWriteExt;
+    let s = server_with("[mux]\nmax_sockets_per_login = 1\n").await;
+    let cookie = admin_cookie(&s).await;
+    let addr = s.listen_addr();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: {}\r\nOrigin: {}\r\nCookie: {cookie}\r\n\r\n",
+        opsgate_protocol::SUBPROTOCOL,
+        s.origin()
+    );
+    // Clients that send the upgrade and reset at once or a moment later: the gateway
+    // registers the socket, answers 101, and the upgrade fails under it.
+    for i in 0..60u64 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.write_all(request.as_bytes()).await.expect("write");
+        if i % 3 > 0 {
+            tokio::time::sleep(Duration::from_micros(300 * (i % 7))).await;
+        }
+        c.set_zero_linger().expect("linger");
+        drop(c);
+    }
+    // With one socket allowed, a leaked registration would answer 429 from now on.
+    let mut connected = false;
+    for _ in 0..40 {
+        match try_connect(&s, Some(&cookie), None).await {
+            Ok(_) => {
+                connected = true;
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status, 429);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(
+        connected,
+        "the login's one socket is still taken by a reset upgrade"
+    );
+}

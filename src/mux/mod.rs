@@ -706,6 +706,11 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         )
         .into_response();
     };
+    let registration = SocketRegistration {
+        inner: inner.clone(),
+        login_id: login.login_id.clone(),
+        socket_id,
+    };
     let cfg = &app.cfg.mux;
     // Small read buffer: an idle socket should cost kilobytes, not tungstenite's 128 KiB
     // default. Messages up to 4× the frame limit are read (and refused with an error frame)
@@ -718,6 +723,24 @@ pub async fn ws_handler(State(app): State<Arc<App>>, req: Request) -> Response {
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| {
             let span = tracing::info_span!("socket", id = socket_id, user = %login.username, login = %login.login_id);
-            socket::run(inner, socket, login, socket_id, kick, activity).instrument(span)
+            socket::run(inner, socket, login, registration, kick, activity).instrument(span)
         })
+}
+
+/// A socket's registration under its login (its place under `max_sockets_per_login`,
+/// its kick), released when dropped. The socket task holds it to its end. If the upgrade
+/// never completes (the client resets the connection as the 101 goes out), axum drops
+/// the upgrade callback without calling it, and the registration goes with it: released
+/// only at the socket task's end, each such reset kept a place for good, and after 16 the
+/// login got `429 too_many_sockets` until it logged in again.
+pub(crate) struct SocketRegistration {
+    inner: Arc<MuxInner>,
+    login_id: Arc<str>,
+    pub(crate) socket_id: u64,
+}
+
+impl Drop for SocketRegistration {
+    fn drop(&mut self) {
+        self.inner.socket_closed(&self.login_id, self.socket_id);
+    }
 }

@@ -342,10 +342,11 @@ pub(crate) async fn run(
     inner: Arc<MuxInner>,
     mut ws: WebSocket,
     login: LoginCtx,
-    id: u64,
+    registration: super::SocketRegistration,
     mut kick: watch::Receiver<Option<&'static str>>,
     activity: Arc<AtomicI64>,
 ) {
+    let id = registration.socket_id;
     let (outbox, mut out_rx) = mpsc::channel(OUTBOX_CAPACITY);
     let mut sock = Socket {
         inner: inner.clone(),
@@ -440,7 +441,7 @@ pub(crate) async fn run(
     // Channels notice the socket is gone when its outbox closes (they detach then); no
     // message is needed that a full queue could lose.
     drop(out_rx);
-    inner.socket_closed(&login.login_id, id);
+    drop(registration);
 }
 
 /// One write of the socket task (frames fed, then flushed), bounded: a peer that takes
