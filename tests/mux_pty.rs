@@ -636,3 +636,43 @@ async fn upgrades_reset_as_they_are_answered_leave_no_socket_behind() {
         "the login's one socket is still taken by a reset upgrade"
     );
 }
+
+#[tokio::test]
+async fn a_tab_that_was_not_reading_learns_its_terminal_moved_and_cannot_close_it() {
+    let s = server_with("[mux]\nwindow_bytes = 4194304\n").await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cookie = admin.cookie.clone().expect("cookie");
+    // Tab A: four chatty terminals, then it stops reading, so its outbox fills.
+    let mut a = connect_small_window(&s, &cookie).await;
+    let mut ids = Vec::new();
+    for ch in 1..=4 {
+        a.open_pty(ch, "yes").await;
+        ids.push(a.expect_opened(ch).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Tab B takes terminal 1 while A's outbox is full, and A stays stalled for longer
+    // than a release used to wait.
+    let mut b = connect(&s, &cookie).await;
+    b.send_json(json!({"type":"attach","ch":9,"id":ids[0],"offset":0}))
+        .await;
+    b.expect_output(9, "y\r\n").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A reads again: it is told terminal 1 moved…
+    a.auto_ack = true;
+    a.expect_control(|f| {
+        matches!(f, ServerFrame::Closed { ch: 1, reason: Some(r) } if r == "attached_elsewhere")
+    })
+    .await;
+    // …so its `close` for 1 reaches nothing, and B's terminal keeps running.
+    a.send_json(json!({"type":"close","ch":1})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.buffered.clear();
+    b.expect_output(9, "y\r\n").await;
+    let list = admin.get("/api/channels").await.json();
+    let first = list
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["id"] == ids[0].as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(first["exited"], false, "{list}");
+}

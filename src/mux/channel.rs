@@ -77,6 +77,10 @@ pub struct ChannelShared {
     stop: OnceLock<&'static str>,
     /// What `GET /api/channels` reports; see [`ChannelStatus`].
     pub status: ChannelStatus,
+    /// `attach` commands queued and not yet taken by the channel task (see
+    /// [`ChannelHandle::attach_queued`]).
+    attaches_queued: AtomicU64,
+    attach_wake: Notify,
 }
 
 /// A read-only view of a channel's progress for listings (`GET /api/channels`), so a
@@ -154,6 +158,8 @@ impl ChannelHandle {
                 input: Arc::new(InputQueue::new(input_window, wake.clone())),
                 wake,
                 stop: OnceLock::new(),
+                attaches_queued: AtomicU64::new(0),
+                attach_wake: Notify::new(),
                 status: ChannelStatus::default(),
             }),
         }
@@ -164,6 +170,15 @@ impl ChannelHandle {
     pub fn stop(&self, reason: &'static str) {
         let _ = self.shared.stop.set(reason);
         self.shared.wake.notify_one();
+    }
+
+    /// A socket queued an `attach` for this channel. A channel task waiting to hand a
+    /// frame to a socket whose outbox stays full (a tab that stopped reading) gives
+    /// that socket up for it: without this, taking a terminal over from a frozen tab
+    /// waited until the frozen socket was dropped, up to two heartbeats.
+    pub fn attach_queued(&self) {
+        self.shared.attaches_queued.fetch_add(1, Ordering::AcqRel);
+        self.shared.attach_wake.notify_one();
     }
 
     /// Offers client input to the program, in order, under the input window.
@@ -194,18 +209,57 @@ enum Outcome {
 
 impl ChannelTask {
     async fn send(&mut self, out: Outbound) -> bool {
-        if let Some(s) = &self.attached {
-            if s.outbox.send(out).await.is_ok() {
-                return true;
+        let Some(s) = &self.attached else {
+            return false;
+        };
+        let out = match s.outbox.try_send(out) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The socket is gone: from now on the output waits in the ring.
+                self.attached = None;
+                return false;
             }
-            // The socket is gone: from now on the output waits in the ring.
-            self.attached = None;
+            Err(mpsc::error::TrySendError::Full(out)) => out,
+        };
+        let shared = self.handle.shared.clone();
+        let outbox = s.outbox.clone();
+        let send = outbox.send(out);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                r = &mut send => {
+                    if r.is_ok() {
+                        return true;
+                    }
+                    self.attached = None;
+                    return false;
+                }
+                _ = shared.attach_wake.notified() => {
+                    if shared.attaches_queued.load(Ordering::Acquire) == 0 {
+                        continue;
+                    }
+                    // Another attachment is queued behind a socket that takes nothing:
+                    // let this socket go now. What it did not get stays in the ring for
+                    // whoever attaches, and the queued `attach` is served next.
+                    if let Some(old) = self.attached.take() {
+                        tell_released(old, self.handle.id.clone(), "attached_elsewhere");
+                    }
+                    return false;
+                }
+            }
         }
-        false
     }
 
     async fn frame(&mut self, f: ServerFrame) {
         self.send(Outbound::Control(Box::new(f))).await;
+    }
+
+    fn took_attach(&self) {
+        let _ = self.handle.shared.attaches_queued.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |n| n.checked_sub(1),
+        );
     }
 
     fn ch(&self) -> u32 {
@@ -261,12 +315,7 @@ impl ChannelTask {
 
     /// Frees the number an earlier socket used for this channel.
     async fn release(&self, old: SocketRef) {
-        let msg = Outbound::Released {
-            ch: old.ch,
-            id: self.handle.id.clone(),
-            reason: Some("attached_elsewhere"),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), old.outbox.send(msg)).await;
+        tell_released(old, self.handle.id.clone(), "attached_elsewhere");
     }
 
     async fn attach(
@@ -366,7 +415,7 @@ impl ChannelTask {
         // now waits in the input queue (type-ahead) and reaches the shell once it runs.
         let started = loop {
             if let Some(r) = self.handle.shared.stop.get().copied() {
-                return self.end(None, r, None).await;
+                return self.end(&mut cmd_rx, None, r, None).await;
             }
             self.publish_status();
             let deadline = detached_at.map(|t| t + self.grace);
@@ -384,11 +433,12 @@ impl ChannelTask {
                 }
                 _ = wake.notified() => {}
                 cmd = cmd_rx.recv() => match cmd {
-                    None => return self.end(None, "closed", None).await,
+                    None => return self.end(&mut cmd_rx, None, "closed", None).await,
                     Some(ChannelCmd::Hostkey(yes)) => {
                         if let Some(tx) = pending_answer.take() { let _ = tx.send(yes); }
                     }
                     Some(ChannelCmd::Attach { socket, .. }) => {
+                        self.took_attach();
                         let socket = *socket;
                         // Not started yet: nothing to replay; `opened` follows the start.
                         if let Some(old) = self.attached.take() {
@@ -411,7 +461,7 @@ impl ChannelTask {
                     self.attached = None;
                     detached_at = Some(Instant::now());
                 }
-                _ = sleep_until(deadline) => return self.end(None, "grace_expired", None).await,
+                _ = sleep_until(deadline) => return self.end(&mut cmd_rx, None, "grace_expired", None).await,
             }
         };
         // A question sent just before the start failed (a changed key) still reaches
@@ -434,7 +484,7 @@ impl ChannelTask {
                 self.inner.audit_open(&self.handle, Err(e.code));
                 let ch = self.ch();
                 self.frame(error_frame(Some(ch), e.code, e.message)).await;
-                return self.end(None, e.code, None).await;
+                return self.end(&mut cmd_rx, None, e.code, None).await;
             }
         };
         self.inner.audit_open(&self.handle, Ok(()));
@@ -550,7 +600,7 @@ impl ChannelTask {
             input_received: self.handle.shared.input.snapshot().0,
             exit,
         });
-        self.end(Some(stopper), reason, ending).await;
+        self.end(&mut cmd_rx, Some(stopper), reason, ending).await;
     }
 
     async fn command(
@@ -563,6 +613,7 @@ impl ChannelTask {
         match cmd {
             None => return Outcome::End("closed"),
             Some(ChannelCmd::Attach { socket, offset }) => {
+                self.took_attach();
                 self.attach(*socket, offset, acks, exit, progress).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
@@ -588,6 +639,7 @@ impl ChannelTask {
 
     async fn end(
         mut self,
+        cmd_rx: &mut mpsc::Receiver<ChannelCmd>,
         stopper: Option<crate::source::Stopper>,
         reason: &'static str,
         ending: Option<Ending>,
@@ -601,13 +653,55 @@ impl ChannelTask {
         // Before the client is told `closed`: a client that opens another channel as
         // soon as it reads `closed` must find this one's place under the limits free.
         self.inner.channel_ended(&self.handle, reason, ending);
+        let mut told: Vec<(u64, u32)> = Vec::new();
         if let Some(s) = self.attached.take() {
-            let msg = Outbound::Released {
-                ch: s.ch,
-                id,
-                reason: Some(reason),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.outbox.send(msg)).await;
+            told.push((s.socket_id, s.ch));
+            tell_released(s, id.clone(), reason);
+        }
+        // An `attach` the socket sent before this channel ended, still queued: the socket
+        // has bound the number to this channel, so it is told too (`closed`), once per
+        // number, instead of waiting for an `opened` that will not come.
+        cmd_rx.close();
+        while let Ok(cmd) = cmd_rx.try_recv() {
+            if let ChannelCmd::Attach { socket, .. } = cmd {
+                if !told.contains(&(socket.socket_id, socket.ch)) {
+                    told.push((socket.socket_id, socket.ch));
+                    tell_released(*socket, id.clone(), reason);
+                }
+            }
+        }
+    }
+}
+
+/// `Released` deliveries waiting for a full outbox, over the whole gateway.
+static RELEASES_WAITING: AtomicU64 = AtomicU64::new(0);
+/// Most `Released` deliveries that may wait at once; past it one is dropped (logged).
+const MAX_RELEASES_WAITING: u64 = 4096;
+
+/// Tells socket `to` that this channel let go of its number. Never waits and never
+/// loses it: when the outbox is full (a socket writing bulk output, or one whose peer
+/// stopped reading, which the socket's write bound drops within two heartbeats) a task
+/// delivers it. Dropped after a one-second wait before, it left the socket with a number
+/// bound to a channel that had moved to another tab: its keystrokes went there, and its
+/// `close` ended the terminal the other tab was using.
+fn tell_released(to: SocketRef, id: Arc<str>, reason: &'static str) {
+    let msg = Outbound::Released {
+        ch: to.ch,
+        id,
+        reason: Some(reason),
+    };
+    match to.outbox.try_send(msg) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            if RELEASES_WAITING.fetch_add(1, Ordering::AcqRel) >= MAX_RELEASES_WAITING {
+                RELEASES_WAITING.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!("too many channel releases waiting for full sockets; one dropped");
+                return;
+            }
+            tokio::spawn(async move {
+                let _ = to.outbox.send(msg).await;
+                RELEASES_WAITING.fetch_sub(1, Ordering::AcqRel);
+            });
         }
     }
 }

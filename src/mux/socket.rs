@@ -257,6 +257,7 @@ impl Socket {
                     offset,
                 }) {
                     Ok(()) => {
+                        handle.attach_queued();
                         self.recently_closed.retain(|(c, _)| *c != ch);
                         self.channels.insert(ch, Attachment { handle, acked });
                         None
@@ -314,26 +315,30 @@ impl Socket {
         None
     }
 
-    /// Frees channel numbers whose channels released them; returns the frame to send.
-    fn released(&mut self, ch: u32, id: &str, reason: Option<&'static str>) -> ServerFrame {
-        if self.channels.get(&ch).is_some_and(|a| &*a.handle.id == id) {
-            self.channels.remove(&ch);
-            self.mark_closed(ch);
+    /// Frees a channel number its channel released; returns the `closed` to send. Only
+    /// while the number is still bound to that channel: a late release (the client
+    /// closed it, or reused the number after an earlier `closed`) must not close the
+    /// number's new channel in the client.
+    fn released(&mut self, ch: u32, id: &str, reason: Option<&'static str>) -> Option<ServerFrame> {
+        if self.channels.get(&ch).is_none_or(|a| &*a.handle.id != id) {
+            return None;
         }
-        ServerFrame::Closed {
+        self.channels.remove(&ch);
+        self.mark_closed(ch);
+        Some(ServerFrame::Closed {
             ch,
             reason: reason.map(str::to_string),
-        }
+        })
     }
 }
 
-fn outbound_message(sock: &mut Socket, out: Outbound) -> Message {
+fn outbound_message(sock: &mut Socket, out: Outbound) -> Option<Message> {
     match out {
-        Outbound::Frame(b) => Message::Binary(b),
-        Outbound::Control(f) => Message::Text(encode_json(&*f).into()),
-        Outbound::Released { ch, id, reason } => {
-            Message::Text(encode_json(&sock.released(ch, &id, reason)).into())
-        }
+        Outbound::Frame(b) => Some(Message::Binary(b)),
+        Outbound::Control(f) => Some(Message::Text(encode_json(&*f).into())),
+        Outbound::Released { ch, id, reason } => sock
+            .released(ch, &id, reason)
+            .map(|f| Message::Text(encode_json(&f).into())),
     }
 }
 
@@ -397,11 +402,18 @@ pub(crate) async fn run(
             out = out_rx.recv() => {
                 let Some(out) = out else { break None };
                 let write = async {
-                    ws.feed(outbound_message(&mut sock, out)).await?;
+                    if let Some(m) = outbound_message(&mut sock, out) {
+                        ws.feed(m).await?;
+                    }
                     let mut n = 1;
                     while n < WRITE_BATCH {
                         match out_rx.try_recv() {
-                            Ok(out) => { ws.feed(outbound_message(&mut sock, out)).await?; n += 1; }
+                            Ok(out) => {
+                                if let Some(m) = outbound_message(&mut sock, out) {
+                                    ws.feed(m).await?;
+                                }
+                                n += 1;
+                            }
                             Err(_) => break,
                         }
                     }
