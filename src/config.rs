@@ -383,6 +383,9 @@ pub struct JobsConfig {
     pub max_targets: usize,
     /// Commands one `command` job may run per target.
     pub max_commands: usize,
+    /// Schedules one workspace may hold (the scheduler reads them all every few
+    /// seconds, and each may name `max_targets` targets).
+    pub max_schedules: usize,
     /// Config versions kept per device (the newest always stays).
     pub config_keep_versions: usize,
     /// Versions older than this many days are dropped (0 = keep forever).
@@ -405,6 +408,7 @@ impl Default for JobsConfig {
             command_timeout_secs: 60,
             max_targets: 10_000,
             max_commands: 50,
+            max_schedules: 500,
             config_keep_versions: 100,
             config_keep_days: 365,
             stale_after_hours: 48,

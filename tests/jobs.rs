@@ -1326,3 +1326,29 @@ async fn a_targets_output_is_bounded_over_all_its_commands() {
     assert_eq!(t["state"], "failed", "{}", t["state"]);
     assert_eq!(t["error"]["code"], "output_too_large", "{}", t["error"]);
 }
+
+#[tokio::test]
+async fn a_workspace_holds_at_most_max_schedules() {
+    let s = Server::start(ServerOptions::default().config("[jobs]\nmax_schedules = 2\n")).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cred = credential(&admin).await;
+    let r1 = session(&admin, "r1", 22, IOS_USER, "cisco_ios", &cred).await;
+    let body = json!({"name":"n","cron":"0 2 * * *","enabled":false,
+                      "job":{"type":"config_backup","targets":[r1]}});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = admin.post("/api/schedules", &body).await;
+        r.assert_status(201);
+        ids.push(r.json()["id"].as_str().expect("id").to_string());
+    }
+    let msg = admin
+        .post("/api/schedules", &body)
+        .await
+        .assert_error(409, Some("limit_reached"));
+    assert!(msg.contains("max_schedules"), "{msg}");
+    admin
+        .delete(&format!("/api/schedules/{}", ids[0]))
+        .await
+        .assert_status(204);
+    admin.post("/api/schedules", &body).await.assert_status(201);
+}

@@ -33,6 +33,9 @@ pub enum JobError {
     NotFound(&'static str),
     #[error("{0}")]
     Invalid(String),
+    /// A per-workspace limit (409 `limit_reached`).
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -53,6 +56,9 @@ impl From<JobError> for crate::error::ApiError {
         match e {
             JobError::NotFound(w) => ApiError::not_found(w),
             JobError::Invalid(m) => ApiError::bad_request("invalid_job", m),
+            JobError::Limit(m) => {
+                ApiError::new(axum::http::StatusCode::CONFLICT, "limit_reached", m)
+            }
             JobError::Store(e) => ApiError::internal(e),
             JobError::Workspace(e) => ApiError::internal(e),
         }

@@ -196,7 +196,8 @@ async fn check_input(app: &Arc<App>, ws: &Workspace, input: &ScheduleInput) -> A
 /// `POST /api/schedules`
 #[utoipa::path(post, path = "/api/schedules", tag = "schedules", operation_id = "create_schedule", params(WorkspaceQuery, WorkspaceHeader), request_body = ScheduleInput,
     responses((status = 201, description = "Created", body = ScheduleView), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody),
-        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody)))]
+        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody),
+        (status = 409, description = "`limit_reached`: the workspace holds `[jobs] max_schedules` schedules.", body = ErrorBody)))]
 pub async fn create(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -223,8 +224,14 @@ pub async fn create(
         .scope
         .audit("schedule.create")
         .detail(format!("schedule {} ({})", s.id, s.name));
+    let max = app.cfg.jobs.max_schedules;
     app.store
         .write(move |tx| -> Result<(), JobError> {
+            if store::count_owned(&tx.open_table(SCHEDULES)?, &s2.workspace)? >= max {
+                return Err(JobError::Limit(format!(
+                    "at most {max} schedules per workspace ([jobs] max_schedules)"
+                )));
+            }
             put(tx, &s2)?;
             crate::audit::record(tx, entry)?;
             Ok(())
