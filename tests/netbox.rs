@@ -623,3 +623,40 @@ async fn a_cancel_stops_the_fetch_and_a_restart_fails_the_import_applying_nothin
     assert_eq!(job["targets"][0]["error"]["code"], "interrupted", "{job}");
     assert!(c.all_sessions().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_import_by_id_has_one_budget_however_many_chunks_it_asks_in() {
+    // A NetBox that ignores `id=` answers every 200-id chunk with all 2,500 devices.
+    let nb = NetBox::start("ignore-ids");
+    let s = Server::start(
+        ServerOptions::default().config(&format!("{TEST_CONFIG}max_import_devices = 3000\n")),
+    )
+    .await;
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    configure(&c, &nb, V2_TOKEN).await;
+    let ids: Vec<u64> = (1..=1000).collect();
+    // Per chunk, 2,500 is under the limit of 3,000; the five chunks together are not.
+    let msg = c
+        .post(
+            "/api/netbox/import",
+            &json!({"device_ids": ids, "dry_run": true}),
+        )
+        .await
+        .assert_error(400, Some("netbox_too_many"));
+    assert!(msg.contains("3000") || msg.contains("limit"), "{msg}");
+    assert!(c.all_sessions().await.is_empty());
+    // Within the budget, only the devices asked for are imported, whatever NetBox sends.
+    let r = c
+        .post(
+            "/api/netbox/import",
+            &json!({"device_ids": [1, 2, 3], "dry_run": true}),
+        )
+        .await;
+    r.assert_status(200);
+    let v = r.json();
+    let created: Vec<u64> = v["created"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["netbox_id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(created, vec![1, 2, 3], "{}", v["refused"]);
+}

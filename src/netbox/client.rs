@@ -172,8 +172,9 @@ impl NetboxClient {
 
     /// Every object of a listing: the first page, then the rest by offset, at most
     /// `concurrency` at once, at most `max_pages` pages and `max_items` objects (both
-    /// checked against the first page's `count`, before the rest is fetched). `on_page`
-    /// hears of each page (pages done, pages in all).
+    /// checked against the first page's `count`, before the rest is fetched) and
+    /// `max_listing_bytes` of responses. `on_page` hears of each page (pages done, pages
+    /// in all).
     pub async fn all<T: DeserializeOwned + Send>(
         &self,
         path: &str,
@@ -181,6 +182,28 @@ impl NetboxClient {
         max_items: usize,
         on_page: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Vec<T>, NetboxError> {
+        let max_bytes = self.cfg.max_listing_bytes;
+        Ok(self
+            .all_within(path, query, max_items, max_bytes, on_page)
+            .await?
+            .0)
+    }
+
+    /// Response bytes one listing may take in all ([`NetboxClient::all`]).
+    pub fn max_listing_bytes(&self) -> usize {
+        self.cfg.max_listing_bytes
+    }
+
+    /// [`NetboxClient::all`] within `max_bytes` of responses; also answers the bytes
+    /// taken, so that several listings for one request can share one budget.
+    pub async fn all_within<T: DeserializeOwned + Send>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        max_items: usize,
+        max_bytes: usize,
+        on_page: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<(Vec<T>, usize), NetboxError> {
         let limit = self.cfg.page_size.clamp(1, 1000);
         let with = |offset: usize| {
             let mut q = query.to_vec();
@@ -196,10 +219,15 @@ impl NetboxClient {
                 "{total} objects match; the limit is {max_items} (netbox.max_import_devices): narrow the filters"
             )));
         }
+        if bytes > max_bytes {
+            return Err(NetboxError::TooMany(format!(
+                "NetBox's answers exceed {max_bytes} bytes (netbox.max_listing_bytes)"
+            )));
+        }
         let mut out = first.results;
         if first.next.is_none() || step == 0 || out.len() >= total {
             on_page(1, 1);
-            return Ok(out);
+            return Ok((out, bytes));
         }
         let pages = total.div_ceil(step);
         if pages > self.cfg.max_pages.max(1) {
@@ -224,16 +252,15 @@ impl NetboxClient {
             bytes += size;
             // A server may send more than its `count` said, or huge objects: what is
             // kept is bounded whatever it sends.
-            if out.len() > max_items || bytes > self.cfg.max_listing_bytes {
+            if out.len() > max_items || bytes > max_bytes {
                 return Err(NetboxError::TooMany(format!(
-                    "NetBox sent more than it announced (over {max_items} objects or {} bytes)",
-                    self.cfg.max_listing_bytes
+                    "NetBox sent more than it announced (over {max_items} objects or {max_bytes} bytes)"
                 )));
             }
             done += 1;
             on_page(done, pages);
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// GET with retries on 429/5xx and connection-level failures, bounded in attempts.

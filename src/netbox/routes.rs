@@ -27,6 +27,8 @@ use crate::workspace::{Scope, Workspace};
 /// Imports (and dry runs) fetching from NetBox at once, over all workspaces: each may
 /// hold up to `max_import_devices` devices in memory. More wait their turn.
 static IMPORTS: Semaphore = Semaphore::const_new(2);
+/// Whole listings (sites, platforms) read at once, over all workspaces.
+static LISTINGS: Semaphore = Semaphore::const_new(4);
 
 /// Device ids asked for per request (`?id=1&id=2…` keeps the URL short enough).
 const IDS_PER_REQUEST: usize = 200;
@@ -130,6 +132,9 @@ pub struct NamedList {
 
 async fn list_named(app: &Arc<App>, ws: &Workspace, path: &str) -> ApiResult<Json<NamedList>> {
     let client = client_for(app, &ws.scope.key).await?;
+    // Each listing may hold up to `max_listing_bytes` while it is read; viewers may ask
+    // for them, so only a few are read at once.
+    let _turn = LISTINGS.acquire().await.map_err(ApiError::internal)?;
     let results: Vec<NamedObject> = client
         .all(path, &[], app.cfg.netbox.max_import_devices, &|_, _| {})
         .await?;
@@ -270,14 +275,28 @@ async fn fetch(
             ids.dedup();
             let chunks: Vec<&[u64]> = ids.chunks(IDS_PER_REQUEST).collect();
             let mut out = Vec::with_capacity(ids.len());
+            // One budget for the whole import, not one per chunk: a NetBox that ignores
+            // the `id` filter would otherwise send up to the limit for every chunk.
+            let mut bytes_left = client.max_listing_bytes();
             for (i, chunk) in chunks.iter().enumerate() {
                 let query: Vec<(String, String)> = chunk
                     .iter()
                     .map(|id| ("id".to_string(), id.to_string()))
                     .collect();
-                out.extend(client.all::<Device>(path, &query, max, &|_, _| {}).await?);
+                let items_left = max.saturating_sub(out.len());
+                let (got, bytes) = client
+                    .all_within::<Device>(path, &query, items_left, bytes_left, &|_, _| {})
+                    .await?;
+                bytes_left = bytes_left.saturating_sub(bytes);
+                // Only what was asked for, and each device once, whatever NetBox sends.
+                out.extend(
+                    got.into_iter()
+                        .filter(|d| chunk.binary_search(&d.id).is_ok()),
+                );
                 on_page(i + 1, chunks.len());
             }
+            out.sort_unstable_by_key(|d| d.id);
+            out.dedup_by_key(|d| d.id);
             Ok(out)
         }
         (None, Some(f)) => client.all(path, &f.to_query()?, max, on_page).await,
