@@ -1309,19 +1309,25 @@ async fn deleting_a_team_counts_and_cascades_its_jobs_configs_and_schedules() {
 #[tokio::test]
 async fn a_targets_output_is_bounded_over_all_its_commands() {
     let d = Devices::start();
-    let (s, admin) = setup().await;
+    // A debug build on a busy machine reads 34 MB through russh slowly: a generous
+    // command timeout, so only the output bound can fail the target.
+    let s = Server::start(
+        ServerOptions::default().config("[jobs]\nretries = 0\ncommand_timeout_secs = 300\n"),
+    )
+    .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
     let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
-    // 20 MB each: each command is under the 32 MiB bound, the two together are not.
+    // 17 MB each: each command is under the 32 MiB bound, the two together are not.
     let id = run_job(
         &admin,
         json!({"type":"command","targets":[box1],"commands":[
-            "head -c 20000000 /dev/zero | tr '\\0' x",
-            "head -c 20000000 /dev/zero | tr '\\0' y"]}),
+            "head -c 17000000 /dev/zero | tr '\\0' x",
+            "head -c 17000000 /dev/zero | tr '\\0' y"]}),
     )
     .await;
-    let j = wait_job(&admin, &id, Duration::from_secs(120)).await;
+    let j = wait_job(&admin, &id, Duration::from_secs(600)).await;
     let t = &j["targets"][0];
     assert_eq!(t["state"], "failed", "{}", t["state"]);
     assert_eq!(t["error"]["code"], "output_too_large", "{}", t["error"]);
@@ -1351,4 +1357,25 @@ async fn a_workspace_holds_at_most_max_schedules() {
         .await
         .assert_status(204);
     admin.post("/api/schedules", &body).await.assert_status(201);
+}
+
+#[tokio::test]
+async fn a_user_whose_job_is_running_is_not_deleted_under_it() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    admin.create_user("ann", "ann-password-1", "operator").await;
+    let ann = s.login("ann", "ann-password-1").await;
+    trust(&s, &ann, d.sshd.port).await;
+    let cred = credential(&ann).await;
+    let r1 = session(&ann, "r1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    // A slow device keeps the backup running while the admin tries to delete ann.
+    d.set_delay(2.0);
+    let id = run_job(&ann, json!({"type":"config_backup","targets":[r1]})).await;
+    admin
+        .delete("/api/users/ann")
+        .await
+        .assert_error(409, Some("user_busy"));
+    let j = wait_job(&ann, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    admin.delete("/api/users/ann").await.assert_status(204);
 }

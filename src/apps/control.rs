@@ -45,6 +45,12 @@ pub async fn launch(
     action: Action,
     trigger: Trigger,
 ) -> Result<Begun, AppsError> {
+    // Stopping an app at its deadline is the gateway's housekeeping: it must work after
+    // whoever started the app was demoted.
+    let access = match trigger {
+        Trigger::AutoStop(_) => crate::ssh::Access::Housekeeping,
+        Trigger::User => crate::ssh::Access::Actor,
+    };
     let ws2 = ws.clone();
     let begun = app
         .store
@@ -56,13 +62,20 @@ pub async fn launch(
     let (app2, b) = (app.clone(), begun.clone());
     let span = tracing::info_span!("app", id = %begun.app.id, job = %begun.job.id);
     tokio::spawn(tracing::Instrument::instrument(
-        run(app2, ws, b, action, job),
+        run(app2, ws, access, b, action, job),
         span,
     ));
     Ok(begun)
 }
 
-async fn run(app: Arc<App>, ws: Scope, begun: Begun, action: Action, mut job: ExternalJob) {
+async fn run(
+    app: Arc<App>,
+    ws: Scope,
+    access: crate::ssh::Access,
+    begun: Begun,
+    action: Action,
+    mut job: ExternalJob,
+) {
     // The job stays `queued` while `max_running_commands` others run; a cancel then
     // ends it without connecting.
     let permit = tokio::select! {
@@ -72,7 +85,7 @@ async fn run(app: Arc<App>, ws: Scope, begun: Begun, action: Action, mut job: Ex
     let result = match permit {
         Some(_permit) => {
             job.running(&begun.command).await;
-            execute(&app, &ws, &begun.app, &begun.command, &mut job).await
+            execute(&app, &ws, access, &begun.app, &begun.command, &mut job).await
         }
         None => Err(fail("cancelled", "cancelled before the command started")),
     };
@@ -134,6 +147,7 @@ async fn cancelled(mut rx: watch::Receiver<bool>) {
 async fn execute(
     app: &Arc<App>,
     ws: &Scope,
+    access: crate::ssh::Access,
     target: &ManagedApp,
     command: &str,
     job: &mut ExternalJob,
@@ -152,7 +166,7 @@ async fn execute(
         })?;
     let cancel = job.cancel_receiver();
     let conn = tokio::select! {
-        c = DeviceConn::connect(app, ws, &session) => c.map_err(|e| fail(e.code, e.message))?,
+        c = DeviceConn::connect(app, ws, &session, access) => c.map_err(|e| fail(e.code, e.message))?,
         _ = cancelled(cancel.clone()) => return Err(fail("cancelled", "cancelled before the command started")),
     };
     let result = stream(app, &conn, command, job, cancel).await;

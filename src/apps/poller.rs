@@ -449,7 +449,8 @@ async fn probe(app: &Arc<App>, w: &Work, scope: &Scope) -> Result<Report, OpenEr
         }
         // Stale (the server restarted, a NAT forgot us): dropped; try afresh.
     }
-    let conn = Arc::new(DeviceConn::connect(app, scope, &w.session).await?);
+    let conn =
+        Arc::new(DeviceConn::connect(app, scope, &w.session, crate::ssh::Access::Actor).await?);
     poller
         .connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

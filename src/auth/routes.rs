@@ -336,13 +336,21 @@ pub async fn update_user(
         (status = 204, description = "Deleted; the user's sockets are closed"),
         (status = 403, description = "`forbidden`: admins only.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
-        (status = 409, description = "`last_admin`: the last admin cannot be deleted.", body = ErrorBody),
+        (status = 409, description = "`last_admin`: the last admin cannot be deleted; `user_busy`: a job or tool run in their personal workspace is in progress.", body = ErrorBody),
     ))]
 pub async fn delete_user(
     State(app): State<Arc<App>>,
     AdminUser(admin): AdminUser,
     Path(username): Path<String>,
 ) -> ApiResult<StatusCode> {
+    // Their personal workspace goes with them; a job still running there would write
+    // its rows back for a user later created under the same name to find.
+    if app.jobs.running_in(&username) || app.executions.running_in(&username) {
+        return Err(ApiError::conflict(
+            "user_busy",
+            "a job or tool run in this user's workspace is in progress: cancel it or wait, then delete",
+        ));
+    }
     let actor = admin.username.clone();
     let name = username.clone();
     app.store

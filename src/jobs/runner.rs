@@ -634,7 +634,7 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
         .await
         .map_err(|e| OpenError::new(codes::CHANNEL_FAILED, e.to_string()))?
         .ok_or_else(|| OpenError::new(codes::NOT_FOUND, "the saved session no longer exists"))?;
-    let conn = DeviceConn::connect(app, &ctx.scope, &session).await?;
+    let conn = DeviceConn::connect(app, &ctx.scope, &session, crate::ssh::Access::Actor).await?;
     let profile = device::profile(session.device_type);
     let timeout = Duration::from_secs(app.cfg.jobs.command_timeout_secs.max(1));
     let commands: Vec<String> = match ctx.kind {

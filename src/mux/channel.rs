@@ -172,13 +172,26 @@ impl ChannelHandle {
         self.shared.wake.notify_one();
     }
 
-    /// A socket queued an `attach` for this channel. A channel task waiting to hand a
+    /// A socket queued an `attach` for this channel (counted first by
+    /// [`ChannelHandle::attach_queuing`]). A channel task waiting to hand a
     /// frame to a socket whose outbox stays full (a tab that stopped reading) gives
     /// that socket up for it: without this, taking a terminal over from a frozen tab
     /// waited until the frozen socket was dropped, up to two heartbeats.
     pub fn attach_queued(&self) {
-        self.shared.attaches_queued.fetch_add(1, Ordering::AcqRel);
         self.shared.attach_wake.notify_one();
+    }
+
+    /// Counts an `attach` about to be queued (before [`ChannelHandle::attach_queued`]).
+    pub fn attach_queuing(&self) {
+        self.shared.attaches_queued.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The `attach` counted by [`ChannelHandle::attach_queuing`] could not be queued.
+    pub fn attach_not_queued(&self) {
+        let _ =
+            self.shared
+                .attaches_queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Offers client input to the program, in order, under the input window.
@@ -678,8 +691,8 @@ static RELEASES_WAITING: AtomicU64 = AtomicU64::new(0);
 /// Most `Released` deliveries that may wait at once; past it one is dropped (logged).
 const MAX_RELEASES_WAITING: u64 = 4096;
 
-/// Tells socket `to` that this channel let go of its number. Never waits and never
-/// loses it: when the outbox is full (a socket writing bulk output, or one whose peer
+/// Tells socket `to` that this channel let go of its number. Never waits, and loses it
+/// only past [`MAX_RELEASES_WAITING`] waiting gateway-wide (logged): when the outbox is full (a socket writing bulk output, or one whose peer
 /// stopped reading, which the socket's write bound drops within two heartbeats) a task
 /// delivers it. Dropped after a one-second wait before, it left the socket with a number
 /// bound to a channel that had moved to another tab: its keystrokes went there, and its

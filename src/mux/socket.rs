@@ -252,10 +252,18 @@ impl Socket {
                     ));
                 }
                 let (socket, acked) = self.attach_ref(ch);
-                match handle.cmd.try_send(ChannelCmd::Attach {
+                // Counted before it is queued, so the channel task, taking it at once on
+                // another worker, never finds the count still zero (and never leaves it
+                // one too high).
+                handle.attach_queuing();
+                let sent = handle.cmd.try_send(ChannelCmd::Attach {
                     socket: Box::new(socket),
                     offset,
-                }) {
+                });
+                if sent.is_err() {
+                    handle.attach_not_queued();
+                }
+                match sent {
                     Ok(()) => {
                         handle.attach_queued();
                         self.recently_closed.retain(|(c, _)| *c != ch);
@@ -388,14 +396,14 @@ pub(crate) async fn run(
                 let later = std::mem::take(&mut sock.later);
                 let write = async {
                     if let Some(f) = reply {
-                        ws.feed(Message::Text(encode_json(&f).into())).await?;
+                        step(write_limit, ws.feed(Message::Text(encode_json(&f).into()))).await?;
                     }
                     for f in later {
-                        ws.feed(Message::Text(encode_json(&f).into())).await?;
+                        step(write_limit, ws.feed(Message::Text(encode_json(&f).into()))).await?;
                     }
-                    ws.flush().await
+                    step(write_limit, ws.flush()).await
                 };
-                if let Err(end) = within(write, write_limit, &mut kick).await {
+                if let Err(end) = within(write, &mut kick).await {
                     break end;
                 }
             }
@@ -403,23 +411,23 @@ pub(crate) async fn run(
                 let Some(out) = out else { break None };
                 let write = async {
                     if let Some(m) = outbound_message(&mut sock, out) {
-                        ws.feed(m).await?;
+                        step(write_limit, ws.feed(m)).await?;
                     }
                     let mut n = 1;
                     while n < WRITE_BATCH {
                         match out_rx.try_recv() {
                             Ok(out) => {
                                 if let Some(m) = outbound_message(&mut sock, out) {
-                                    ws.feed(m).await?;
+                                    step(write_limit, ws.feed(m)).await?;
                                 }
                                 n += 1;
                             }
                             Err(_) => break,
                         }
                     }
-                    ws.flush().await
+                    step(write_limit, ws.flush()).await
                 };
-                if let Err(end) = within(write, write_limit, &mut kick).await {
+                if let Err(end) = within(write, &mut kick).await {
                     break end;
                 }
             }
@@ -431,7 +439,7 @@ pub(crate) async fn run(
                     tracing::debug!("peer silent for two heartbeats; dropping socket");
                     break None;
                 }
-                if let Err(end) = within(ws.send(Message::Ping(bytes::Bytes::new())), write_limit, &mut kick).await {
+                if let Err(end) = within(step(write_limit, ws.send(Message::Ping(bytes::Bytes::new()))), &mut kick).await {
                     break end;
                 }
             }
@@ -456,27 +464,46 @@ pub(crate) async fn run(
     drop(registration);
 }
 
-/// One write of the socket task (frames fed, then flushed), bounded: a peer that takes
-/// nothing for `limit` (two heartbeats) is as gone as one that sends nothing for as long,
-/// and a kick (logout, user deleted, expiry) is acted on even while a write waits. Without
-/// the bound, a peer that stops reading with its TCP window at zero (or vanishes once the
-/// buffers are full) held the socket task in `flush` for good: no heartbeat, no kick, its
-/// outbox full and every channel of it waiting to send, programs of a deleted user included.
-/// `Err` is how the socket ends: `None` for a failed or timed-out write, the kick's reason.
-async fn within<T>(
-    write: impl std::future::Future<Output = Result<T, axum::Error>>,
+/// Why a socket write stopped short.
+enum WriteFailed {
+    /// The connection failed or closed.
+    Closed,
+    /// The peer took nothing for the whole bound.
+    Stalled,
+}
+
+/// One step of a socket write (a frame fed, which writes it through, or the flush),
+/// bounded by `limit` (two heartbeats): a peer that takes nothing for that long is as
+/// gone as one that sends nothing for as long. The bound is on each step, not on a
+/// batch, so a slow link that keeps taking frames is never dropped. Without it, a peer
+/// that stopped reading with its TCP window at zero (or vanished once the buffers were
+/// full) held the socket task in `flush` for good: no heartbeat, no kick, its outbox full
+/// and every channel of it waiting to send, programs of a deleted user included.
+async fn step<T>(
     limit: Duration,
+    write: impl std::future::Future<Output = Result<T, axum::Error>>,
+) -> Result<T, WriteFailed> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(WriteFailed::Closed),
+        Err(_) => Err(WriteFailed::Stalled),
+    }
+}
+
+/// A socket write (of [`step`]s), cut short by a kick (logout, user deleted, expiry)
+/// so that it is acted on even while the write waits. `Err` is how the socket ends:
+/// `None` for a failed or stalled write, the kick's reason.
+async fn within<T>(
+    write: impl std::future::Future<Output = Result<T, WriteFailed>>,
     kick: &mut watch::Receiver<Option<&'static str>>,
 ) -> Result<T, Option<&'static str>> {
     tokio::select! {
-        r = tokio::time::timeout(limit, write) => match r {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(None),
-            Err(_) => {
-                tracing::debug!("peer took no frame for two heartbeats; dropping socket");
-                Err(None)
+        r = write => r.map_err(|e| {
+            if matches!(e, WriteFailed::Stalled) {
+                tracing::debug!("peer took nothing for two heartbeats; dropping socket");
             }
-        },
+            None
+        }),
         _ = kick.changed() => Err(Some(kick.borrow().unwrap_or("closed"))),
     }
 }

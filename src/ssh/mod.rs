@@ -630,6 +630,7 @@ struct Login {
 async fn load_login(
     app: &Arc<App>,
     r: &Resolved,
+    access: Access,
     no_username: &'static str,
 ) -> Result<(Login, Option<String>), OpenError> {
     let (scope, cid) = (r.scope.clone(), r.credential_id.clone());
@@ -637,9 +638,11 @@ async fn load_login(
     let (cred, secret) = app
         .store
         .read(move |tx| -> Result<_, LoadError> {
-            let now = workspace::current_role(tx, &scope)?;
-            if now.is_none_or(|r| r < Role::Operator) {
-                return Err(LoadError::AccessGone);
+            if matches!(access, Access::Actor) {
+                let now = workspace::current_role(tx, &scope)?;
+                if now.is_none_or(|r| r < Role::Operator) {
+                    return Err(LoadError::AccessGone);
+                }
             }
             Ok(inventory::load_secret(tx, &a.sealer, &scope.key, &cid)?)
         })
@@ -822,6 +825,17 @@ async fn establish(
     }
 }
 
+/// Whose right a device connection rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The scope's actor must still operate in the workspace (their role read now).
+    Actor,
+    /// The gateway's own housekeeping (an app's auto-stop): stopping what someone
+    /// started stays allowed after they were demoted, or the app would run past its
+    /// deadline with nobody left who may stop it.
+    Housekeeping,
+}
+
 /// An authenticated SSH connection to a saved session, for jobs: the same connect,
 /// host-key check (known keys only) and authentication as terminals.
 pub struct DeviceConn {
@@ -833,11 +847,13 @@ pub struct DeviceConn {
 impl DeviceConn {
     /// Connects to saved session `session` of workspace `scope` for a job of the scope's
     /// actor, if they may still operate there (their role is read now, not taken from
-    /// when the job began). An unknown host key fails with `hostkey_unknown`.
+    /// when the job began) unless `access` is housekeeping. An unknown host key fails
+    /// with `hostkey_unknown`.
     pub async fn connect(
         app: &Arc<App>,
         scope: &Scope,
         session: &inventory::SavedSession,
+        access: Access,
     ) -> Result<DeviceConn, OpenError> {
         let began = Instant::now();
         let r = Resolved {
@@ -853,6 +869,7 @@ impl DeviceConn {
         let (login, enable_secret) = load_login(
             app,
             &r,
+            access,
             "no username: the saved session and its credential set give none",
         )
         .await?;
@@ -913,6 +930,7 @@ pub async fn start(
     let (login, _) = load_login(
         &app,
         &r,
+        Access::Actor,
         if target.session_id.is_some() {
             "no username: the open frame, the saved session and its credential set give none"
         } else {
