@@ -83,6 +83,16 @@ pub struct ChannelShared {
     attach_wake: Notify,
 }
 
+impl ChannelShared {
+    /// One counted `attach` is no longer queued (taken by the channel task, or never
+    /// queued); never below zero.
+    fn uncount_attach(&self) {
+        let _ = self
+            .attaches_queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 /// A read-only view of a channel's progress for listings (`GET /api/channels`), so a
 /// reloaded page or a second tab can find its terminals. Written only by the channel
 /// task, with plain atomic stores after each event; readers may see a value one event
@@ -188,10 +198,7 @@ impl ChannelHandle {
 
     /// The `attach` counted by [`ChannelHandle::attach_queuing`] could not be queued.
     pub fn attach_not_queued(&self) {
-        let _ =
-            self.shared
-                .attaches_queued
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.shared.uncount_attach();
     }
 
     /// Offers client input to the program, in order, under the input window.
@@ -267,14 +274,6 @@ impl ChannelTask {
         self.send(Outbound::Control(Box::new(f))).await;
     }
 
-    fn took_attach(&self) {
-        let _ = self.handle.shared.attaches_queued.fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            |n| n.checked_sub(1),
-        );
-    }
-
     fn ch(&self) -> u32 {
         self.attached.as_ref().map_or(0, |s| s.ch)
     }
@@ -327,7 +326,7 @@ impl ChannelTask {
     }
 
     /// Frees the number an earlier socket used for this channel.
-    async fn release(&self, old: SocketRef) {
+    fn release(&self, old: SocketRef) {
         tell_released(old, self.handle.id.clone(), "attached_elsewhere");
     }
 
@@ -359,7 +358,7 @@ impl ChannelTask {
         };
         if let Some(old) = self.attached.take() {
             if old.socket_id != socket.socket_id || old.ch != socket.ch {
-                self.release(old).await;
+                self.release(old);
             }
         }
         self.attached = Some(socket);
@@ -451,12 +450,12 @@ impl ChannelTask {
                         if let Some(tx) = pending_answer.take() { let _ = tx.send(yes); }
                     }
                     Some(ChannelCmd::Attach { socket, .. }) => {
-                        self.took_attach();
+                        self.handle.shared.uncount_attach();
                         let socket = *socket;
                         // Not started yet: nothing to replay; `opened` follows the start.
                         if let Some(old) = self.attached.take() {
                             if old.socket_id != socket.socket_id || old.ch != socket.ch {
-                                self.release(old).await;
+                                self.release(old);
                             }
                         }
                         self.attached = Some(socket);
@@ -626,7 +625,7 @@ impl ChannelTask {
         match cmd {
             None => return Outcome::End("closed"),
             Some(ChannelCmd::Attach { socket, offset }) => {
-                self.took_attach();
+                self.handle.shared.uncount_attach();
                 self.attach(*socket, offset, acks, exit, progress).await;
             }
             Some(ChannelCmd::Hostkey(_)) => {}
@@ -692,9 +691,9 @@ static RELEASES_WAITING: AtomicU64 = AtomicU64::new(0);
 const MAX_RELEASES_WAITING: u64 = 4096;
 
 /// Tells socket `to` that this channel let go of its number. Never waits, and loses it
-/// only past [`MAX_RELEASES_WAITING`] waiting gateway-wide (logged): when the outbox is full (a socket writing bulk output, or one whose peer
-/// stopped reading, which the socket's write bound drops within two heartbeats) a task
-/// delivers it. Dropped after a one-second wait before, it left the socket with a number
+/// only past [`MAX_RELEASES_WAITING`] waiting gateway-wide (logged): when the outbox is
+/// full (a socket writing bulk output, or one whose peer stopped reading, which the
+/// socket's write bound drops within two heartbeats) a task delivers it. Dropped after a one-second wait before, it left the socket with a number
 /// bound to a channel that had moved to another tab: its keystrokes went there, and its
 /// `close` ended the terminal the other tab was using.
 fn tell_released(to: SocketRef, id: Arc<str>, reason: &'static str) {
