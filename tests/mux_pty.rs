@@ -472,26 +472,15 @@ async fn a_large_paste_arrives_whole_and_in_order() {
 /// A socket whose TCP receive buffer is a few KiB: once the client stops reading, the
 /// gateway's writes to it stop making progress after what the kernels buffer.
 async fn connect_small_window(s: &Server, cookie: &str) -> ws::Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::http::HeaderValue;
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.set_recv_buffer_size(4096).expect("rcvbuf");
     let stream = sock.connect(s.listen_addr()).await.expect("connect");
-    let mut req = ws::ws_url(s).into_client_request().expect("request");
-    let h = req.headers_mut();
-    h.insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(opsgate_protocol::SUBPROTOCOL),
-    );
-    h.insert("cookie", HeaderValue::from_str(cookie).expect("cookie"));
-    h.insert(
-        "origin",
-        HeaderValue::from_str(&s.origin()).expect("origin"),
-    );
-    let (stream, _) =
-        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .expect("upgrade");
+    let (stream, _) = tokio_tungstenite::client_async(
+        ws::upgrade_request(s, Some(cookie), None),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .expect("upgrade");
     ws::Ws {
         stream,
         buffered: Default::default(),

@@ -436,7 +436,7 @@ mod tests {
     }
 
     /// A list anchored once and aliased many times: `items × aliases` values.
-    pub(crate) fn alias_bomb(items: usize, aliases: usize) -> String {
+    fn alias_bomb(items: usize, aliases: usize) -> String {
         let mut text = String::from("- &a [");
         text.push_str(&"x,".repeat(items));
         text.push_str("x]\n- [");

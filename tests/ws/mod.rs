@@ -39,12 +39,13 @@ pub fn ws_url(server: &Server) -> String {
     server.url("/ws").replacen("http", "ws", 1)
 }
 
-/// Tries to open a socket; returns the HTTP status on refusal.
-pub async fn try_connect(
+/// The upgrade request a browser tab sends: the subprotocol, the login cookie if given,
+/// and `origin` (the server's own by default).
+pub fn upgrade_request(
     server: &Server,
     cookie: Option<&str>,
     origin: Option<&str>,
-) -> Result<Ws, u16> {
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut req = ws_url(server).into_client_request().expect("request");
     let h = req.headers_mut();
     h.insert(
@@ -59,6 +60,16 @@ pub async fn try_connect(
         "origin",
         HeaderValue::from_str(origin.unwrap_or(&own)).expect("origin"),
     );
+    req
+}
+
+/// Tries to open a socket; returns the HTTP status on refusal.
+pub async fn try_connect(
+    server: &Server,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Ws, u16> {
+    let req = upgrade_request(server, cookie, origin);
     match tokio_tungstenite::connect_async(req).await {
         Ok((stream, _)) => Ok(Ws {
             stream,
