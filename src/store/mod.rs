@@ -421,6 +421,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deleting_a_workspace_covers_every_table_a_workspace_owns() {
+        // Two lists name tables keyed by workspace: the migration's and the deletion's.
+        // An owned table missing from the second would outlive its user or team.
+        let deleted: Vec<&str> = WORKSPACE_TABLES.iter().map(|t| t.name()).collect();
+        for t in OWNED_TABLES {
+            assert!(deleted.contains(&t.name()), "{} is not deleted", t.name());
+        }
+    }
+
+    #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
