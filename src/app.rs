@@ -43,6 +43,8 @@ impl App {
         crate::pty::configure(&cfg.pty)?;
         let tools = crate::tools::Tools::new(cfg.tools.clone()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(Metrics::default());
+        let max_events = cfg.audit.max_events;
+        store.write_blocking(|tx| crate::audit::set_max_events(tx, max_events))?;
         let audit = AuditSink::start(store.clone());
         let executions = Arc::new(crate::tools::executions::Executions::new(
             store.clone(),

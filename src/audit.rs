@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -104,8 +104,37 @@ impl Entry {
     }
 }
 
-/// Appends an event inside the caller's transaction.
+/// Where the database keeps `[audit] max_events` (8 bytes, little-endian). Kept with
+/// the data rather than passed along: events are recorded from inside some forty write
+/// transactions all over the gateway, which know nothing of the configuration.
+const MAX_EVENTS_KEY: &str = "audit_max_events";
+
+/// What the log keeps when nothing was configured.
+const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+
+/// Old events removed at most per event recorded: a log over its limit (the limit was
+/// lowered) shrinks back over the following writes, none of which pays for all of it.
+const PRUNE_PER_EVENT: usize = 64;
+
+/// Sets how many events the log keeps (at start, from `[audit] max_events`).
+pub fn set_max_events(tx: &WriteTransaction, max: u64) -> Result<(), StoreError> {
+    tx.open_table(META)?
+        .insert(MAX_EVENTS_KEY, max.max(1).to_le_bytes().as_slice())?;
+    Ok(())
+}
+
+fn max_events(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let meta = tx.open_table(META)?;
+    let stored = meta.get(MAX_EVENTS_KEY)?;
+    Ok(stored
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map_or(DEFAULT_MAX_EVENTS, u64::from_le_bytes))
+}
+
+/// Appends an event inside the caller's transaction, and removes the oldest ones beyond
+/// `[audit] max_events` (a table's length is known to redb without a scan).
 pub fn record(tx: &WriteTransaction, entry: Entry) -> Result<(), StoreError> {
+    let max = max_events(tx)?;
     let mut table = tx.open_table(AUDIT)?;
     let seq = match table.last()? {
         Some((k, _)) => k.value() + 1,
@@ -122,6 +151,12 @@ pub fn record(tx: &WriteTransaction, entry: Entry) -> Result<(), StoreError> {
         workspace: entry.workspace,
     };
     table.insert(seq, store::encode(&event)?.as_slice())?;
+    for _ in 0..PRUNE_PER_EVENT {
+        if table.len()? <= max {
+            break;
+        }
+        table.pop_first()?;
+    }
     Ok(())
 }
 
@@ -144,27 +179,56 @@ impl Filter {
     }
 }
 
-/// Newest-first page of events with `seq < before` that pass `filter`.
+/// Events one listing decodes at most. A filter that matches little (a viewer's own
+/// events in a busy log) would otherwise walk the whole log in one request; past this
+/// many, the page ends early and its `next_before` says where the next one goes on.
+pub const SCAN_PER_PAGE: usize = 20_000;
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    /// Newest first.
+    pub events: Vec<AuditEvent>,
+    /// Where the next page starts (`before`), if older events remain to be looked at.
+    pub next_before: Option<u64>,
+}
+
+/// Newest-first page of at most `limit` events with `seq < before` that pass `filter`,
+/// looking at no more than `scan` events.
 pub fn list(
     tx: &ReadTransaction,
     filter: &Filter,
     before: Option<u64>,
     limit: usize,
-) -> Result<Vec<AuditEvent>, StoreError> {
+    scan: usize,
+) -> Result<Page, StoreError> {
     let table = tx.open_table(AUDIT)?;
     let upper = before.unwrap_or(u64::MAX);
-    let mut out = Vec::new();
-    for row in table.range(..upper)?.rev() {
-        let (_, v) = row?;
+    let mut events = Vec::new();
+    let mut looked = 0;
+    let mut last_seen = None;
+    let mut rows = table.range(..upper)?.rev();
+    while events.len() < limit && looked < scan {
+        let Some(row) = rows.next() else {
+            return Ok(Page {
+                events,
+                next_before: None,
+            });
+        };
+        let (k, v) = row?;
+        looked += 1;
+        last_seen = Some(k.value());
         let event: AuditEvent = store::decode(v.value())?;
         if filter.matches(&event) {
-            out.push(event);
-            if out.len() >= limit {
-                break;
-            }
+            events.push(event);
         }
     }
-    Ok(out)
+    // Stopped by the page size or the scan bound: a next page if anything is older.
+    let next_before = last_seen.filter(|_| rows.next().is_some());
+    Ok(Page {
+        events,
+        next_before,
+    })
 }
 
 /// Audit events from hot paths (channel open/close) are queued and written in batches,
@@ -280,5 +344,64 @@ impl AuditSink {
         self.queue.lock().push_back(Queued::Flush(done));
         self.queue.wake.notify_one();
         let _ = wait.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(actor: &str) -> Entry {
+        Entry::new(actor, "test.event")
+    }
+
+    #[test]
+    fn a_sparse_filter_pages_in_bounded_scans_and_pruning_keeps_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store::Store::open(dir.path()).expect("open");
+        store
+            .write_blocking(|tx| -> Result<(), StoreError> {
+                set_max_events(tx, 50)?;
+                for i in 0..100 {
+                    record(tx, event(if i % 10 == 0 { "ann" } else { "bob" }))?;
+                }
+                Ok(())
+            })
+            .expect("write");
+        let all = store
+            .read_blocking(|tx| list(tx, &Filter::default(), None, 1000, 1000))
+            .expect("list");
+        let seqs: Vec<u64> = all.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (51..=100).rev().collect::<Vec<u64>>());
+        assert_eq!(all.next_before, None);
+
+        // ann has 5 of the 50 kept; a scan of 7 rows per page finds them over 8 pages,
+        // some of them empty, and the last page says so.
+        let only_ann = Filter {
+            actor: Some("ann".into()),
+            workspace: None,
+        };
+        let (mut found, mut before, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = store
+                .read_blocking(|tx| list(tx, &only_ann, before, 100, 7))
+                .expect("list");
+            pages += 1;
+            found.extend(page.events.iter().map(|e| e.seq));
+            match page.next_before {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+            assert!(pages < 20, "paging does not end");
+        }
+        assert_eq!(found, [91, 81, 71, 61, 51]);
+        assert_eq!(pages, 8);
+
+        // The page size ends a page too, with the next one pointing past it.
+        let first = store
+            .read_blocking(|tx| list(tx, &Filter::default(), None, 3, 1000))
+            .expect("list");
+        assert_eq!(first.events.len(), 3);
+        assert_eq!(first.next_before, Some(98));
     }
 }

@@ -64,6 +64,10 @@ pub struct Config {
     pub tools: crate::tools::ToolsConfig,
     pub netbox: NetboxConfig,
     pub memory: MemoryConfig,
+    /// `[inventory]`: how much one workspace may hold.
+    pub inventory: InventoryConfig,
+    /// `[audit]`: how much of the audit log is kept.
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -93,6 +97,8 @@ impl Default for Config {
             tools: crate::tools::ToolsConfig::default(),
             netbox: NetboxConfig::default(),
             memory: MemoryConfig::default(),
+            inventory: InventoryConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -555,6 +561,51 @@ impl Default for AppsConfig {
     }
 }
 
+/// `[inventory]`: the most one workspace may hold of each kind of object. Every
+/// listing of a kind is whole (the console shows the tree at once), so these bound what
+/// one listing, export or search costs; over a limit a write is refused with 409
+/// `limit_reached` and nothing of it is kept.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// Saved sessions per workspace (at least `[netbox] max_import_devices` is sensible).
+    pub max_sessions: usize,
+    /// Folders per workspace.
+    pub max_folders: usize,
+    /// Credential sets per workspace.
+    pub max_credentials: usize,
+    /// Trusted host keys per workspace.
+    pub max_known_hosts: usize,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 20_000,
+            max_folders: 2_000,
+            max_credentials: 1_000,
+            max_known_hosts: 20_000,
+        }
+    }
+}
+
+/// `[audit]`: the audit log keeps the newest `max_events` events; older ones are removed
+/// as new ones are written, so the log cannot grow without bound.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Events kept (at least 1,000).
+    pub max_events: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_events: 1_000_000,
+        }
+    }
+}
+
 /// Environment variables consumed by the CLI itself rather than the override mechanism.
 const CLI_ENV: &[&str] = &[
     "OPSGATE_LISTEN",
@@ -629,6 +680,11 @@ impl Config {
         if self.login_limit.in_flight_per_ip == 0 || self.login_limit.in_flight_per_username == 0 {
             return Err(ConfigError::Invalid(
                 "login_limit.in_flight_per_ip and in_flight_per_username must be > 0".into(),
+            ));
+        }
+        if self.audit.max_events < 1_000 {
+            return Err(ConfigError::Invalid(
+                "audit.max_events must be at least 1000".into(),
             ));
         }
         self.metrics_token = self.metrics_token.trim().to_string();

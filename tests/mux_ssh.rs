@@ -144,6 +144,40 @@ async fn rejected_host_key_is_not_stored() {
     assert_eq!(hosts.as_array().map(Vec::len), Some(0), "{hosts}");
 }
 
+/// A workspace that already holds `[inventory] max_known_hosts` keys cannot trust one
+/// more: the accepted key is not kept, the open fails with `limit_reached` saying why,
+/// and the socket goes on.
+#[tokio::test]
+async fn a_host_key_past_the_workspace_limit_is_not_kept() {
+    let d = Sshd::start(SshdOptions::default());
+    let (s, admin, cookie) = setup("[inventory]\nmax_known_hosts = 0\n").await;
+    let cred = password_credential(&admin, sshd::PASSWORD).await;
+    let mut w = connect(&s, &cookie).await;
+    w.send_json(open_ssh(1, d.port, &cred)).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Hostkey { ch: 1, .. }))
+        .await;
+    w.send_json(json!({"type":"hostkey_accept","ch":1})).await;
+    let message = w.expect_error(Some(1), "limit_reached").await;
+    assert!(message.contains("max_known_hosts"), "{message}");
+    let hosts = admin.get("/api/known-hosts").await.json();
+    assert_eq!(hosts.as_array().map(Vec::len), Some(0), "{hosts}");
+    // The socket goes on, and the key is still unknown.
+    w.send_json(open_ssh(2, d.port, &cred)).await;
+    w.expect_control(|f| {
+        matches!(
+            f,
+            ServerFrame::Hostkey {
+                ch: 2,
+                status: HostkeyStatus::Unknown,
+                ..
+            }
+        )
+    })
+    .await;
+    w.send_json(json!({"type":"hostkey_reject","ch":2})).await;
+    w.expect_error(Some(2), "hostkey_rejected").await;
+}
+
 #[tokio::test]
 async fn connection_errors_have_clear_codes_and_spare_the_socket() {
     let mut d = Sshd::start(SshdOptions::default());

@@ -426,7 +426,9 @@ struct AuditQuery {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct AuditPage {
     events: Vec<crate::audit::AuditEvent>,
-    /// `before` of the next page; null on the last page.
+    /// `before` of the next page; null on the last page. A page may hold fewer events
+    /// than `limit` (even none) and still have a next one: one page looks at no more than
+    /// 20,000 events of the log.
     next_before: Option<u64>,
 }
 
@@ -460,16 +462,14 @@ async fn list_audit(
         workspace: selected,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let events = app
+    let page = app
         .store
-        .read(move |tx| crate::audit::list(tx, &filter, q.before, limit))
+        .read(move |tx| {
+            crate::audit::list(tx, &filter, q.before, limit, crate::audit::SCAN_PER_PAGE)
+        })
         .await?;
-    let next_before = events
-        .last()
-        .map(|e| e.seq)
-        .filter(|_| events.len() == limit);
     Ok(Json(AuditPage {
-        events,
-        next_before,
+        events: page.events,
+        next_before: page.next_before,
     }))
 }

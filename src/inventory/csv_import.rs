@@ -18,6 +18,7 @@ use super::sessions::{self, SavedSession, SessionInput, ValidSession};
 use super::yaml::{ImportMode, RowError};
 use super::{credentials, InventoryError};
 use crate::audit;
+use crate::config::InventoryConfig;
 use crate::store::{self, FOLDERS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
@@ -274,6 +275,7 @@ pub fn apply(
     rows: Vec<CsvRow>,
     mode: ImportMode,
     on_duplicate: OnDuplicate,
+    limits: &InventoryConfig,
 ) -> Result<CsvReport, InventoryError> {
     let owner = ws.key.as_str();
     // Credentials by name (a name used twice in the workspace is ambiguous).
@@ -398,6 +400,7 @@ pub fn apply(
             }),
         }
     }
+    super::check_session_room(tx, owner, limits)?;
     audit::record(
         tx,
         ws.audit("sessions.import").detail(format!(

@@ -17,10 +17,11 @@ pub use known_hosts::KnownHost;
 pub use sealer::{MasterKeyError, Sealer};
 pub use sessions::{DeviceType, SavedSession, SessionInput};
 
-use redb::WriteTransaction;
+use redb::{TableDefinition, WriteTransaction};
 
+use crate::config::InventoryConfig;
 use crate::error::ApiError;
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, CREDENTIALS, FOLDERS, KNOWN_HOSTS, SAVED_SESSIONS};
 
 /// Errors of inventory operations.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,91 @@ impl From<InventoryError> for ApiError {
             }
             InventoryError::Crypto(_) | InventoryError::Store(_) => ApiError::internal(e),
         }
+    }
+}
+
+/// Refuses (409 `limit_reached`) a write that leaves the workspace with more saved
+/// sessions or folders than `[inventory]` allows. Called last in every write that can
+/// create either (a session creates its folder), inside its transaction, so a refused
+/// write, a whole import included, is rolled back and nothing of it is kept. Counting
+/// walks the workspace's keys once: a few milliseconds at the default limits.
+pub(crate) fn check_session_room(
+    tx: &WriteTransaction,
+    owner: &str,
+    limits: &InventoryConfig,
+) -> Result<(), InventoryError> {
+    within(
+        tx,
+        SAVED_SESSIONS,
+        owner,
+        limits.max_sessions,
+        "saved sessions",
+        "max_sessions",
+    )?;
+    within(
+        tx,
+        FOLDERS,
+        owner,
+        limits.max_folders,
+        "folders",
+        "max_folders",
+    )
+}
+
+/// As [`check_session_room`], for credential sets.
+pub(crate) fn check_credential_room(
+    tx: &WriteTransaction,
+    owner: &str,
+    limits: &InventoryConfig,
+) -> Result<(), InventoryError> {
+    within(
+        tx,
+        CREDENTIALS,
+        owner,
+        limits.max_credentials,
+        "credential sets",
+        "max_credentials",
+    )
+}
+
+/// As [`check_session_room`], for trusted host keys.
+pub fn check_known_host_room(
+    tx: &WriteTransaction,
+    owner: &str,
+    limits: &InventoryConfig,
+) -> Result<(), InventoryError> {
+    within(
+        tx,
+        KNOWN_HOSTS,
+        owner,
+        limits.max_known_hosts,
+        "trusted host keys",
+        "max_known_hosts",
+    )
+}
+
+fn within(
+    tx: &WriteTransaction,
+    def: TableDefinition<(&str, &str), &[u8]>,
+    owner: &str,
+    max: usize,
+    what: &str,
+    key: &str,
+) -> Result<(), InventoryError> {
+    let held = store::count_owned(&tx.open_table(def)?, owner)?;
+    if held > max {
+        return Err(limit_reached(held, max, what, key));
+    }
+    Ok(())
+}
+
+/// The error of a write that would leave `held` objects where `max` are allowed.
+pub(crate) fn limit_reached(held: usize, max: usize, what: &str, key: &str) -> InventoryError {
+    InventoryError::Conflict {
+        code: "limit_reached",
+        message: format!(
+            "the workspace would hold {held} {what}; at most {max} are allowed ([inventory] {key}); nothing was changed"
+        ),
     }
 }
 

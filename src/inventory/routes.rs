@@ -103,7 +103,7 @@ pub async fn get_session(
 /// `POST /api/sessions`
 #[utoipa::path(post, path = "/api/sessions", tag = "inventory",
     params(WorkspaceQuery, WorkspaceHeader), request_body = SessionInput,
-    responses((status = 201, description = "Created", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody), (status = 409, description = "`limit_reached`: the workspace would hold more saved sessions or folders than `[inventory]` allows; nothing was changed.", body = ErrorBody)))]
 pub async fn create_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -111,9 +111,14 @@ pub async fn create_session(
 ) -> ApiResult<impl IntoResponse> {
     let v = input.validate()?;
     let owner = ws.scope;
+    let limits = app.cfg.inventory;
     let s = app
         .store
-        .write(move |tx| sessions::create_session(tx, &owner, v))
+        .write(move |tx| {
+            let s = sessions::create_session(tx, &owner, v)?;
+            super::check_session_room(tx, &owner.key, &limits)?;
+            Ok::<_, InventoryError>(s)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(s)))
 }
@@ -121,7 +126,7 @@ pub async fn create_session(
 /// `PUT /api/sessions/{id}`
 #[utoipa::path(put, path = "/api/sessions/{id}", tag = "inventory",
     params(("id" = String, Path, description = "Saved session id"), WorkspaceQuery, WorkspaceHeader), request_body = SessionInput,
-    responses((status = 200, description = "Replaced", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody), (status = 404, description = "`not_found`: no saved session with this id in the workspace.", body = ErrorBody)))]
+    responses((status = 200, description = "Replaced", body = SavedSession), (status = 400, description = "`invalid_display_name`, `invalid_host`, `invalid_port`, `invalid_username`, `invalid_device_type`, `invalid_folder`, `invalid_tags`, `unknown_credential`: the named field is wrong.", body = ErrorBody), (status = 404, description = "`not_found`: no saved session with this id in the workspace.", body = ErrorBody), (status = 409, description = "`limit_reached`: the workspace would hold more saved sessions or folders than `[inventory]` allows; nothing was changed.", body = ErrorBody)))]
 pub async fn update_session(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -130,9 +135,14 @@ pub async fn update_session(
 ) -> ApiResult<impl IntoResponse> {
     let v = input.validate()?;
     let owner = ws.scope;
+    let limits = app.cfg.inventory;
     let s = app
         .store
-        .write(move |tx| sessions::update_session(tx, &owner, &id, v))
+        .write(move |tx| {
+            let s = sessions::update_session(tx, &owner, &id, v)?;
+            super::check_session_room(tx, &owner.key, &limits)?;
+            Ok::<_, InventoryError>(s)
+        })
         .await?;
     Ok(Json(s))
 }
@@ -165,7 +175,7 @@ pub struct FolderBody {
     params(WorkspaceQuery, WorkspaceHeader), request_body = FolderBody,
     responses((status = 201, description = "Created", body = FolderName),
         (status = 400, description = "`invalid_folder`: empty or too long a name.", body = ErrorBody),
-        (status = 409, description = "`folder_exists`: the name is taken.", body = ErrorBody)))]
+        (status = 409, description = "`folder_exists`: the name is taken; `limit_reached`: the workspace holds `[inventory] max_folders` folders.", body = ErrorBody)))]
 pub async fn create_folder(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -174,8 +184,12 @@ pub async fn create_folder(
     let owner = ws.scope;
     let name = body.name.trim().to_string();
     let n2 = name.clone();
+    let limits = app.cfg.inventory;
     app.store
-        .write(move |tx| sessions::create_folder(tx, &owner, &n2))
+        .write(move |tx| {
+            sessions::create_folder(tx, &owner, &n2)?;
+            super::check_session_room(tx, &owner.key, &limits)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(FolderName { name })))
 }
@@ -274,7 +288,7 @@ pub struct ImportQuery {
     request_body(description = "The file: YAML (default; the legacy `- folder_name:` layout too) or CSV (`format=csv`, the template's columns)",
         content((String = "application/yaml"), (String = "text/csv"))),
     responses((status = 200, description = "What was done (all or nothing), or a dry run's preview", body = ImportAnswer),
-        (status = 400, description = "`import_invalid`: bad rows, nothing imported; `invalid_yaml`, `invalid_csv`: unreadable file; `invalid_format`: neither yaml nor csv. (With `on_duplicate=fail`, a CSV row already in the inventory is a bad row.)", body = ErrorBody)))]
+        (status = 400, description = "`import_invalid`: bad rows, nothing imported; `invalid_yaml`, `invalid_csv`: unreadable file; `invalid_format`: neither yaml nor csv. (With `on_duplicate=fail`, a CSV row already in the inventory is a bad row.)", body = ErrorBody), (status = 409, description = "`limit_reached`: after the import the workspace would hold more saved sessions or folders than `[inventory]` allows; nothing was imported (a dry run answers the same).", body = ErrorBody)))]
 pub async fn import_sessions(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -292,9 +306,10 @@ pub async fn import_sessions(
                 return Ok(Json(report).into_response());
             }
             let rows = csv_import::parse(&body)?;
+            let limits = app.cfg.inventory;
             let report = app
                 .store
-                .write(move |tx| csv_import::apply(tx, &owner, rows, mode, on_duplicate))
+                .write(move |tx| csv_import::apply(tx, &owner, rows, mode, on_duplicate, &limits))
                 .await?;
             return Ok(Json(report).into_response());
         }
@@ -311,9 +326,10 @@ pub async fn import_sessions(
         return Ok(Json(preview_import(&app, owner, parsed, mode).await?).into_response());
     }
     let rows = parsed?;
+    let limits = app.cfg.inventory;
     let report = app
         .store
-        .write(move |tx| yaml::apply(tx, &owner, rows, mode))
+        .write(move |tx| yaml::apply(tx, &owner, rows, mode, &limits))
         .await?;
     Ok(Json(report).into_response())
 }
@@ -349,11 +365,12 @@ async fn preview_csv(
         Err(InventoryError::Import(rows)) => return Ok(csv_import::CsvReport::refused(rows)),
         Err(e) => return Err(e.into()),
     };
+    let limits = app.cfg.inventory;
     let outcome = app
         .store
         .write(move |tx| -> Result<(), CsvDryRun> {
             Err(
-                match csv_import::apply(tx, &owner, rows, mode, on_duplicate) {
+                match csv_import::apply(tx, &owner, rows, mode, on_duplicate, &limits) {
                     Ok(report) => CsvDryRun::Counted(report),
                     Err(e) => CsvDryRun::Refused(e),
                 },
@@ -431,10 +448,11 @@ async fn preview_import(
         Err(InventoryError::Import(rows)) => return Ok(refused(rows)),
         Err(e) => return Err(e.into()),
     };
+    let limits = app.cfg.inventory;
     let outcome = app
         .store
         .write(move |tx| -> Result<(), DryRun> {
-            Err(match yaml::apply(tx, &owner, rows, mode) {
+            Err(match yaml::apply(tx, &owner, rows, mode, &limits) {
                 Ok(report) => DryRun::Counted(report),
                 Err(e) => DryRun::Refused(e),
             })
@@ -475,7 +493,7 @@ pub async fn list_credentials(
 /// `POST /api/credentials`
 #[utoipa::path(post, path = "/api/credentials", tag = "credentials",
     params(WorkspaceQuery, WorkspaceHeader), request_body = CredentialInput,
-    responses((status = 201, description = "Created (the secret is sealed at rest and never returned)", body = CredentialView), (status = 400, description = "`invalid_name`, `invalid_username`, `missing_secret`, `invalid_secret`, `invalid_passphrase`, `invalid_enable_secret`, `invalid_private_key`, `key_too_costly`: the named field is wrong.", body = ErrorBody)))]
+    responses((status = 201, description = "Created (the secret is sealed at rest and never returned)", body = CredentialView), (status = 400, description = "`invalid_name`, `invalid_username`, `missing_secret`, `invalid_secret`, `invalid_passphrase`, `invalid_enable_secret`, `invalid_private_key`, `key_too_costly`: the named field is wrong.", body = ErrorBody), (status = 409, description = "`limit_reached`: the workspace holds `[inventory] max_credentials` credential sets.", body = ErrorBody)))]
 pub async fn create_credential(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -488,7 +506,11 @@ pub async fn create_credential(
     let a = app.clone();
     let view = app
         .store
-        .write(move |tx| credentials::create(tx, &a.sealer, &owner, input))
+        .write(move |tx| {
+            let view = credentials::create(tx, &a.sealer, &owner, input)?;
+            super::check_credential_room(tx, &owner.key, &a.cfg.inventory)?;
+            Ok::<_, InventoryError>(view)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

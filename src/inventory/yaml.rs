@@ -21,6 +21,7 @@ use serde_yaml_ng::Value;
 use super::sessions::{self, SavedSession, SessionInput, ValidSession};
 use super::InventoryError;
 use crate::audit;
+use crate::config::InventoryConfig;
 use crate::store::{self, CREDENTIALS, FOLDERS, SAVED_SESSIONS};
 use crate::workspace::Scope;
 
@@ -361,6 +362,7 @@ pub fn apply(
     ws: &Scope,
     rows: Vec<(RowError, ValidSession)>,
     mode: ImportMode,
+    limits: &InventoryConfig,
 ) -> Result<ImportReport, InventoryError> {
     let owner = ws.key.as_str();
     // Credentials are the owner's own ids: check them all before writing anything, so a
@@ -406,6 +408,7 @@ pub fn apply(
             }
         }
     }
+    super::check_session_room(tx, owner, limits)?;
     audit::record(
         tx,
         ws.audit("sessions.import").detail(format!(

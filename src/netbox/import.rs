@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NetboxError;
 use crate::audit;
-use crate::config::NetboxConfig;
+use crate::config::{InventoryConfig, NetboxConfig};
 use crate::inventory::{self, DeviceType, SavedSession, SessionInput, ValidSession};
 use crate::store::{self, SAVED_SESSIONS};
 use crate::workspace::Scope;
@@ -399,6 +399,7 @@ pub fn apply(
     devices: &[Device],
     map: &Mapping,
     req: &ImportRequest,
+    limits: &InventoryConfig,
 ) -> Result<ImportReport, NetboxError> {
     let owner = ws.key.as_str();
     let existing: Vec<(String, SavedSession)> =
@@ -495,7 +496,19 @@ pub fn apply(
             }
         }
     }
-    if !req.dry_run {
+    if req.dry_run {
+        let would_hold = existing.len() + report.created.len();
+        if would_hold > limits.max_sessions {
+            return Err(inventory::limit_reached(
+                would_hold,
+                limits.max_sessions,
+                "saved sessions",
+                "max_sessions",
+            )
+            .into());
+        }
+    } else {
+        inventory::check_session_room(tx, owner, limits)?;
         audit::record(
             tx,
             ws.audit("netbox.import").detail(format!(

@@ -71,6 +71,8 @@ impl NetboxError {
             NetboxError::Tls(_) => "netbox_tls",
             NetboxError::Status { .. } => "netbox_error",
             NetboxError::TooMany(_) => "netbox_too_many",
+            NetboxError::Inventory(InventoryError::Invalid { code, .. })
+            | NetboxError::Inventory(InventoryError::Conflict { code, .. }) => code,
             NetboxError::Inventory(_) | NetboxError::Store(_) => "internal",
         }
     }

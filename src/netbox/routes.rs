@@ -322,7 +322,7 @@ impl From<store::StoreError> for DryRun {
     responses((status = 200, description = "`dry_run`: what would be created, updated and refused (with reasons); nothing changed", body = ImportReport),
         (status = 202, description = "A `netbox_import` job started; follow it on a `job` channel. All importable rows are applied in one transaction, or none", body = crate::jobs::routes::JobStarted),
         (status = 400, description = "`invalid_import`, `netbox_too_many`: see the message.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
+        (status = 403, description = "`forbidden`: viewers read only.", body = ErrorBody), (status = 409, description = "`netbox_not_configured`: the workspace has no NetBox connection (`PUT /api/netbox`); `limit_reached`: the import would leave the workspace with more saved sessions than `[inventory] max_sessions` (nothing is imported; a job ends failed with this error).", body = ErrorBody), (status = 502, description = "`netbox_unreachable`, `netbox_auth_failed`, `netbox_tls`, `netbox_error`: NetBox could not be asked or refused (NetBox's own `detail` is passed on).", body = ErrorBody)))]
 pub async fn import_devices(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -335,13 +335,16 @@ pub async fn import_devices(
         let _turn = IMPORTS.acquire().await.map_err(ApiError::internal)?;
         let devices = fetch(&app, &client, &req, &|_, _| {}).await?;
         let scope = ws.scope;
+        let limits = app.cfg.inventory;
         let outcome = app
             .store
             .write(move |tx| -> Result<(), DryRun> {
-                Err(match import::apply(tx, &scope, &devices, &map, &req) {
-                    Ok(r) => DryRun::Planned(r),
-                    Err(e) => DryRun::Refused(e),
-                })
+                Err(
+                    match import::apply(tx, &scope, &devices, &map, &req, &limits) {
+                        Ok(r) => DryRun::Planned(r),
+                        Err(e) => DryRun::Refused(e),
+                    },
+                )
             })
             .await;
         return match outcome {
@@ -444,9 +447,10 @@ async fn run_import(
             PROGRESS_KEY,
             event("applying", json!({"devices": devices.len()})),
         );
+        let limits = app.cfg.inventory;
         let report = app
             .store
-            .write(move |tx| import::apply(tx, &scope, &devices, &map, &req))
+            .write(move |tx| import::apply(tx, &scope, &devices, &map, &req, &limits))
             .await?;
         Ok(report)
     }

@@ -81,10 +81,21 @@ enum Step {
 
 #[derive(Debug, Clone)]
 enum HostkeyOutcome {
-    Unknown { fingerprint: String },
-    Changed { fingerprint: String, known: String },
+    Unknown {
+        fingerprint: String,
+    },
+    Changed {
+        fingerprint: String,
+        known: String,
+    },
     Rejected,
     Unanswered,
+    /// Accepted, but it could not be kept (the workspace holds `[inventory]
+    /// max_known_hosts` keys, or the store failed): the connection does not go on.
+    NotStored {
+        code: &'static str,
+        why: String,
+    },
 }
 
 struct Handler {
@@ -214,14 +225,34 @@ impl client::Handler for Handler {
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(true)) => {
                 let (scope, host, port) = (self.scope.clone(), self.host.clone(), self.port);
+                let limits = self.app.cfg.inventory;
                 let stored = self
                     .app
                     .store
                     .write(move |tx| {
-                        inventory::add_known_host(tx, &scope, &host, port, &algorithm, &fingerprint)
+                        inventory::add_known_host(
+                            tx,
+                            &scope,
+                            &host,
+                            port,
+                            &algorithm,
+                            &fingerprint,
+                        )?;
+                        inventory::check_known_host_room(tx, &scope.key, &limits)
                     })
                     .await;
-                Ok(stored.is_ok())
+                if let Err(e) = stored {
+                    let code = match &e {
+                        inventory::InventoryError::Conflict { code, .. } => code,
+                        _ => codes::CHANNEL_FAILED,
+                    };
+                    *self.outcome.lock().await = Some(HostkeyOutcome::NotStored {
+                        code,
+                        why: e.to_string(),
+                    });
+                    return Ok(false);
+                }
+                Ok(true)
             }
             Ok(Ok(false)) => {
                 *self.outcome.lock().await = Some(HostkeyOutcome::Rejected);
@@ -788,6 +819,10 @@ async fn establish(
                 (Some(HostkeyOutcome::Unanswered), _) => OpenError::new(
                     codes::HOSTKEY_REJECTED,
                     "the host key was not confirmed in time",
+                ),
+                (Some(HostkeyOutcome::NotStored { code, why }), _) => OpenError::new(
+                    code,
+                    format!("the host key of {host}:{port} was accepted but could not be kept: {why}"),
                 ),
                 (None, Step::Handshake(e)) => OpenError::new(
                     codes::CHANNEL_FAILED,
