@@ -1379,3 +1379,54 @@ async fn a_user_whose_job_is_running_is_not_deleted_under_it() {
     assert_eq!(j["state"], "succeeded", "{j}");
     admin.delete("/api/users/ann").await.assert_status(204);
 }
+
+/// The job's owner task keeps no output in memory once a target's row holds it, so a
+/// running job costs its targets' states, not what its devices printed; reading the
+/// job while it runs still shows every finished target's output (from its row), and a
+/// listing shows the states.
+#[tokio::test]
+async fn a_running_jobs_finished_outputs_come_from_their_rows() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
+    let box2 = session(&admin, "box2", d.sshd.port, sshd::USER, "linux", &cred).await;
+    let id = run_job(
+        &admin,
+        json!({"type":"command","targets":[box1, box2],"concurrency":1,
+               "commands":["printf 'out-%s\\n' 42; sleep 4"]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let j = admin.get(&format!("/api/jobs/{id}")).await.json();
+        let done: Vec<&Value> = j["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .filter(|t| t["state"] == "succeeded")
+            .collect();
+        if j["state"] == "running" && done.len() == 1 {
+            break done[0].clone();
+        }
+        assert!(
+            j["state"] == "running" || j["state"] == "queued",
+            "the job ended before it was seen half done: {j}"
+        );
+        assert!(Instant::now() < deadline, "no target finished: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = seen["output"][0]["output"].as_str().unwrap_or_default();
+    assert!(out.contains("out-42"), "{seen}");
+    let list = admin.get("/api/jobs").await.json();
+    let item = &list["jobs"][0];
+    assert_eq!(item["id"], id.as_str(), "{list}");
+    assert_eq!(item["summary"]["succeeded"], 1, "{list}");
+    let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    for t in j["targets"].as_array().expect("targets") {
+        let out = t["output"][0]["output"].as_str().unwrap_or_default();
+        assert!(out.contains("out-42"), "{t}");
+    }
+}

@@ -492,6 +492,43 @@ async fn every_device_in_one_go_refusals_with_reasons_and_by_id() {
     assert_eq!(port["port"], 2222);
 }
 
+/// An import that would leave the workspace with more than `[inventory] max_sessions`
+/// saved sessions is refused whole: its dry run answers 409 `limit_reached`, its job
+/// fails with that code, and nothing is imported.
+#[tokio::test]
+async fn an_import_past_the_workspace_limit_imports_nothing() {
+    let nb = NetBox::start("ok");
+    let s = Server::start(
+        ServerOptions::default()
+            .config(&format!("{TEST_CONFIG}[inventory]\nmax_sessions = 1000\n")),
+    )
+    .await;
+    let c = s.login(ADMIN, ADMIN_PASSWORD).await;
+    configure(&c, &nb, V2_TOKEN).await;
+    let msg = c
+        .post(
+            "/api/netbox/import",
+            &json!({"filters": {}, "dry_run": true}),
+        )
+        .await
+        .assert_error(409, Some("limit_reached"));
+    assert!(
+        msg.contains("2465") && msg.contains("max_sessions"),
+        "{msg}"
+    );
+    let job = import(&c, json!({"filters": {}})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["targets"][0]["error"]["code"], "limit_reached", "{job}");
+    assert!(
+        c.all_sessions().await.is_empty(),
+        "a refused import applied rows"
+    );
+    // A narrower import fits.
+    let job = import(&c, json!({"device_ids": [1, 2, 3]})).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(c.all_sessions().await.len(), 3);
+}
+
 #[tokio::test]
 async fn all_or_nothing_when_netbox_fails_half_way() {
     let nb = NetBox::start("ok");

@@ -311,12 +311,64 @@ pub fn get(tx: &ReadTransaction, workspace: &str, id: &str) -> Result<Option<Job
     }
 }
 
-/// The jobs of a workspace, newest first.
+/// A target's row read without its output: what listings and statistics need. The
+/// output's text is skipped by the JSON reader, never allocated.
+#[derive(Deserialize)]
+struct TargetWithoutOutput {
+    session_id: String,
+    state: TargetState,
+    attempts: u32,
+    #[serde(default)]
+    error: Option<TargetError>,
+    #[serde(default)]
+    started_at: Option<i64>,
+    #[serde(default)]
+    duration_ms: Option<u64>,
+    #[serde(default)]
+    config_id: Option<String>,
+    #[serde(default)]
+    changed: Option<bool>,
+}
+
+impl From<TargetWithoutOutput> for Target {
+    fn from(t: TargetWithoutOutput) -> Target {
+        Target {
+            session_id: t.session_id,
+            state: t.state,
+            attempts: t.attempts,
+            error: t.error,
+            started_at: t.started_at,
+            duration_ms: t.duration_ms,
+            output: None,
+            config_id: t.config_id,
+            changed: t.changed,
+        }
+    }
+}
+
+/// The jobs of a workspace, newest first, their targets without output: a listing
+/// costs the jobs' states, not everything their devices ever printed.
 pub fn list(tx: &ReadTransaction, workspace: &str) -> Result<Vec<Job>, JobError> {
     let targets = tx.open_table(JOB_TARGETS)?;
     let mut jobs = Vec::new();
-    for (_, j) in store::list_owned::<Job, _>(&tx.open_table(JOBS)?, workspace)? {
-        jobs.push(with_targets(&targets, j)?);
+    for (_, mut j) in store::list_owned::<Job, _>(&tx.open_table(JOBS)?, workspace)? {
+        let (from, to) = (format!("{}:", j.id), format!("{};", j.id));
+        let mut rows = Vec::new();
+        for row in targets
+            .range((j.workspace.as_str(), from.as_str())..(j.workspace.as_str(), to.as_str()))?
+        {
+            let (_, v) = row?;
+            rows.push(store::decode::<TargetWithoutOutput>(v.value())?.into());
+        }
+        if rows.is_empty() {
+            // A job stored before targets had rows of their own keeps them inline.
+            for t in &mut j.targets {
+                t.output = None;
+            }
+        } else {
+            j.targets = rows;
+        }
+        jobs.push(j);
     }
     jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     Ok(jobs)

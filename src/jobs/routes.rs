@@ -428,16 +428,16 @@ pub async fn list_jobs(
 }
 
 async fn load_job(app: &Arc<App>, ws: &Workspace, id: String) -> ApiResult<Job> {
-    if let Some(j) = app.jobs.snapshot(&id) {
-        if j.workspace == ws.scope.key {
-            return Ok(j);
-        }
-    }
+    let live = app
+        .jobs
+        .snapshot(&id)
+        .filter(|j| j.workspace == ws.scope.key);
     let key = ws.scope.key.clone();
-    app.store
-        .read(move |tx| model::get(tx, &key, &id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))
+    let stored = app.store.read(move |tx| model::get(tx, &key, &id)).await?;
+    match live {
+        Some(j) => Ok(super::runner::with_stored_outputs(j, stored)),
+        None => stored.ok_or_else(|| ApiError::not_found("job")),
+    }
 }
 
 /// `GET /api/jobs/{id}`

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 use super::device::{self, DriveError, Shell};
-use super::model::{self, CommandOutput, Job, JobState, JobType, TargetError, TargetState};
+use super::model::{self, CommandOutput, Job, JobState, JobType, Target, TargetError, TargetState};
 use super::webhooks::{self, Webhooks};
 use super::{configs, JobError};
 use crate::app::App;
@@ -254,6 +254,40 @@ async fn persist_target(app: &Arc<App>, job: &Job, idx: usize) {
     }
 }
 
+/// Writes the job's header and the rows of `targets`, in one transaction.
+async fn persist_targets(app: &Arc<App>, job: &Job, targets: Vec<usize>) {
+    let mut header = job.clone_header();
+    let rows: Vec<(usize, Target)> = targets
+        .into_iter()
+        .filter_map(|i| job.targets.get(i).map(|t| (i, t.clone())))
+        .collect();
+    if let Err(e) = app
+        .store
+        .write(move |tx| -> Result<(), JobError> {
+            model::put_header(tx, &mut header)?;
+            for (i, t) in &rows {
+                model::put_target(tx, &header.workspace, &header.id, *i, t)?;
+            }
+            Ok(())
+        })
+        .await
+    {
+        tracing::error!(error = %e, "writing the job failed");
+    }
+}
+
+/// A running job as its owner task sees it, with the outputs of its finished targets
+/// taken from their rows in `stored` (the task keeps none in memory).
+pub fn with_stored_outputs(mut live: Job, stored: Option<Job>) -> Job {
+    let Some(stored) = stored else { return live };
+    for (t, s) in live.targets.iter_mut().zip(stored.targets) {
+        if t.output.is_none() {
+            t.output = s.output;
+        }
+    }
+    live
+}
+
 /// Writes the job without its targets (state, cancel request, finish time).
 async fn persist_header(app: &Arc<App>, job: &Job) {
     let mut j = job.clone_header();
@@ -310,10 +344,13 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     loop {
         if cancelled && !pending.is_empty() {
             // Queued targets stop at once.
-            for i in pending.drain(..) {
+            let stopped: Vec<usize> = pending.drain(..).collect();
+            for &i in &stopped {
                 job.targets[i].state = TargetState::Cancelled;
             }
-            persist(&app, &job).await;
+            // Only the targets that changed: the finished ones' rows hold their output,
+            // which this copy of the job no longer has.
+            persist_targets(&app, &job, stopped).await;
             for i in 0..job.targets.len() {
                 if job.targets[i].state == TargetState::Cancelled {
                     publish(&live, &job, target_event(&job, i));
@@ -337,6 +374,11 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 count(&app.jobs.metrics, &u);
                 let idx = apply(&mut job, u, &mut running);
                 persist_target(&app, &job, idx).await;
+                // The row holds the output now. The job kept here (and its live copy,
+                // which every watcher and listing clones) does not: a running job's
+                // memory is its targets' states, whatever its devices print. Readers
+                // of a running job take outputs from the rows (`with_stored_outputs`).
+                job.targets[idx].output = None;
                 publish_target(&live, &job, idx);
             }
             permit = app.jobs.global.clone().acquire_owned(), if !cancelled && running < concurrency && !pending.is_empty() => {
