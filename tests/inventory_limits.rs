@@ -48,7 +48,7 @@ fn folders(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_workspace_holds_no_more_than_its_limits_and_a_refused_write_keeps_nothing() {
-    let server = Server::start(ServerOptions::default().config(LIMITS)).await;
+    let mut server = Server::start(ServerOptions::default().config(LIMITS)).await;
     let c = server.login(ADMIN, ADMIN_PASSWORD).await;
 
     for (i, name) in ["a1", "a2", "a3"].iter().enumerate() {
@@ -148,6 +148,31 @@ async fn a_workspace_holds_no_more_than_its_limits_and_a_refused_write_keeps_not
     admin.create_user("ann", "ann-password-1", "operator").await;
     let ann = server.login("ann", "ann-password-1").await;
     ann.create_session(&session("A", "mine", "10.0.9.1")).await;
+
+    // The limits lowered below what the workspace holds (3 sessions in 2 folders): it can
+    // still edit and shrink, not grow.
+    for (k, v) in [("MAX_SESSIONS", "1"), ("MAX_FOLDERS", "1")] {
+        server
+            .opts
+            .env
+            .push((format!("OPSGATE_INVENTORY__{k}"), v.to_string()));
+    }
+    server.restart().await;
+    let c = server.login(ADMIN, ADMIN_PASSWORD).await;
+    c.put(
+        &format!("/api/sessions/{id}"),
+        &session("B", "r1-renamed", "10.0.3.1"),
+    )
+    .await
+    .assert_status(200);
+    c.post("/api/sessions", &session("A", "more", "10.0.4.1"))
+        .await
+        .assert_error(409, Some("limit_reached"));
+    let two = "- folder_name: A\n  sessions:\n    - {display_name: s1, host: 10.0.5.1, DeviceType: linux}\n    - {display_name: s2, host: 10.0.5.2, DeviceType: linux}\n";
+    yaml_import(&c, "?mode=replace", two)
+        .await
+        .assert_status(200);
+    assert_eq!(names(&c.all_sessions().await), ["s1", "s2"]);
 }
 
 #[tokio::test]

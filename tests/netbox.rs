@@ -498,10 +498,9 @@ async fn every_device_in_one_go_refusals_with_reasons_and_by_id() {
 #[tokio::test]
 async fn an_import_past_the_workspace_limit_imports_nothing() {
     let nb = NetBox::start("ok");
-    let s = Server::start(
-        ServerOptions::default()
-            .config(&format!("{TEST_CONFIG}[inventory]\nmax_sessions = 1000\n")),
-    )
+    let s = Server::start(ServerOptions::default().config(&format!(
+        "{TEST_CONFIG}[inventory]\nmax_sessions = 1000\nmax_folders = 2\n"
+    )))
     .await;
     let c = s.login(ADMIN, ADMIN_PASSWORD).await;
     configure(&c, &nb, V2_TOKEN).await;
@@ -523,10 +522,23 @@ async fn an_import_past_the_workspace_limit_imports_nothing() {
         c.all_sessions().await.is_empty(),
         "a refused import applied rows"
     );
-    // A narrower import fits.
+    // Three devices of three sites would make three folders (one per site): the dry
+    // run says so as the real run would.
+    let msg = c
+        .post(
+            "/api/netbox/import",
+            &json!({"device_ids": [1, 2, 3], "dry_run": true}),
+        )
+        .await
+        .assert_error(409, Some("limit_reached"));
+    assert!(msg.contains("max_folders"), "{msg}");
     let job = import(&c, json!({"device_ids": [1, 2, 3]})).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["targets"][0]["error"]["code"], "limit_reached", "{job}");
+    // Two devices of one site fit.
+    let job = import(&c, json!({"device_ids": [1, 21]})).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(c.all_sessions().await.len(), 3);
+    assert_eq!(c.all_sessions().await.len(), 2);
 }
 
 #[tokio::test]

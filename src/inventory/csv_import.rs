@@ -278,6 +278,7 @@ pub fn apply(
     limits: &InventoryConfig,
 ) -> Result<CsvReport, InventoryError> {
     let owner = ws.key.as_str();
+    let before = super::Held::count(tx, owner)?;
     // Credentials by name (a name used twice in the workspace is ambiguous).
     let mut creds: HashMap<String, Vec<String>> = HashMap::new();
     for (id, name) in credentials::names(tx, owner)? {
@@ -400,7 +401,7 @@ pub fn apply(
             }),
         }
     }
-    super::check_session_room(tx, owner, limits)?;
+    super::check_session_room(tx, owner, limits, before)?;
     audit::record(
         tx,
         ws.audit("sessions.import").detail(format!(

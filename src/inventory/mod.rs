@@ -73,79 +73,124 @@ impl From<InventoryError> for ApiError {
     }
 }
 
+/// How many saved sessions and folders a workspace held when a write began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    sessions: usize,
+    folders: usize,
+}
+
+impl Held {
+    pub(crate) fn count(tx: &WriteTransaction, owner: &str) -> Result<Held, InventoryError> {
+        Ok(Held {
+            sessions: store::count_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?,
+            folders: store::count_owned(&tx.open_table(FOLDERS)?, owner)?,
+        })
+    }
+}
+
 /// Refuses (409 `limit_reached`) a write that leaves the workspace with more saved
-/// sessions or folders than `[inventory]` allows. Called last in every write that can
-/// create either (a session creates its folder), inside its transaction, so a refused
-/// write, a whole import included, is rolled back and nothing of it is kept. Counting
-/// walks the workspace's keys once: a few milliseconds at the default limits.
+/// sessions or folders than `[inventory]` allows and more than it held `before`. Called
+/// last in every write that can create either (a session creates its folder), inside
+/// its transaction, so a refused write, a whole import included, is rolled back and
+/// nothing of it is kept. A workspace already over a limit (it was lowered) can still
+/// edit, move within its folders and shrink. Counting walks the workspace's keys: a few
+/// milliseconds at the default limits.
 pub(crate) fn check_session_room(
     tx: &WriteTransaction,
     owner: &str,
     limits: &InventoryConfig,
+    before: Held,
 ) -> Result<(), InventoryError> {
-    within(
-        tx,
-        SAVED_SESSIONS,
-        owner,
-        limits.max_sessions,
-        "saved sessions",
-        "max_sessions",
-    )?;
-    within(
-        tx,
-        FOLDERS,
-        owner,
-        limits.max_folders,
-        "folders",
-        "max_folders",
-    )
+    let sessions = Limit {
+        max: limits.max_sessions,
+        before: before.sessions,
+        what: "saved sessions",
+        key: "max_sessions",
+    };
+    sessions.check(tx, SAVED_SESSIONS, owner)?;
+    let folders = Limit {
+        max: limits.max_folders,
+        before: before.folders,
+        what: "folders",
+        key: "max_folders",
+    };
+    folders.check(tx, FOLDERS, owner)
 }
 
-/// As [`check_session_room`], for credential sets.
+/// As [`check_session_room`], for credential sets, after a create (which always adds
+/// one).
 pub(crate) fn check_credential_room(
     tx: &WriteTransaction,
     owner: &str,
     limits: &InventoryConfig,
 ) -> Result<(), InventoryError> {
-    within(
-        tx,
-        CREDENTIALS,
-        owner,
-        limits.max_credentials,
-        "credential sets",
-        "max_credentials",
-    )
+    let limit = Limit {
+        max: limits.max_credentials,
+        before: 0,
+        what: "credential sets",
+        key: "max_credentials",
+    };
+    limit.check(tx, CREDENTIALS, owner)
 }
 
-/// As [`check_session_room`], for trusted host keys.
+/// As [`check_session_room`], for trusted host keys, after one was added.
 pub fn check_known_host_room(
     tx: &WriteTransaction,
     owner: &str,
     limits: &InventoryConfig,
 ) -> Result<(), InventoryError> {
-    within(
-        tx,
-        KNOWN_HOSTS,
-        owner,
-        limits.max_known_hosts,
-        "trusted host keys",
-        "max_known_hosts",
-    )
+    let limit = Limit {
+        max: limits.max_known_hosts,
+        before: 0,
+        what: "trusted host keys",
+        key: "max_known_hosts",
+    };
+    limit.check(tx, KNOWN_HOSTS, owner)
 }
 
-fn within(
-    tx: &WriteTransaction,
-    def: TableDefinition<(&str, &str), &[u8]>,
-    owner: &str,
+/// One `[inventory]` limit as a write sees it.
+struct Limit {
     max: usize,
-    what: &str,
-    key: &str,
-) -> Result<(), InventoryError> {
-    let held = store::count_owned(&tx.open_table(def)?, owner)?;
-    if held > max {
-        return Err(limit_reached(held, max, what, key));
+    /// What the workspace held before the write: a write that adds nothing passes.
+    before: usize,
+    what: &'static str,
+    key: &'static str,
+}
+
+impl Limit {
+    fn check(
+        &self,
+        tx: &WriteTransaction,
+        def: TableDefinition<(&str, &str), &[u8]>,
+        owner: &str,
+    ) -> Result<(), InventoryError> {
+        let held = store::count_owned(&tx.open_table(def)?, owner)?;
+        self.judge(held)
     }
-    Ok(())
+
+    fn judge(&self, held: usize) -> Result<(), InventoryError> {
+        if held > self.max && held > self.before {
+            return Err(limit_reached(held, self.max, self.what, self.key));
+        }
+        Ok(())
+    }
+}
+
+/// The limit on saved sessions, judged on a count the caller made (a NetBox dry run
+/// plans its creates without writing them).
+pub(crate) fn check_planned_sessions(
+    limits: &InventoryConfig,
+    before: usize,
+    would_hold: usize,
+) -> Result<(), InventoryError> {
+    Limit {
+        max: limits.max_sessions,
+        before,
+        what: "saved sessions",
+        key: "max_sessions",
+    }
+    .judge(would_hold)
 }
 
 /// The error of a write that would leave `held` objects where `max` are allowed.
@@ -172,4 +217,6 @@ pub use credentials::load_secret;
 pub use known_hosts::{add_known_host, find_known_host};
 pub use sessions::{get_session, valid_host};
 // The NetBox import builds and applies sessions with the same checks as the API.
-pub(crate) use sessions::{check_folder_name, create_session, update_session, ValidSession};
+pub(crate) use sessions::{
+    check_folder_name, create_session, ensure_folder, update_session, ValidSession,
+};

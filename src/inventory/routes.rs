@@ -115,8 +115,9 @@ pub async fn create_session(
     let s = app
         .store
         .write(move |tx| {
+            let before = super::Held::count(tx, &owner.key)?;
             let s = sessions::create_session(tx, &owner, v)?;
-            super::check_session_room(tx, &owner.key, &limits)?;
+            super::check_session_room(tx, &owner.key, &limits, before)?;
             Ok::<_, InventoryError>(s)
         })
         .await?;
@@ -139,8 +140,9 @@ pub async fn update_session(
     let s = app
         .store
         .write(move |tx| {
+            let before = super::Held::count(tx, &owner.key)?;
             let s = sessions::update_session(tx, &owner, &id, v)?;
-            super::check_session_room(tx, &owner.key, &limits)?;
+            super::check_session_room(tx, &owner.key, &limits, before)?;
             Ok::<_, InventoryError>(s)
         })
         .await?;
@@ -187,8 +189,9 @@ pub async fn create_folder(
     let limits = app.cfg.inventory;
     app.store
         .write(move |tx| {
+            let before = super::Held::count(tx, &owner.key)?;
             sessions::create_folder(tx, &owner, &n2)?;
-            super::check_session_room(tx, &owner.key, &limits)
+            super::check_session_room(tx, &owner.key, &limits, before)
         })
         .await?;
     Ok((StatusCode::CREATED, Json(FolderName { name })))

@@ -365,6 +365,7 @@ pub fn apply(
     limits: &InventoryConfig,
 ) -> Result<ImportReport, InventoryError> {
     let owner = ws.key.as_str();
+    let before = super::Held::count(tx, owner)?;
     // Credentials are the owner's own ids: check them all before writing anything, so a
     // bad one is reported by row like any other mistake.
     let creds = tx.open_table(CREDENTIALS)?;
@@ -408,7 +409,7 @@ pub fn apply(
             }
         }
     }
-    super::check_session_room(tx, owner, limits)?;
+    super::check_session_room(tx, owner, limits, before)?;
     audit::record(
         tx,
         ws.audit("sessions.import").detail(format!(

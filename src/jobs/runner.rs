@@ -164,6 +164,12 @@ pub async fn resume_all(app: &Arc<App>) -> Result<usize, JobError> {
             }
         }
         persist(app, job).await;
+        if matches!(job.kind, JobType::Command | JobType::ConfigBackup) {
+            // The rows hold the outputs; the owner task keeps none (see `run_job`).
+            for t in &mut job.targets {
+                t.output = None;
+            }
+        }
     }
     let n = jobs.len();
     for job in jobs {

@@ -402,6 +402,7 @@ pub fn apply(
     limits: &InventoryConfig,
 ) -> Result<ImportReport, NetboxError> {
     let owner = ws.key.as_str();
+    let before = inventory::Held::count(tx, owner)?;
     let existing: Vec<(String, SavedSession)> =
         store::list_owned(&tx.open_table(SAVED_SESSIONS)?, owner)?;
     let by_netbox: HashMap<u64, &SavedSession> = existing
@@ -476,6 +477,12 @@ pub fn apply(
             None => plans.push((d, Plan::Create(v))),
         }
     }
+    let planned_folders: HashSet<String> = plans
+        .iter()
+        .map(|(_, p)| match p {
+            Plan::Create(v) | Plan::Update(_, v) => v.folder.clone(),
+        })
+        .collect();
     for (d, plan) in plans {
         let outcome = |session_id: Option<String>| Outcome {
             netbox_id: d.id,
@@ -497,18 +504,19 @@ pub fn apply(
         }
     }
     if req.dry_run {
-        let would_hold = existing.len() + report.created.len();
-        if would_hold > limits.max_sessions {
-            return Err(inventory::limit_reached(
-                would_hold,
-                limits.max_sessions,
-                "saved sessions",
-                "max_sessions",
-            )
-            .into());
+        inventory::check_planned_sessions(
+            limits,
+            existing.len(),
+            existing.len() + report.created.len(),
+        )?;
+        // Nothing was written, but the run's transaction is thrown away: make the
+        // folders, so their limit is judged as a real run would be.
+        for folder in &planned_folders {
+            inventory::ensure_folder(tx, owner, folder)?;
         }
+        inventory::check_session_room(tx, owner, limits, before)?;
     } else {
-        inventory::check_session_room(tx, owner, limits)?;
+        inventory::check_session_room(tx, owner, limits, before)?;
         audit::record(
             tx,
             ws.audit("netbox.import").detail(format!(

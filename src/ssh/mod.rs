@@ -242,14 +242,19 @@ impl client::Handler for Handler {
                     })
                     .await;
                 if let Err(e) = stored {
-                    let code = match &e {
-                        inventory::InventoryError::Conflict { code, .. } => code,
-                        _ => codes::CHANNEL_FAILED,
+                    let (code, why) = match &e {
+                        inventory::InventoryError::Conflict { code, message } => {
+                            (*code, message.clone())
+                        }
+                        _ => {
+                            tracing::error!(error = %e, "storing a trusted host key failed");
+                            (
+                                codes::CHANNEL_FAILED,
+                                "the gateway could not store it".to_string(),
+                            )
+                        }
                     };
-                    *self.outcome.lock().await = Some(HostkeyOutcome::NotStored {
-                        code,
-                        why: e.to_string(),
-                    });
+                    *self.outcome.lock().await = Some(HostkeyOutcome::NotStored { code, why });
                     return Ok(false);
                 }
                 Ok(true)
