@@ -396,6 +396,9 @@ pub struct JobsConfig {
     pub config_keep_versions: usize,
     /// Versions older than this many days are dropped (0 = keep forever).
     pub config_keep_days: u64,
+    /// Finished jobs kept per workspace (the newest; older ones are removed with their
+    /// outputs every ten minutes); 0 keeps every job.
+    pub keep_jobs: usize,
     /// Statistics call a device stale when its last successful backup is older.
     pub stale_after_hours: u64,
     /// `[jobs.webhooks]`: job events POSTed to receivers (see `crate::jobs::webhooks`).
@@ -417,6 +420,7 @@ impl Default for JobsConfig {
             max_schedules: 500,
             config_keep_versions: 100,
             config_keep_days: 365,
+            keep_jobs: 1000,
             stale_after_hours: 48,
             webhooks: Default::default(),
         }

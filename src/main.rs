@@ -201,6 +201,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resumed unfinished jobs");
     }
+    // Finished jobs beyond `[jobs] keep_jobs` per workspace go, now and every 10 min.
+    opsgate::jobs::retention::start(app.clone());
     // Cron schedules; a run missed while the gateway was down starts once now.
     tokio::spawn(opsgate::jobs::schedules::scheduler(app.clone()));
     // Apps: interrupted starts/stops turn failed; the auto-stop sweeper and the poller run.

@@ -1430,3 +1430,58 @@ async fn a_running_jobs_finished_outputs_come_from_their_rows() {
         assert!(out.contains("out-42"), "{t}");
     }
 }
+
+/// A workspace keeps its newest `[jobs] keep_jobs` finished jobs: older ones go (with
+/// their outputs) at start and every ten minutes; the list and a job's page agree.
+#[tokio::test]
+async fn finished_jobs_beyond_keep_jobs_are_removed() {
+    let mut s =
+        Server::start(ServerOptions::default().config("[jobs]\nretries = 0\nkeep_jobs = 2\n"))
+            .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let cred = credential(&admin).await;
+    // Nothing listens there: each backup fails at once with connect_refused.
+    let dead = session(
+        &admin,
+        "dead",
+        common::free_port(),
+        IOS_USER,
+        "cisco_ios",
+        &cred,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = run_job(&admin, json!({"type":"config_backup","targets":[dead]})).await;
+        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "failed", "{j}");
+        ids.push(id);
+        // Distinct creation seconds, so "newest" is not decided by the id alone.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    s.restart().await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = admin.get("/api/jobs").await.json();
+        if list["total"] == 2 {
+            let kept: Vec<&str> = list["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .filter_map(|j| j["id"].as_str())
+                .collect();
+            assert_eq!(kept, [ids[3].as_str(), ids[2].as_str()], "{list}");
+            assert_eq!(list["jobs"][0]["summary"]["failed"], 1, "{list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "old jobs stayed: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    admin
+        .get(&format!("/api/jobs/{}", ids[0]))
+        .await
+        .assert_error(404, Some("not_found"));
+    let j = admin.get(&format!("/api/jobs/{}", ids[3])).await.json();
+    assert_eq!(j["targets"][0]["error"]["code"], "connect_refused", "{j}");
+}

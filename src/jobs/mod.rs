@@ -11,12 +11,14 @@
 //! - `watch`: the `job` channel's source;
 //! - `webhooks`: job events POSTed to configured receivers;
 //! - `external`: jobs another module runs itself (app start/stop), same records and channel;
+//! - `retention`: the finished jobs a workspace keeps (`[jobs] keep_jobs`);
 //! - `routes`: the thin REST handlers.
 
 pub mod configs;
 pub mod device;
 pub mod external;
 pub mod model;
+pub mod retention;
 pub mod routes;
 pub mod runner;
 pub mod schedules;

@@ -178,7 +178,7 @@ pub struct Job {
 }
 
 /// Counts of targets per state: the `job` summary.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     pub total: usize,
     pub queued: usize,
@@ -274,11 +274,49 @@ pub fn put_target(
     Ok(())
 }
 
-/// Writes the whole job: its header and every target's row.
+/// Key of a finished job's summary row in `JOB_TARGETS`. `!` sorts before the `:` of
+/// its target rows' keys, so whoever reads the targets' range never meets it.
+fn summary_key(job_id: &str) -> String {
+    format!("{job_id}!summary")
+}
+
+/// Writes a finished job's counts in a row of their own, so a listing need not read its
+/// targets' rows (which hold everything the devices printed).
+pub fn put_summary(
+    tx: &WriteTransaction,
+    workspace: &str,
+    job_id: &str,
+    summary: &Summary,
+) -> Result<(), JobError> {
+    tx.open_table(JOB_TARGETS)?.insert(
+        (workspace, summary_key(job_id).as_str()),
+        store::encode(summary)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Removes a job: its header, its targets' rows and its summary row.
+pub fn remove(tx: &WriteTransaction, workspace: &str, job_id: &str) -> Result<(), JobError> {
+    tx.open_table(JOBS)?.remove((workspace, job_id))?;
+    let mut targets = tx.open_table(JOB_TARGETS)?;
+    targets.remove((workspace, summary_key(job_id).as_str()))?;
+    let (from, to) = (format!("{job_id}:"), format!("{job_id};"));
+    targets.retain_in(
+        (workspace, from.as_str())..(workspace, to.as_str()),
+        |_, _| false,
+    )?;
+    Ok(())
+}
+
+/// Writes the whole job: its header and every target's row (and, once it is finished,
+/// its summary row).
 pub fn put(tx: &WriteTransaction, job: &Job) -> Result<(), JobError> {
     put_header(tx, &mut job.clone_header())?;
     for (i, t) in job.targets.iter().enumerate() {
         put_target(tx, &job.workspace, &job.id, i, t)?;
+    }
+    if job.state.is_done() {
+        put_summary(tx, &job.workspace, &job.id, &job.summary())?;
     }
     Ok(())
 }
@@ -346,31 +384,56 @@ impl From<TargetWithoutOutput> for Target {
     }
 }
 
-/// The jobs of a workspace, newest first, their targets without output: a listing
-/// costs the jobs' states, not everything their devices ever printed.
-pub fn list(tx: &ReadTransaction, workspace: &str) -> Result<Vec<Job>, JobError> {
+/// The jobs of a workspace with their summaries, newest first. A job's targets are
+/// read (without their output) only where `targets_of` says so; elsewhere they are left
+/// empty, and a finished job's summary comes from its summary row: a listing costs the
+/// jobs, not everything their devices ever printed.
+pub fn list(
+    tx: &ReadTransaction,
+    workspace: &str,
+    targets_of: impl Fn(&Job) -> bool,
+) -> Result<Vec<(Job, Summary)>, JobError> {
     let targets = tx.open_table(JOB_TARGETS)?;
     let mut jobs = Vec::new();
     for (_, mut j) in store::list_owned::<Job, _>(&tx.open_table(JOBS)?, workspace)? {
-        let (from, to) = (format!("{}:", j.id), format!("{};", j.id));
-        let mut rows = Vec::new();
-        for row in targets
-            .range((j.workspace.as_str(), from.as_str())..(j.workspace.as_str(), to.as_str()))?
-        {
-            let (_, v) = row?;
-            rows.push(store::decode::<TargetWithoutOutput>(v.value())?.into());
-        }
-        if rows.is_empty() {
+        let wanted = targets_of(&j);
+        if !j.targets.is_empty() {
             // A job stored before targets had rows of their own keeps them inline.
+            let summary = j.summary();
             for t in &mut j.targets {
                 t.output = None;
             }
-        } else {
-            j.targets = rows;
+            if !wanted {
+                j.targets = Vec::new();
+            }
+            jobs.push((j, summary));
+            continue;
         }
-        jobs.push(j);
+        let stored: Option<Summary> = if j.state.is_done() {
+            match targets.get((workspace, summary_key(&j.id).as_str()))? {
+                Some(v) => Some(store::decode(v.value())?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if let (Some(summary), false) = (&stored, wanted) {
+            jobs.push((j, summary.clone()));
+            continue;
+        }
+        let (from, to) = (format!("{}:", j.id), format!("{};", j.id));
+        for row in targets.range((workspace, from.as_str())..(workspace, to.as_str()))? {
+            let (_, v) = row?;
+            j.targets
+                .push(store::decode::<TargetWithoutOutput>(v.value())?.into());
+        }
+        let summary = stored.unwrap_or_else(|| j.summary());
+        if !wanted {
+            j.targets = Vec::new();
+        }
+        jobs.push((j, summary));
     }
-    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    jobs.sort_by(|(a, _), (b, _)| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     Ok(jobs)
 }
 
@@ -444,6 +507,59 @@ mod tests {
         let old = get(&tx, "alice", "old").expect("get").expect("some");
         assert_eq!(old.targets.len(), 3);
         assert_eq!(unfinished(&tx).expect("unfinished").len(), 2);
-        assert_eq!(list(&tx, "bob").expect("list").len(), 0);
+        assert_eq!(list(&tx, "bob", |_| false).expect("list").len(), 0);
+    }
+
+    #[test]
+    fn a_listing_takes_a_finished_jobs_counts_from_its_summary_row_not_its_targets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let tx = db.begin_write().expect("tx");
+        let mut j = job(3);
+        j.state = JobState::Succeeded;
+        for t in &mut j.targets {
+            t.state = TargetState::Succeeded;
+            t.output = Some(vec![CommandOutput {
+                command: "show tech".into(),
+                output: "x".repeat(100_000),
+                bytes: None,
+            }]);
+        }
+        put(&tx, &j).expect("put");
+        // A running job has no summary row: its rows are read, without their output.
+        let mut running = job(2);
+        running.id = "j2".into();
+        running.created_at = 2;
+        running.targets[0].state = TargetState::Succeeded;
+        running.targets[0].output = j.targets[0].output.clone();
+        put(&tx, &running).expect("put");
+        // Spoil the finished job's target rows: a listing that read them would fail.
+        for i in 0..3 {
+            tx.open_table(JOB_TARGETS)
+                .expect("t")
+                .insert(
+                    ("alice", target_key("j1", i).as_str()),
+                    b"not json".as_slice(),
+                )
+                .expect("spoil");
+        }
+        tx.commit().expect("commit");
+        let tx = db.begin_read().expect("read");
+        let listed = list(&tx, "alice", |_| false).expect("list");
+        let ids: Vec<&str> = listed.iter().map(|(j, _)| j.id.as_str()).collect();
+        assert_eq!(ids, ["j2", "j1"]);
+        assert_eq!(listed[1].1.succeeded, 3);
+        assert_eq!(listed[1].1.total, 3);
+        assert!(listed[1].0.targets.is_empty());
+        assert_eq!(listed[0].1.succeeded, 1);
+        assert_eq!(listed[0].1.queued, 1);
+        // Asked for them, a running job's targets come without output.
+        let with = list(&tx, "alice", |j| j.id == "j2").expect("list");
+        assert_eq!(with[0].0.targets.len(), 2);
+        assert!(with[0].0.targets.iter().all(|t| t.output.is_none()));
+        assert!(
+            get(&tx, "alice", "j1").is_err(),
+            "the spoiled rows are really there"
+        );
     }
 }

@@ -394,21 +394,30 @@ pub async fn list_jobs(
         None => None,
     };
     let key = ws.scope.key.clone();
-    let jobs = app.store.read(move |tx| model::list(tx, &key)).await?;
+    let jobs = app
+        .store
+        .read(move |tx| model::list(tx, &key, |_| false))
+        .await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let offset = q.offset.unwrap_or(0);
     let filtered: Vec<_> = jobs
         .into_iter()
-        .map(|j| app.jobs.snapshot(&j.id).unwrap_or(j))
-        .filter(|j| state.is_none_or(|s| j.state == s) && kind.is_none_or(|k| j.kind == k))
+        .map(|(j, summary)| match app.jobs.snapshot(&j.id) {
+            Some(live) => {
+                let summary = live.summary();
+                (live, summary)
+            }
+            None => (j, summary),
+        })
+        .filter(|(j, _)| state.is_none_or(|s| j.state == s) && kind.is_none_or(|k| j.kind == k))
         .collect();
     let total = filtered.len();
     let page: Vec<_> = filtered
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|j| JobListItem {
-            summary: j.summary(),
+        .map(|(j, summary)| JobListItem {
+            summary,
             id: j.id,
             kind: j.kind,
             state: j.state,

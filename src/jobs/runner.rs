@@ -260,6 +260,22 @@ async fn persist_target(app: &Arc<App>, job: &Job, idx: usize) {
     }
 }
 
+/// Writes a finished job's header and its summary row, in one transaction.
+async fn persist_finished(app: &Arc<App>, job: &Job) {
+    let mut header = job.clone_header();
+    let summary = job.summary();
+    if let Err(e) = app
+        .store
+        .write(move |tx| -> Result<(), JobError> {
+            model::put_header(tx, &mut header)?;
+            model::put_summary(tx, &header.workspace, &header.id, &summary)
+        })
+        .await
+    {
+        tracing::error!(error = %e, "writing the job failed");
+    }
+}
+
 /// Writes the job's header and the rows of `targets`, in one transaction.
 async fn persist_targets(app: &Arc<App>, job: &Job, targets: Vec<usize>) {
     let mut header = job.clone_header();
@@ -413,7 +429,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     }
     job.state = job.final_state();
     job.finished_at = Some(store::now());
-    persist_header(&app, &job).await;
+    persist_finished(&app, &job).await;
     publish(&live, &job, job_event(&job));
     tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
     let m = &app.jobs.metrics.jobs;

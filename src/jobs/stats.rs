@@ -40,13 +40,14 @@ pub fn compute(
         *by_type.entry(t).or_default() += 1;
         *by_folder.entry(s.folder.clone()).or_default() += 1;
     }
-    let jobs = model::list(tx, key)?;
+    // Only backups' targets are read (they hold no output); other jobs count by state.
+    let jobs = model::list(tx, key, |j| j.kind == JobType::ConfigBackup)?;
     let mut jobs_by_state: BTreeMap<String, usize> = BTreeMap::new();
     let (mut ok24, mut fail24, mut ok7, mut fail7) = (0, 0, 0, 0);
     // Per device: (time, succeeded) of its newest finished backup, and its newest success.
     let mut last: HashMap<String, (i64, bool)> = HashMap::new();
     let mut last_ok: HashMap<String, i64> = HashMap::new();
-    for j in &jobs {
+    for (j, _) in &jobs {
         let state = serde_json::to_value(j.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))

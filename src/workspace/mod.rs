@@ -353,7 +353,10 @@ pub fn delete_team(
         } else {
             store::count_owned(&table, &key)?
         };
-        if n > 0 {
+        // A job's target rows (and its summary row) are part of the job: "N jobs" says it.
+        let part_of_jobs =
+            redb::TableHandle::name(&def) == redb::TableHandle::name(&store::JOB_TARGETS);
+        if n > 0 && !part_of_jobs {
             left.push(format!(
                 "{n} {}",
                 redb::TableHandle::name(&def).replace('_', " ")
