@@ -792,7 +792,10 @@ async fn a_schema_1_data_dir_opens_with_everything_in_personal_workspaces() {
     w.expect_output(2, "saved-42").await;
 
     server.stop();
-    assert_eq!(version(server.data_dir()), 2u32.to_be_bytes());
+    assert_eq!(
+        version(server.data_dir()),
+        opsgate::store::SCHEMA_VERSION.to_be_bytes()
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 
 use super::JobError;
-use crate::store::{self, CONFIG_VERSIONS};
+use crate::store::{self, CONFIG_INDEX, CONFIG_VERSIONS};
 
 /// One stored config version.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -43,8 +43,9 @@ impl Version {
     }
 }
 
-/// A config version without its text, as lists show it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A config version without its text, as lists show it (and as [`CONFIG_INDEX`] keeps
+/// it).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionMeta {
     pub id: String,
     pub session_id: String,
@@ -52,6 +53,7 @@ pub struct VersionMeta {
     pub sha256: String,
     pub bytes: usize,
     pub last_checked: i64,
+    #[serde(default)]
     pub job_id: Option<String>,
 }
 
@@ -59,18 +61,53 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// Versions of one device in `workspace`, newest first.
+/// Key of a version's index row: a device's versions are one range.
+fn index_key(session_id: &str, version_id: &str) -> String {
+    format!("{session_id}/{version_id}")
+}
+
+/// The index rows of one device (`Some`) or of the whole workspace, in any order.
+fn read_index<T>(
+    table: &T,
+    workspace: &str,
+    session_id: Option<&str>,
+) -> Result<Vec<VersionMeta>, JobError>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    // `0` is the character after `/`: the range holds exactly "<session id>/…".
+    let (from, to) = match session_id {
+        Some(s) => (format!("{s}/"), format!("{s}0")),
+        None => (String::new(), String::new()),
+    };
+    let mut out = Vec::new();
+    let rows = match session_id {
+        Some(_) => table.range((workspace, from.as_str())..(workspace, to.as_str()))?,
+        None => table.range((workspace, "")..)?,
+    };
+    for row in rows {
+        let (k, v) = row?;
+        if k.value().0 != workspace {
+            break;
+        }
+        out.push(store::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+fn newest_first(v: &mut [VersionMeta]) {
+    v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+}
+
+/// Versions of one device (or all devices) in `workspace`, newest first, without their
+/// text: read from the index, never from the configs themselves.
 pub fn list(
     tx: &ReadTransaction,
     workspace: &str,
     session_id: Option<&str>,
-) -> Result<Vec<Version>, JobError> {
-    let mut v: Vec<Version> = store::list_owned(&tx.open_table(CONFIG_VERSIONS)?, workspace)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .filter(|v: &Version| session_id.is_none_or(|s| v.session_id == s))
-        .collect();
-    v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+) -> Result<Vec<VersionMeta>, JobError> {
+    let mut v = read_index(&tx.open_table(CONFIG_INDEX)?, workspace, session_id)?;
+    newest_first(&mut v);
     Ok(v)
 }
 
@@ -104,21 +141,24 @@ pub fn record(
 ) -> Result<Recorded, JobError> {
     let now = store::now();
     let sha = sha256_hex(text);
+    let mut index = tx.open_table(CONFIG_INDEX)?;
     let mut table = tx.open_table(CONFIG_VERSIONS)?;
-    let mut mine: Vec<Version> = store::list_owned::<Version, _>(&table, workspace)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .filter(|v| v.session_id == session_id)
-        .collect();
-    mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let mut mine = read_index(&index, workspace, Some(session_id))?;
+    newest_first(&mut mine);
     if let Some(newest) = mine.first_mut() {
         if newest.sha256 == sha {
             newest.last_checked = now;
             let id = newest.id.clone();
-            table.insert(
-                (workspace, id.as_str()),
+            index.insert(
+                (workspace, index_key(session_id, &id).as_str()),
                 store::encode(&*newest)?.as_slice(),
             )?;
+            // The version's own row says when it was last seen too (`GET /api/configs/{id}`).
+            let stored: Option<Version> = store::get_owned(&table, workspace, &id)?;
+            if let Some(mut v) = stored {
+                v.last_checked = now;
+                table.insert((workspace, id.as_str()), store::encode(&v)?.as_slice())?;
+            }
             return Ok(Recorded {
                 id,
                 changed: false,
@@ -140,11 +180,16 @@ pub fn record(
         text: text.to_string(),
     };
     table.insert((workspace, id.as_str()), store::encode(&v)?.as_slice())?;
+    index.insert(
+        (workspace, index_key(session_id, &id).as_str()),
+        store::encode(&v.meta())?.as_slice(),
+    )?;
     // Retention: the new one is newest; drop beyond the count and past the age.
     let cutoff = now - (keep_days as i64).saturating_mul(86_400);
     for (i, old) in mine.iter().enumerate() {
         if i + 1 >= keep_versions.max(1) || (keep_days > 0 && old.created_at < cutoff) {
             table.remove((workspace, old.id.as_str()))?;
+            index.remove((workspace, index_key(session_id, &old.id).as_str()))?;
         }
     }
     Ok(Recorded {
@@ -342,5 +387,71 @@ mod tests {
         assert_eq!((d.stats.added, d.stats.removed), (1, 1));
         assert_eq!(d.hunks.len(), 1);
         assert!(d.unified.contains("+ description new"), "{}", d.unified);
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::store::{Store, StoreError, META};
+
+    fn backup(store: &Store, session: &str, text: &str) -> Recorded {
+        let (s, t) = (session.to_string(), text.to_string());
+        store
+            .write_blocking(move |tx| record(tx, "alice", &s, "job1", &t, 2, 0))
+            .expect("record")
+    }
+
+    #[test]
+    fn a_devices_versions_come_from_the_index_and_a_schema_2_store_gets_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let a1 = backup(&store, "sa", "hostname a\n");
+            assert!(a1.changed);
+            assert!(!backup(&store, "sa", "hostname a\n").changed);
+            let a2 = backup(&store, "sa", "hostname a2\n");
+            let a3 = backup(&store, "sa", "hostname a3\n");
+            // Retention (2 a device): a1 went from the versions and from the index.
+            let b1 = backup(&store, "sb", "hostname b\n");
+            let listed = store
+                .read_blocking(|tx| list(tx, "alice", Some("sa")))
+                .expect("list");
+            let ids: Vec<&str> = listed.iter().map(|v| v.id.as_str()).collect();
+            assert_eq!(ids, [a3.id.as_str(), a2.id.as_str()]);
+            assert!(store.read_blocking(|tx| get(tx, "alice", &a1.id)).is_err());
+            let all = store
+                .read_blocking(|tx| list(tx, "alice", None))
+                .expect("list");
+            assert_eq!(all.len(), 3);
+            assert_eq!(all[0].id, b1.id);
+            // As a schema 2 store was: no index.
+            store
+                .write_blocking(|tx| -> Result<(), StoreError> {
+                    tx.delete_table(CONFIG_INDEX)?;
+                    tx.open_table(META)?
+                        .insert("schema_version", 2u32.to_be_bytes().as_slice())?;
+                    Ok(())
+                })
+                .expect("downgrade");
+        }
+        let store = Store::open(dir.path()).expect("open migrates");
+        let all = store
+            .read_blocking(|tx| list(tx, "alice", None))
+            .expect("list");
+        assert_eq!(all.len(), 3, "the index was rebuilt from the versions");
+        let rows = store
+            .read_blocking(|tx| -> Result<u64, StoreError> {
+                Ok(tx.open_table(CONFIG_INDEX)?.len()?)
+            })
+            .expect("len");
+        assert_eq!(rows, 3);
+        let sa = store
+            .read_blocking(|tx| list(tx, "alice", Some("sa")))
+            .expect("list");
+        assert_eq!(sa.len(), 2);
+        assert!(sa.iter().all(|v| v.session_id == "sa"));
     }
 }

@@ -552,9 +552,7 @@ pub async fn list_configs(
         .store
         .read(move |tx| configs::list(tx, &key, q.session_id.as_deref()))
         .await?;
-    Ok(Json(
-        v.iter().map(configs::Version::meta).collect::<Vec<_>>(),
-    ))
+    Ok(Json(v))
 }
 
 /// `GET /api/configs/{id}`: the version with its text.
@@ -679,11 +677,13 @@ pub async fn search_configs(
             let all = configs::list(tx, &key, None)?;
             let mut seen = HashSet::new();
             let mut out = Vec::new();
-            for v in all {
-                // Newest first: the first version of a device is its latest.
-                if !seen.insert(v.session_id.clone()) {
+            for meta in all {
+                // Newest first: the first version of a device is its latest; only that
+                // one's text is read.
+                if !seen.insert(meta.session_id.clone()) {
                     continue;
                 }
+                let v = configs::get(tx, &key, &meta.id)?;
                 let matches: Vec<_> = v
                     .text
                     .lines()

@@ -23,7 +23,7 @@ use serde::Serialize;
 ///   a personal workspace's key is its user's name (usernames cannot contain `:`), a team
 ///   workspace's is `team:<id>`. A schema-1 store is already valid schema 2 (every row in
 ///   its owner's personal workspace); opening it checks that and bumps the version.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Key/value metadata (`schema_version`).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -53,6 +53,9 @@ pub const JOB_TARGETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 /// (workspace key, version id) → config version with its text (jobs module).
 pub const CONFIG_VERSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("config_versions");
+/// (workspace key, "<session id>/<version id>") → the same version without its text
+/// (schema 3): a device's versions are one range, and listings never read config text.
+pub const CONFIG_INDEX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("config_index");
 
 /// (workspace key, schedule id) → cron schedule with its job (jobs module).
 pub const SCHEDULES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("schedules");
@@ -79,7 +82,7 @@ pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 7] = [
 /// Every table whose rows belong to a workspace: what deleting a team or a user (their
 /// personal workspace) deletes, so nothing is left for a later team or user of the same
 /// name to find.
-pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 12] = [
+pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 13] = [
     FOLDERS,
     SAVED_SESSIONS,
     CREDENTIALS,
@@ -90,6 +93,7 @@ pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 12] = [
     JOBS,
     JOB_TARGETS,
     CONFIG_VERSIONS,
+    CONFIG_INDEX,
     SCHEDULES,
     EXECUTIONS,
 ];
@@ -218,6 +222,7 @@ impl Store {
             tx.open_table(JOBS)?;
             tx.open_table(JOB_TARGETS)?;
             tx.open_table(CONFIG_VERSIONS)?;
+            tx.open_table(CONFIG_INDEX)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
             tx.open_table(NETBOX_SETTINGS)?;
@@ -289,12 +294,49 @@ impl Store {
 /// bound to that same key). What must hold is that no key could be mistaken for a team
 /// workspace's: no username and no row owner contains `:`.
 fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
-    if from != 1 {
-        return Err(StoreError::Migration {
+    match from {
+        1 => {
+            check_owners_for_teams(tx, from)?;
+            index_config_versions(tx)
+        }
+        2 => index_config_versions(tx),
+        _ => Err(StoreError::Migration {
             from,
             reason: "no migration path from this version".into(),
-        });
+        }),
     }
+}
+
+/// Schema 3: every config version gets its row in [`CONFIG_INDEX`] (the version's
+/// fields without `text`), so a backup and a listing read a device's versions without
+/// any config text.
+fn index_config_versions(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let versions = tx.open_table(CONFIG_VERSIONS)?;
+    let mut index = tx.open_table(CONFIG_INDEX)?;
+    for row in versions.iter()? {
+        let (k, v) = row?;
+        let (workspace, id) = k.value();
+        let mut version: serde_json::Value = decode(v.value())?;
+        let Some(fields) = version.as_object_mut() else {
+            continue;
+        };
+        fields.remove("text");
+        let session = fields
+            .get("session_id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        index.insert(
+            (workspace, format!("{session}/{id}").as_str()),
+            encode(&version)?.as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Schema 2 reserves `:` in owners for team workspaces: a schema 1 store that used it
+/// cannot be migrated.
+fn check_owners_for_teams(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     let refuse = |what: String| StoreError::Migration {
         from,
         reason: format!("{what} contains ':', which schema 2 reserves for team workspaces"),

@@ -353,10 +353,12 @@ pub fn delete_team(
         } else {
             store::count_owned(&table, &key)?
         };
-        // A job's target rows (and its summary row) are part of the job: "N jobs" says it.
-        let part_of_jobs =
-            redb::TableHandle::name(&def) == redb::TableHandle::name(&store::JOB_TARGETS);
-        if n > 0 && !part_of_jobs {
+        // A job's target rows (and its summary row) are part of the job ("N jobs" says
+        // it), a config version's index row part of the version.
+        let name = redb::TableHandle::name(&def);
+        let counted_elsewhere = name == redb::TableHandle::name(&store::JOB_TARGETS)
+            || name == redb::TableHandle::name(&store::CONFIG_INDEX);
+        if n > 0 && !counted_elsewhere {
             left.push(format!(
                 "{n} {}",
                 redb::TableHandle::name(&def).replace('_', " ")
