@@ -1439,7 +1439,14 @@ async fn finished_jobs_beyond_keep_jobs_are_removed() {
         Server::start(ServerOptions::default().config("[jobs]\nretries = 0\nkeep_jobs = 2\n"))
             .await;
     let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    let d = Devices::start();
+    trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
+    // One good backup first: its job will be removed, its device must not look stale.
+    let r1 = session(&admin, "r1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let first = run_job(&admin, json!({"type":"config_backup","targets":[r1]})).await;
+    let j = wait_job(&admin, &first, Duration::from_secs(60)).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
     // Nothing listens there: each backup fails at once with connect_refused.
     let dead = session(
         &admin,
@@ -1484,4 +1491,17 @@ async fn finished_jobs_beyond_keep_jobs_are_removed() {
         .assert_error(404, Some("not_found"));
     let j = admin.get(&format!("/api/jobs/{}", ids[3])).await.json();
     assert_eq!(j["targets"][0]["error"]["code"], "connect_refused", "{j}");
+    admin
+        .get(&format!("/api/jobs/{first}"))
+        .await
+        .assert_error(404, Some("not_found"));
+    // r1's last good backup is known from its config version: only "dead" is stale.
+    let st = admin.get("/api/statistics").await.json();
+    let stale: Vec<&str> = st["stale_devices"]
+        .as_array()
+        .expect("stale")
+        .iter()
+        .filter_map(|d| d["display_name"].as_str())
+        .collect();
+    assert_eq!(stale, ["dead"], "{st}");
 }

@@ -111,9 +111,17 @@ pub fn list(
     Ok(v)
 }
 
+/// A version with its text. When it was last seen unchanged is kept in its index row
+/// only (an unchanged backup, the common case, writes that small row, not the text).
 pub fn get(tx: &ReadTransaction, workspace: &str, id: &str) -> Result<Version, JobError> {
-    store::get_owned(&tx.open_table(CONFIG_VERSIONS)?, workspace, id)?
-        .ok_or(JobError::NotFound("config version"))
+    let mut v: Version = store::get_owned(&tx.open_table(CONFIG_VERSIONS)?, workspace, id)?
+        .ok_or(JobError::NotFound("config version"))?;
+    let index = tx.open_table(CONFIG_INDEX)?;
+    if let Some(row) = index.get((workspace, index_key(&v.session_id, id).as_str()))? {
+        let meta: VersionMeta = store::decode(row.value())?;
+        v.last_checked = v.last_checked.max(meta.last_checked);
+    }
+    Ok(v)
 }
 
 /// What [`record`] did.
@@ -153,12 +161,6 @@ pub fn record(
                 (workspace, index_key(session_id, &id).as_str()),
                 store::encode(&*newest)?.as_slice(),
             )?;
-            // The version's own row says when it was last seen too (`GET /api/configs/{id}`).
-            let stored: Option<Version> = store::get_owned(&table, workspace, &id)?;
-            if let Some(mut v) = stored {
-                v.last_checked = now;
-                table.insert((workspace, id.as_str()), store::encode(&v)?.as_slice())?;
-            }
             return Ok(Recorded {
                 id,
                 changed: false,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::Deserialize;
 
 use super::model::{self, JobState};
@@ -18,9 +18,9 @@ use crate::store::JOBS;
 /// Time between sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
-/// Jobs removed at most per sweep: a first sweep over years of history is spread over
-/// several transactions, none of which holds the write lock for long.
-pub const MAX_REMOVED_PER_SWEEP: usize = 5_000;
+/// Jobs removed per write transaction: a removal takes the job's target rows (and their
+/// outputs) with it, and every other write of the gateway waits for the transaction.
+pub const REMOVED_PER_TRANSACTION: usize = 200;
 
 /// What a sweep reads of a job's row (the rest, legacy inline targets included, is
 /// skipped by the JSON reader).
@@ -38,57 +38,54 @@ pub fn start(app: Arc<App>) {
     }
     tokio::spawn(async move {
         loop {
-            loop {
-                let removed = app
-                    .store
-                    .write(move |tx| prune(tx, keep, MAX_REMOVED_PER_SWEEP))
-                    .await;
-                let more = match removed {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(
-                                jobs = n,
-                                "removed finished jobs beyond [jobs] keep_jobs"
-                            );
-                        }
-                        n == MAX_REMOVED_PER_SWEEP
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "removing old jobs failed");
-                        false
-                    }
-                };
-                if !more {
-                    break;
-                }
+            if let Err(e) = sweep(&app, keep).await {
+                tracing::error!(error = %e, "removing old jobs failed");
             }
             tokio::time::sleep(SWEEP_EVERY).await;
         }
     });
 }
 
-/// Removes, in every workspace, the finished jobs beyond the newest `keep` (and their
-/// target rows), at most `max_removed` of them; returns how many went. Running and
-/// queued jobs are never removed and do not count.
-pub fn prune(tx: &WriteTransaction, keep: usize, max_removed: usize) -> Result<usize, JobError> {
+/// One sweep: the candidates are chosen in a read transaction (no lock on writers),
+/// then removed a few hundred per write transaction.
+async fn sweep(app: &Arc<App>, keep: usize) -> Result<(), JobError> {
+    let doomed = app.store.read(move |tx| beyond_keep(tx, keep)).await?;
+    let mut removed = 0;
+    for chunk in doomed.chunks(REMOVED_PER_TRANSACTION) {
+        let chunk = chunk.to_vec();
+        removed += app
+            .store
+            .write(move |tx| remove_finished(tx, &chunk))
+            .await?;
+        tokio::task::yield_now().await;
+    }
+    if removed > 0 {
+        tracing::info!(
+            jobs = removed,
+            "removed finished jobs beyond [jobs] keep_jobs"
+        );
+    }
+    Ok(())
+}
+
+/// The finished jobs of each workspace beyond its newest `keep`, as (workspace, id).
+/// Running and queued jobs never count and are never chosen.
+pub fn beyond_keep(tx: &ReadTransaction, keep: usize) -> Result<Vec<(String, String)>, JobError> {
     let mut finished: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-    {
-        let jobs = tx.open_table(JOBS)?;
-        for row in jobs.iter()? {
-            let (k, v) = row?;
-            let (workspace, id) = k.value();
-            let Ok(age) = serde_json::from_slice::<JobAge>(v.value()) else {
-                continue;
-            };
-            if age.state.is_done() {
-                finished
-                    .entry(workspace.to_string())
-                    .or_default()
-                    .push((age.created_at, id.to_string()));
-            }
+    for row in tx.open_table(JOBS)?.iter()? {
+        let (k, v) = row?;
+        let (workspace, id) = k.value();
+        let Ok(age) = serde_json::from_slice::<JobAge>(v.value()) else {
+            continue;
+        };
+        if age.state.is_done() {
+            finished
+                .entry(workspace.to_string())
+                .or_default()
+                .push((age.created_at, id.to_string()));
         }
     }
-    let mut doomed: Vec<(String, String)> = Vec::new();
+    let mut doomed = Vec::new();
     for (workspace, mut list) in finished {
         if list.len() <= keep {
             continue;
@@ -99,11 +96,28 @@ pub fn prune(tx: &WriteTransaction, keep: usize, max_removed: usize) -> Result<u
             doomed.push((workspace.clone(), id));
         }
     }
-    doomed.truncate(max_removed);
-    for (workspace, id) in &doomed {
-        model::remove(tx, workspace, id)?;
+    Ok(doomed)
+}
+
+/// Removes those of `jobs` that are still stored and finished; returns how many.
+pub fn remove_finished(
+    tx: &WriteTransaction,
+    jobs: &[(String, String)],
+) -> Result<usize, JobError> {
+    let mut removed = 0;
+    for (workspace, id) in jobs {
+        let done = {
+            let table = tx.open_table(JOBS)?;
+            let row = table.get((workspace.as_str(), id.as_str()))?;
+            row.and_then(|v| serde_json::from_slice::<JobAge>(v.value()).ok())
+                .is_some_and(|a| a.state.is_done())
+        };
+        if done {
+            model::remove(tx, workspace, id)?;
+            removed += 1;
+        }
     }
-    Ok(doomed.len())
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -152,9 +166,24 @@ mod tests {
             model::put(&tx, &job("alice", &format!("a{i}"), state, i as i64)).expect("put");
         }
         model::put(&tx, &job("team:t1", "t0", JobState::Succeeded, 0)).expect("put");
+        tx.commit().expect("commit");
         // Keep 2: of alice's four finished jobs a0 and a1 go; the running a2 stays, as
         // does the other workspace's only job.
-        assert_eq!(prune(&tx, 2, 100).expect("prune"), 2);
+        let rx = db.begin_read().expect("rx");
+        let mut doomed = beyond_keep(&rx, 2).expect("choose");
+        drop(rx);
+        doomed.sort();
+        assert_eq!(
+            doomed,
+            [
+                ("alice".to_string(), "a0".to_string()),
+                ("alice".into(), "a1".into())
+            ]
+        );
+        let tx = db.begin_write().expect("tx");
+        assert_eq!(remove_finished(&tx, &doomed).expect("remove"), 2);
+        // Chosen again (a sweep raced another): nothing more goes.
+        assert_eq!(remove_finished(&tx, &doomed).expect("remove"), 0);
         tx.commit().expect("commit");
         let rx = db.begin_read().expect("rx");
         let mut left: Vec<String> = model::list(&rx, "alice", |_| false)
@@ -176,10 +205,11 @@ mod tests {
             "the removed jobs' targets and summaries went too"
         );
         drop(rows);
-        // The per-sweep bound: one at a time.
+        drop(rx);
+        // A job chosen while finished but stored as running again is left alone.
         let tx = db.begin_write().expect("tx");
-        assert_eq!(prune(&tx, 0, 1).expect("prune"), 1);
-        assert_eq!(prune(&tx, 0, 100).expect("prune"), 2);
-        assert_eq!(prune(&tx, 0, 100).expect("prune"), 0);
+        model::put(&tx, &job("alice", "a5", JobState::Running, 9)).expect("put");
+        let chosen = [("alice".to_string(), "a5".to_string())];
+        assert_eq!(remove_finished(&tx, &chosen).expect("remove"), 0);
     }
 }

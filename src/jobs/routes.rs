@@ -480,10 +480,22 @@ pub async fn cancel_job(
         ));
     }
     if !app.jobs.cancel(&job.id) {
-        // Not running here (only between a restart and its resume): record the wish.
-        let mut j = job.clone();
-        j.cancel_requested = true;
-        app.store.write(move |tx| model::put(tx, &j)).await?;
+        // Not running here (between a restart and its resume, or it finished just now):
+        // record the wish on the stored header, and only while it is stored and not
+        // done, so a copy read before it finished never overwrites the finish.
+        let (key, id) = (job.workspace.clone(), job.id.clone());
+        app.store
+            .write(move |tx| -> Result<(), JobError> {
+                let stored: Option<Job> =
+                    store::get_owned(&tx.open_table(store::JOBS)?, &key, &id)?;
+                if let Some(mut header) = stored.filter(|j| !j.state.is_done()) {
+                    header.cancel_requested = true;
+                    // Its own header (with inline targets if it is that old), not a copy.
+                    model::put(tx, &header)?;
+                }
+                Ok(())
+            })
+            .await?;
     }
     app.audit.record(
         ws.scope
@@ -683,7 +695,10 @@ pub async fn search_configs(
                 if !seen.insert(meta.session_id.clone()) {
                     continue;
                 }
-                let v = configs::get(tx, &key, &meta.id)?;
+                // A version missing under its index row is skipped, not the search.
+                let Ok(v) = configs::get(tx, &key, &meta.id) else {
+                    continue;
+                };
                 let matches: Vec<_> = v
                     .text
                     .lines()

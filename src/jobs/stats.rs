@@ -88,6 +88,15 @@ pub fn compute(
             }
         }
     }
+    // A successful backup also marks its config version as seen: the config index keeps
+    // that for every device, whatever `[jobs] keep_jobs` has removed of the jobs.
+    let versions = configs::list(tx, key, None)?;
+    for v in &versions {
+        let e = last_ok
+            .entry(v.session_id.clone())
+            .or_insert(v.last_checked);
+        *e = (*e).max(v.last_checked);
+    }
     let stale_secs = (stale_after_hours as i64).saturating_mul(3600);
     let mut failed_devices = Vec::new();
     let mut stale_devices = Vec::new();
@@ -102,7 +111,6 @@ pub fn compute(
             })),
         }
     }
-    let versions = configs::list(tx, key, None)?;
     let changed24 = versions
         .iter()
         .filter(|v| now - v.created_at <= DAY)
