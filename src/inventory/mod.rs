@@ -194,7 +194,7 @@ pub(crate) fn check_planned_sessions(
 }
 
 /// The error of a write that would leave `held` objects where `max` are allowed.
-pub(crate) fn limit_reached(held: usize, max: usize, what: &str, key: &str) -> InventoryError {
+fn limit_reached(held: usize, max: usize, what: &str, key: &str) -> InventoryError {
     InventoryError::Conflict {
         code: "limit_reached",
         message: format!(

@@ -75,22 +75,15 @@ fn read_index<T>(
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
+    let Some(session) = session_id else {
+        let all: Vec<(String, VersionMeta)> = store::list_owned(table, workspace)?;
+        return Ok(all.into_iter().map(|(_, v)| v).collect());
+    };
     // `0` is the character after `/`: the range holds exactly "<session id>/…".
-    let (from, to) = match session_id {
-        Some(s) => (format!("{s}/"), format!("{s}0")),
-        None => (String::new(), String::new()),
-    };
+    let (from, to) = (format!("{session}/"), format!("{session}0"));
     let mut out = Vec::new();
-    let rows = match session_id {
-        Some(_) => table.range((workspace, from.as_str())..(workspace, to.as_str()))?,
-        None => table.range((workspace, "")..)?,
-    };
-    for row in rows {
-        let (k, v) = row?;
-        if k.value().0 != workspace {
-            break;
-        }
-        out.push(store::decode(v.value())?);
+    for row in table.range((workspace, from.as_str())..(workspace, to.as_str()))? {
+        out.push(store::decode(row?.1.value())?);
     }
     Ok(out)
 }
