@@ -274,6 +274,12 @@ pub fn put_target(
     Ok(())
 }
 
+/// The bounds of a job's target rows in `JOB_TARGETS`: every `<job id>:<index>` lies in
+/// `from..to` (`;` is the character after `:`).
+fn target_bounds(job_id: &str) -> (String, String) {
+    (format!("{job_id}:"), format!("{job_id};"))
+}
+
 /// Key of a finished job's summary row in `JOB_TARGETS`. `!` sorts before the `:` of
 /// its target rows' keys, so whoever reads the targets' range never meets it.
 fn summary_key(job_id: &str) -> String {
@@ -300,7 +306,7 @@ pub fn remove(tx: &WriteTransaction, workspace: &str, job_id: &str) -> Result<()
     tx.open_table(JOBS)?.remove((workspace, job_id))?;
     let mut targets = tx.open_table(JOB_TARGETS)?;
     targets.remove((workspace, summary_key(job_id).as_str()))?;
-    let (from, to) = (format!("{job_id}:"), format!("{job_id};"));
+    let (from, to) = target_bounds(job_id);
     targets.retain_in(
         (workspace, from.as_str())..(workspace, to.as_str()),
         |_, _| false,
@@ -327,7 +333,7 @@ fn with_targets<T>(table: &T, mut job: Job) -> Result<Job, JobError>
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
-    let (from, to) = (format!("{}:", job.id), format!("{};", job.id));
+    let (from, to) = target_bounds(&job.id);
     let mut targets = Vec::new();
     for row in table
         .range((job.workspace.as_str(), from.as_str())..(job.workspace.as_str(), to.as_str()))?
@@ -421,7 +427,7 @@ pub fn list(
             jobs.push((j, summary.clone()));
             continue;
         }
-        let (from, to) = (format!("{}:", j.id), format!("{};", j.id));
+        let (from, to) = target_bounds(&j.id);
         for row in targets.range((workspace, from.as_str())..(workspace, to.as_str()))? {
             let (_, v) = row?;
             j.targets

@@ -260,35 +260,25 @@ async fn persist_target(app: &Arc<App>, job: &Job, idx: usize) {
     }
 }
 
-/// Writes a finished job's header and its summary row, in one transaction.
-async fn persist_finished(app: &Arc<App>, job: &Job) {
-    let mut header = job.clone_header();
-    let summary = job.summary();
-    if let Err(e) = app
-        .store
-        .write(move |tx| -> Result<(), JobError> {
-            model::put_header(tx, &mut header)?;
-            model::put_summary(tx, &header.workspace, &header.id, &summary)
-        })
-        .await
-    {
-        tracing::error!(error = %e, "writing the job failed");
-    }
-}
-
-/// Writes the job's header and the rows of `targets`, in one transaction.
-async fn persist_targets(app: &Arc<App>, job: &Job, targets: Vec<usize>) {
+/// Writes the job's header and the rows of `targets` (none: the header alone), and once
+/// the job is done its summary row, in one transaction. The owner task's copy of the job
+/// holds no outputs, so it never writes a finished target's row again.
+async fn persist_header(app: &Arc<App>, job: &Job, targets: &[usize]) {
     let mut header = job.clone_header();
     let rows: Vec<(usize, Target)> = targets
-        .into_iter()
-        .filter_map(|i| job.targets.get(i).map(|t| (i, t.clone())))
+        .iter()
+        .filter_map(|&i| job.targets.get(i).map(|t| (i, t.clone())))
         .collect();
+    let summary = job.state.is_done().then(|| job.summary());
     if let Err(e) = app
         .store
         .write(move |tx| -> Result<(), JobError> {
             model::put_header(tx, &mut header)?;
             for (i, t) in &rows {
                 model::put_target(tx, &header.workspace, &header.id, *i, t)?;
+            }
+            if let Some(summary) = &summary {
+                model::put_summary(tx, &header.workspace, &header.id, summary)?;
             }
             Ok(())
         })
@@ -308,18 +298,6 @@ pub fn with_stored_outputs(mut live: Job, stored: Option<Job>) -> Job {
         }
     }
     live
-}
-
-/// Writes the job without its targets (state, cancel request, finish time).
-async fn persist_header(app: &Arc<App>, job: &Job) {
-    let mut j = job.clone_header();
-    if let Err(e) = app
-        .store
-        .write(move |tx| model::put_header(tx, &mut j))
-        .await
-    {
-        tracing::error!(error = %e, "writing the job failed");
-    }
 }
 
 /// Publishes a target's change and the job's summary; the snapshot copies that target
@@ -348,7 +326,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     let cfg = app.cfg.jobs.clone();
     job.state = JobState::Running;
     app.jobs.metrics.jobs.running.fetch_add(1, Relaxed);
-    persist_header(&app, &job).await;
+    persist_header(&app, &job, &[]).await;
     publish(&live, &job, job_event(&job));
     let mut pending: VecDeque<usize> = (0..job.targets.len())
         .filter(|&i| job.targets[i].state == TargetState::Queued)
@@ -372,7 +350,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
             }
             // Only the targets that changed: the finished ones' rows hold their output,
             // which this copy of the job no longer has.
-            persist_targets(&app, &job, stopped).await;
+            persist_header(&app, &job, &stopped).await;
             for i in 0..job.targets.len() {
                 if job.targets[i].state == TargetState::Cancelled {
                     publish(&live, &job, target_event(&job, i));
@@ -389,7 +367,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 if r.is_err() || *cancel_rx.borrow() {
                     cancelled = true;
                     job.cancel_requested = true;
-                    persist_header(&app, &job).await;
+                    persist_header(&app, &job, &[]).await;
                 }
             }
             Some(u) = upd_rx.recv() => {
@@ -429,7 +407,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
     }
     job.state = job.final_state();
     job.finished_at = Some(store::now());
-    persist_finished(&app, &job).await;
+    persist_header(&app, &job, &[]).await;
     publish(&live, &job, job_event(&job));
     tracing::info!(state = ?job.state, summary = ?job.summary(), "job finished");
     let m = &app.jobs.metrics.jobs;
