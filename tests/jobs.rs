@@ -915,6 +915,54 @@ async fn arista_eos_config_is_cleaned() {
     }
 }
 
+/// A config in other scripts than ASCII: long lines of multi-byte characters, so the
+/// device's output reaches the gateway in SSH packets that split characters. It is stored
+/// exactly, and a second backup of the same device finds it unchanged.
+#[tokio::test]
+async fn a_config_in_utf8_is_stored_whole_and_unchanged_the_second_time() {
+    let d = Devices::start();
+    let mut config = String::from("hostname rtr1\n!\n");
+    for i in 0..8 {
+        config.push_str(&format!(
+            "interface GigabitEthernet0/{i}\n description Übergang zur Zentrale {}\n!\n",
+            "✓–€→".repeat(500 + i)
+        ));
+    }
+    config.push_str("line vty 0 4\n transport input ssh\n!");
+    d.set_config(&config);
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
+    let body = json!({"type":"config_backup","targets":[ios]});
+    for round in 0..2 {
+        let id = run_job(&admin, body.clone()).await;
+        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(j["targets"][0]["changed"], round == 0, "round {round}: {j}");
+    }
+    let versions = admin
+        .get(&format!("/api/configs?session_id={ios}"))
+        .await
+        .json();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+    let text = admin
+        .get(&format!(
+            "/api/configs/{}",
+            versions[0]["id"].as_str().expect("id")
+        ))
+        .await
+        .json()["text"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    assert!(!text.contains('\u{fffd}'), "a character was split: {text}");
+    assert!(
+        text.contains(&format!("!\n{config}\nend")),
+        "stored:\n{text}"
+    );
+}
+
 /// What a loopback webhook receiver saw.
 #[derive(Default)]
 struct Hooks {

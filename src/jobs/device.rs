@@ -262,11 +262,69 @@ pub fn strip_volatile(profile: &Profile, config: &str) -> String {
     s
 }
 
+/// The longest end of a last line looked at for a prompt. A prompt is a short token; a
+/// longer raw line is one only through its ANSI sequences, backspaces or a `\r` redraw,
+/// and what follows the redraw fits here. Bounding it keeps the check per SSH packet
+/// constant: a device printing one endless line cost a scan of the whole line per packet,
+/// quadratic in its output (32 MiB of it is ~1,000 packets of up to 32 MiB each).
+const PROMPT_TAIL: usize = 1024;
+
+/// What a device printed since the last prompt, as raw bytes. It is decoded once, when a
+/// prompt ends it: decoding each SSH packet on its own turned a character split across two
+/// packets into two U+FFFD, so a config with any non-ASCII text could read differently
+/// from one backup to the next (and be stored as a change).
+#[derive(Default)]
+struct Pending {
+    raw: Vec<u8>,
+    /// Where the last line starts (after the last `\n`): kept as bytes arrive, so each
+    /// byte is searched once.
+    line_start: usize,
+}
+
+impl Pending {
+    fn push(&mut self, data: &[u8]) {
+        if let Some(p) = memchr::memrchr(b'\n', data) {
+            self.line_start = self.raw.len() + p + 1;
+        }
+        self.raw.extend_from_slice(data);
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// The raw end of the last line that [`Pending::last_line`] cleans: at most
+    /// [`PROMPT_TAIL`] bytes.
+    fn last_line_raw(&self) -> &[u8] {
+        let line = self.raw.get(self.line_start..).unwrap_or_default();
+        line.get(line.len().saturating_sub(PROMPT_TAIL)..)
+            .unwrap_or_default()
+    }
+
+    /// The last line, cleaned (only its end, [`PROMPT_TAIL`]).
+    fn last_line(&self) -> String {
+        clean(&String::from_utf8_lossy(self.last_line_raw()))
+    }
+
+    /// Drops the last line (a pager prompt).
+    fn drop_last_line(&mut self) {
+        self.raw.truncate(self.line_start);
+    }
+
+    /// Everything, decoded and cleaned; empties the buffer.
+    fn take_text(&mut self) -> String {
+        let text = clean(&String::from_utf8_lossy(&self.raw));
+        self.raw = Vec::new();
+        self.line_start = 0;
+        text
+    }
+}
+
 /// An interactive shell on a device.
 pub struct Shell {
     channel: Channel<Msg>,
-    /// Raw output not yet consumed.
-    buf: String,
+    /// Output not yet consumed.
+    buf: Pending,
     /// The device's name as its prompt shows it (`rtr1`, `user@rtr1`), learned from the
     /// first prompt: later prompts must contain it, so a config line ending in `#`
     /// is not mistaken for one.
@@ -281,7 +339,7 @@ impl Shell {
     pub async fn start(channel: Channel<Msg>, timeout: Duration) -> Result<Shell, DriveError> {
         let mut sh = Shell {
             channel,
-            buf: String::new(),
+            buf: Pending::default(),
             base: String::new(),
             timeout,
             output_left: MAX_OUTPUT,
@@ -314,28 +372,19 @@ impl Shell {
     async fn read_until_prompt(&mut self, password: bool) -> Result<(String, String), DriveError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            // Only the last line can be a prompt or a pager: cleaning just that line per
-            // chunk keeps a long output linear (the whole buffer is cleaned once, at the
+            // Only the last line can be a prompt or a pager: cleaning just its end per
+            // packet keeps a long output linear (the whole buffer is cleaned once, at the
             // prompt). Lines are cleaned independently, so this is the same last line.
-            let last = clean(match self.buf.rfind('\n') {
-                Some(p) => &self.buf[p + 1..],
-                None => &self.buf,
-            });
+            let last = self.buf.last_line();
             let last = last.as_str();
             if self.is_prompt(last) || (password && password_re().is_match(last)) {
-                let text = clean(&self.buf);
+                let text = self.buf.take_text();
                 let body = text.rfind('\n').map_or("", |p| &text[..p]);
-                let out = (body.to_string(), last.to_string());
-                self.buf.clear();
-                return Ok(out);
+                return Ok((body.to_string(), last.to_string()));
             }
             if pager_re().is_match(last) {
                 // Paging could not be turned off: page on, dropping the pager prompt.
-                let keep = match self.buf.rfind('\n') {
-                    Some(p) => self.buf[..=p].to_string(),
-                    None => String::new(),
-                };
-                self.buf = keep;
+                self.buf.drop_last_line();
                 self.channel
                     .data(&b" "[..])
                     .await
@@ -356,7 +405,7 @@ impl Shell {
             };
             match msg {
                 Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    self.buf.push_str(&String::from_utf8_lossy(&data));
+                    self.buf.push(&data);
                     if self.buf.len() > self.output_left {
                         return Err(DriveError::new(
                             OUTPUT_TOO_LARGE,
@@ -552,6 +601,47 @@ mod tests {
             ),
             "hostname rtr1\nend\n"
         );
+    }
+
+    #[test]
+    fn pending_output_keeps_split_characters_and_looks_at_a_bounded_last_line() {
+        let line = "description Übergang – Zentrale ✓\r\n";
+        let bytes = line.as_bytes();
+        // Split at every byte, inside each multi-byte character too.
+        for cut in 0..=bytes.len() {
+            let mut p = Pending::default();
+            p.push(&bytes[..cut]);
+            p.push(&bytes[cut..]);
+            p.push(b"rtr1#");
+            assert_eq!(p.last_line(), "rtr1#", "cut at {cut}");
+            assert_eq!(
+                p.take_text(),
+                "description Übergang – Zentrale ✓\nrtr1#",
+                "cut at {cut}"
+            );
+            assert_eq!(p.len(), 0);
+        }
+        // One endless line: each check looks at its end only, and the prompt after it
+        // is still found.
+        let mut p = Pending::default();
+        for _ in 0..4096 {
+            p.push(&[b'x'; 256]);
+            assert!(p.last_line_raw().len() <= PROMPT_TAIL);
+        }
+        p.push(b"\r\n\x1b[1mrtr1#\x1b[0m");
+        assert_eq!(p.last_line(), "rtr1#");
+        // A long line whose redraw (`\r`) leaves a prompt is one.
+        let mut p = Pending::default();
+        p.push(&[b'y'; 5000]);
+        p.push(b"\r          \rrtr1#");
+        assert_eq!(p.last_line(), "rtr1#");
+        // A pager line goes; the lines before it stay.
+        let mut p = Pending::default();
+        p.push(b"hostname rtr1\r\n --More-- ");
+        assert!(pager_re().is_match(&p.last_line()));
+        p.drop_last_line();
+        p.push(b"end\r\n");
+        assert_eq!(p.take_text(), "hostname rtr1\nend\n");
     }
 
     #[test]
