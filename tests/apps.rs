@@ -307,6 +307,12 @@ async fn start_and_stop_reach_cd_verbatim_with_live_output() {
     let id = env
         .app("web", &nasty, json!({"auto_stop_minutes": 0}))
         .await;
+    // Progress lines of multi-byte characters, longer than one output event (4 KiB) and
+    // than an SSH packet: the live events split them, and must not split a character.
+    let progress: String = (0..40)
+        .map(|i| format!(" ✔ Layer {i:02} pulled {}\n", "█▓▒░".repeat(40 + i)))
+        .collect();
+    env.host.set("progress", &progress);
 
     let r = env
         .admin
@@ -338,6 +344,11 @@ async fn start_and_stop_reach_cd_verbatim_with_live_output() {
         seen.contains("Container web-1  Started"),
         "channel output: {seen:?}"
     );
+    assert!(
+        !seen.contains('\u{fffd}'),
+        "a character was split: {seen:?}"
+    );
+    assert!(seen.starts_with(&progress), "channel output: {seen:?}");
     w.close().await;
 
     let a = env.wait_status(&id, "running", WAIT).await;

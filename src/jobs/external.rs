@@ -34,6 +34,28 @@ pub struct ExternalJob {
     /// The last `cap` bytes of output.
     tail: Vec<u8>,
     cap: usize,
+    /// The start of a character whose other bytes have not arrived (at most 3 bytes):
+    /// held back so no event ends in half a character, which its watcher would show as
+    /// U+FFFD (SSH packets and 4 KiB events split output anywhere).
+    carry: Vec<u8>,
+}
+
+/// How many bytes at the end of `b` begin a UTF-8 character that `b` does not finish.
+fn incomplete_suffix(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let byte = b[b.len() - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead is further back
+        }
+        let need = match byte {
+            0xF0..=0xF4 => 4,
+            0xE0..=0xEF => 3,
+            0xC2..=0xDF => 2,
+            _ => 1, // ASCII, or a byte no character starts with
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
 }
 
 /// The output-tail event for a watcher that opens the channel of an external job.
@@ -64,6 +86,7 @@ impl ExternalJob {
             offset: 0,
             tail: Vec::new(),
             cap: cap.max(1024),
+            carry: Vec::new(),
         }
     }
 
@@ -107,9 +130,25 @@ impl ExternalJob {
         self.publish(job_event(&self.job));
     }
 
-    /// Streams a piece of output to watchers and keeps it in the bounded tail.
+    /// Streams output to watchers and keeps it in the bounded tail, in events of whole
+    /// characters.
     pub fn output(&mut self, data: &[u8]) {
-        for piece in data.chunks(OUTPUT_EVENT_BYTES) {
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(data);
+        let whole = bytes.len() - incomplete_suffix(&bytes);
+        self.carry = bytes.split_off(whole);
+        self.emit(&bytes);
+    }
+
+    fn emit(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let mut n = data.len().min(OUTPUT_EVENT_BYTES);
+            if n < data.len() {
+                // Never 0: the event size is far more than a character's 3 held bytes.
+                n -= incomplete_suffix(&data[..n]);
+            }
+            let (piece, rest) = data.split_at(n);
+            data = rest;
             let mut m = Map::new();
             m.insert("event".into(), json!("output"));
             m.insert("job_id".into(), json!(self.job.id));
@@ -119,8 +158,17 @@ impl ExternalJob {
             self.offset += piece.len() as u64;
             self.tail.extend_from_slice(piece);
             if self.tail.len() > self.cap {
-                // Oldest output goes first: the end of a failed command says why.
-                let cut = self.tail.len() - self.cap;
+                // Oldest output goes first: the end of a failed command says why. The
+                // cut moves past a character's continuation bytes, so the kept tail does
+                // not start with half of one.
+                let mut cut = self.tail.len() - self.cap;
+                cut += self
+                    .tail
+                    .iter()
+                    .skip(cut)
+                    .take(3)
+                    .take_while(|b| **b & 0xC0 == 0x80)
+                    .count();
                 self.tail.drain(..cut);
             }
             self.sync_output();
@@ -162,6 +210,9 @@ impl ExternalJob {
     /// Ends the job: `Ok` succeeded, `Err` failed (or cancelled, code `cancelled`).
     /// Stores it, tells watchers, and unregisters it.
     pub async fn finish(mut self, result: Result<(), TargetError>) {
+        // Output that ended inside a character: what there is of it, as U+FFFD.
+        let rest = std::mem::take(&mut self.carry);
+        self.emit(&rest);
         let started = self.job.targets.first().and_then(|t| t.started_at);
         if let Some(t) = self.job.targets.first_mut() {
             t.duration_ms = started.map(|s| ((store::now() - s).max(0) as u64) * 1000);
@@ -184,5 +235,28 @@ impl ExternalJob {
         self.publish(target_event(&self.job, 0));
         self.publish(job_event(&self.job));
         self.app.jobs.live.remove(&self.job.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::incomplete_suffix;
+
+    #[test]
+    fn an_unfinished_character_at_the_end_is_found() {
+        let text = "a✓ü€😀".as_bytes();
+        for end in 0..=text.len() {
+            let b = &text[..end];
+            let whole = b.len() - incomplete_suffix(b);
+            assert!(std::str::from_utf8(&b[..whole]).is_ok(), "end {end}");
+            // Only an unfinished character is held back, never a finished one.
+            assert!(whole + 3 >= end, "end {end}");
+            if std::str::from_utf8(b).is_ok() {
+                assert_eq!(whole, end, "end {end}");
+            }
+        }
+        // Bytes that are not UTF-8 are passed on (as U+FFFD), not held.
+        assert_eq!(incomplete_suffix(b"ab\xff"), 0);
+        assert_eq!(incomplete_suffix(b"\x80\x80\x80"), 0);
     }
 }
