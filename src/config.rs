@@ -401,6 +401,10 @@ pub struct JobsConfig {
     pub keep_jobs: usize,
     /// Statistics call a device stale when its last successful backup is older.
     pub stale_after_hours: u64,
+    /// Memory for device output held by running targets over all jobs, in MiB. One
+    /// target may hold up to 32 MiB (less if this is smaller); a target that finds it
+    /// spent waits, until its command's deadline, for others to store theirs.
+    pub output_budget_mib: usize,
     /// `[jobs.webhooks]`: job events POSTed to receivers (see `crate::jobs::webhooks`).
     pub webhooks: crate::jobs::webhooks::WebhooksConfig,
 }
@@ -422,6 +426,7 @@ impl Default for JobsConfig {
             config_keep_days: 365,
             keep_jobs: 1000,
             stale_after_hours: 48,
+            output_budget_mib: 256,
             webhooks: Default::default(),
         }
     }

@@ -205,6 +205,10 @@ pub struct JobMetrics {
     pub webhook_dropped: AtomicU64,
     /// Webhook HTTP attempts repeated after a retryable failure.
     pub webhook_retries: AtomicU64,
+    /// Device output running targets hold now (their share of `[jobs] output_budget_mib`).
+    pub output_held_bytes: AtomicI64,
+    /// Times a target found the output budget spent and had to wait.
+    pub output_waits: AtomicU64,
 }
 
 fn end_index(state: &str) -> Option<usize> {
@@ -273,6 +277,18 @@ impl JobMetrics {
             o,
             "opsgate_webhook_retries_total {}",
             self.webhook_retries.load(Relaxed)
+        );
+        let _ = writeln!(o, "# TYPE opsgate_job_output_held_bytes gauge");
+        let _ = writeln!(
+            o,
+            "opsgate_job_output_held_bytes {}",
+            self.output_held_bytes.load(Relaxed)
+        );
+        let _ = writeln!(o, "# TYPE opsgate_job_output_waits_total counter");
+        let _ = writeln!(
+            o,
+            "opsgate_job_output_waits_total {}",
+            self.output_waits.load(Relaxed)
         );
     }
 }

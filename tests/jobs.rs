@@ -1381,6 +1381,90 @@ async fn a_targets_output_is_bounded_over_all_its_commands() {
     assert_eq!(t["error"]["code"], "output_too_large", "{}", t["error"]);
 }
 
+/// Running targets share `[jobs] output_budget_mib`: one that finds it spent waits
+/// (the device with it) until another's output is stored, and no target may print more
+/// than the whole budget.
+#[tokio::test]
+async fn running_targets_share_the_output_budget() {
+    let d = Devices::start();
+    let s = Server::start(
+        ServerOptions::default()
+            .config("[jobs]\nretries = 0\ncommand_timeout_secs = 60\noutput_budget_mib = 1\n"),
+    )
+    .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
+    let metrics = || async { admin.get("/metrics").await.text() };
+    let wait_for = |what: &'static str, ok: Box<dyn Fn(&str) -> bool>| {
+        let admin = &admin;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let m = admin.get("/metrics").await.text();
+                if ok(&m) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what}:\n{m}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // A: 700 KB, then it keeps its command open for a while.
+    let a = run_job(
+        &admin,
+        json!({"type":"command","targets":[box1],"commands":[
+            "head -c 700000 /dev/zero | tr '\\0' a; sleep 3"]}),
+    )
+    .await;
+    wait_for(
+        "A holds its output",
+        Box::new(|m| metric(m, "opsgate_job_output_held_bytes") >= 700_000),
+    )
+    .await;
+    // B: 700 KB more do not fit beside A's: B waits for A.
+    let b = run_job(
+        &admin,
+        json!({"type":"command","targets":[box1],"commands":[
+            "head -c 700000 /dev/zero | tr '\\0' b"]}),
+    )
+    .await;
+    wait_for(
+        "B waits for the budget",
+        Box::new(|m| metric(m, "opsgate_job_output_waits_total") >= 1),
+    )
+    .await;
+    let jb = admin.get(&format!("/api/jobs/{b}")).await.json();
+    assert_eq!(jb["state"], "running", "{jb}");
+    for (id, ch) in [(&a, 'a'), (&b, 'b')] {
+        let j = wait_job(&admin, id, Duration::from_secs(120)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+        let out = j["targets"][0]["output"][0]["output"]
+            .as_str()
+            .expect("output");
+        assert_eq!(out.len(), 700_000, "{ch}");
+        assert!(out.chars().all(|c| c == ch), "{ch}");
+    }
+    let ja = admin.get(&format!("/api/jobs/{a}")).await.json();
+    let jb = admin.get(&format!("/api/jobs/{b}")).await.json();
+    assert!(
+        jb["finished_at"].as_i64() >= ja["finished_at"].as_i64(),
+        "B finished before A: {ja} {jb}"
+    );
+    // More than the whole budget from one target: refused, and every share given back.
+    let big = run_job(
+        &admin,
+        json!({"type":"command","targets":[box1],"commands":[
+            "head -c 1100000 /dev/zero | tr '\\0' c"]}),
+    )
+    .await;
+    let j = wait_job(&admin, &big, Duration::from_secs(120)).await;
+    assert_eq!(j["targets"][0]["error"]["code"], "output_too_large", "{j}");
+    assert_eq!(metric(&metrics().await, "opsgate_job_output_held_bytes"), 0);
+}
+
 #[tokio::test]
 async fn a_workspace_holds_at_most_max_schedules() {
     let s = Server::start(ServerOptions::default().config("[jobs]\nmax_schedules = 2\n")).await;

@@ -8,13 +8,16 @@
 //! cleaned of ANSI sequences, `\r` line endings (`\r\n`, `\r\r\n`), the echoed command
 //! and pager prompts (answered with a space when paging could not be disabled).
 
-use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opsgate_protocol::codes;
 use regex::Regex;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::inventory::DeviceType;
 
@@ -156,11 +159,120 @@ impl DriveError {
 pub const COMMAND_TIMEOUT: &str = "command_timeout";
 pub const ENABLE_FAILED: &str = "enable_failed";
 pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+pub const OUTPUT_BUDGET: &str = "output_budget";
 
 /// The most output one target of a job may produce, over all its commands together (a
 /// large config is a few MiB). Per command it let a 50-command job hold 1.6 GB for one
 /// device.
 pub const MAX_OUTPUT: usize = 32 * 1024 * 1024;
+
+/// The budget is handed out in steps of this many bytes.
+const BUDGET_UNIT: usize = 64 * 1024;
+
+/// Memory for device output held by running targets, over all jobs (`[jobs]
+/// output_budget_mib`). Without it, `max_concurrency` targets could each hold
+/// [`MAX_OUTPUT`] at once (64 × 32 MiB, before the copies cleaning makes), which one
+/// operator with a chatty server could bring about. A target takes budget as its
+/// output grows and gives it back once its output is stored; a target that finds the
+/// budget spent waits (its device waits with it, through SSH flow control) until its
+/// command's deadline, then fails with `output_budget`.
+#[derive(Clone)]
+pub struct OutputBudget {
+    units: Arc<Semaphore>,
+    /// The most one target may hold: [`MAX_OUTPUT`], or the whole budget if smaller.
+    per_target: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl OutputBudget {
+    pub fn new(mib: usize, metrics: Arc<crate::metrics::Metrics>) -> OutputBudget {
+        let bytes = mib.clamp(1, 1 << 20) * 1024 * 1024;
+        OutputBudget {
+            units: Arc::new(Semaphore::new(bytes / BUDGET_UNIT)),
+            per_target: bytes.min(MAX_OUTPUT),
+            metrics,
+        }
+    }
+
+    /// The most output one target may produce (over all its commands).
+    pub fn per_target(&self) -> usize {
+        self.per_target
+    }
+
+    /// An empty share for one target.
+    pub fn hold(&self) -> OutputHold {
+        OutputHold {
+            budget: self.clone(),
+            permit: None,
+        }
+    }
+}
+
+/// One target's share of the [`OutputBudget`]; given back when dropped.
+pub struct OutputHold {
+    budget: OutputBudget,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl OutputHold {
+    /// The most output one target may produce.
+    pub fn per_target(&self) -> usize {
+        self.budget.per_target
+    }
+
+    fn units(&self) -> usize {
+        self.permit.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Makes the share cover `bytes` of output in all, waiting for other targets to
+    /// give theirs back until `deadline`.
+    pub async fn cover(&mut self, bytes: usize, deadline: Instant) -> Result<(), DriveError> {
+        let want = bytes.div_ceil(BUDGET_UNIT);
+        let have = self.units();
+        if want <= have {
+            return Ok(());
+        }
+        let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+        let sem = self.budget.units.clone();
+        let permit = match sem.clone().try_acquire_many_owned(more) {
+            Ok(p) => p,
+            Err(_) => {
+                self.budget.metrics.jobs.output_waits.fetch_add(1, Relaxed);
+                match tokio::time::timeout_at(deadline, sem.acquire_many_owned(more)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) | Err(_) => {
+                        return Err(DriveError::new(
+                            OUTPUT_BUDGET,
+                            "the gateway's memory for job output stayed taken by other running targets until this command's deadline",
+                        ))
+                    }
+                }
+            }
+        };
+        let added = permit.num_permits() * BUDGET_UNIT;
+        self.budget
+            .metrics
+            .jobs
+            .output_held_bytes
+            .fetch_add(added as i64, Relaxed);
+        match &mut self.permit {
+            Some(p) => p.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutputHold {
+    fn drop(&mut self) {
+        let held = self.units() * BUDGET_UNIT;
+        self.budget
+            .metrics
+            .jobs
+            .output_held_bytes
+            .fetch_sub(held as i64, Relaxed);
+    }
+}
 
 fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     // The patterns are constants of this file, checked by the unit tests.
@@ -330,19 +442,30 @@ pub struct Shell {
     /// is not mistaken for one.
     base: String,
     timeout: Duration,
-    /// Output this session may still produce (of [`MAX_OUTPUT`]).
+    /// Output this session may still produce (of [`OutputBudget::per_target`]).
     output_left: usize,
+    /// The most it may produce.
+    output_max: usize,
+    /// Its share of the budget: what earlier commands returned and `buf`.
+    hold: OutputHold,
 }
 
 impl Shell {
     /// Waits for the first prompt (after any banner and MOTD).
-    pub async fn start(channel: Channel<Msg>, timeout: Duration) -> Result<Shell, DriveError> {
+    pub async fn start(
+        channel: Channel<Msg>,
+        timeout: Duration,
+        hold: OutputHold,
+    ) -> Result<Shell, DriveError> {
+        let output_max = hold.budget.per_target();
         let mut sh = Shell {
             channel,
             buf: Pending::default(),
             base: String::new(),
             timeout,
-            output_left: MAX_OUTPUT,
+            output_left: output_max,
+            output_max,
+            hold,
         };
         let (_, prompt) = sh.read_until_prompt(false).await?;
         sh.base = prompt
@@ -409,9 +532,14 @@ impl Shell {
                     if self.buf.len() > self.output_left {
                         return Err(DriveError::new(
                             OUTPUT_TOO_LARGE,
-                            "the device printed more than 32 MiB for this job",
+                            format!(
+                                "the device printed more than {} MiB for this job",
+                                self.output_max >> 20
+                            ),
                         ));
                     }
+                    let held = self.output_max - self.output_left + self.buf.len();
+                    self.hold.cover(held, deadline).await?;
                 }
                 Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => {
                     return Err(DriveError::new(
@@ -462,8 +590,10 @@ impl Shell {
         Ok(())
     }
 
-    pub async fn close(self) {
+    /// Closes the shell; the outputs its commands returned keep their share.
+    pub async fn close(self) -> OutputHold {
         let _ = self.channel.close().await;
+        self.hold
     }
 }
 
@@ -477,15 +607,18 @@ fn strip_echo(body: &str, command: &str) -> String {
     lines.collect::<Vec<_>>().join("\n")
 }
 
-/// Runs `command` through an exec request and collects its output (`linux`).
+/// Runs `command` through an exec request and collects its output (`linux`): at most
+/// `limit` bytes, with `hold` covering `held_before` (earlier commands) and this output.
 pub async fn exec_output(
     mut channel: Channel<Msg>,
     timeout: Duration,
     limit: usize,
+    hold: &mut OutputHold,
+    held_before: usize,
 ) -> Result<(String, Option<u32>), DriveError> {
     let mut out = Vec::new();
     let mut status = None;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         match tokio::time::timeout_at(deadline, channel.wait()).await {
             Err(_) => {
@@ -500,9 +633,13 @@ pub async fn exec_output(
                 if out.len() > limit {
                     return Err(DriveError::new(
                         OUTPUT_TOO_LARGE,
-                        "more than 32 MiB of output for this job",
+                        format!(
+                            "more than {} MiB of output for this job",
+                            hold.budget.per_target() >> 20
+                        ),
                     ));
                 }
+                hold.cover(held_before + out.len(), deadline).await?;
             }
             Ok(Some(ChannelMsg::ExitStatus { exit_status })) => status = Some(exit_status),
             Ok(Some(ChannelMsg::Close)) | Ok(None) => break,
@@ -642,6 +779,39 @@ mod tests {
         p.drop_last_line();
         p.push(b"end\r\n");
         assert_eq!(p.take_text(), "hostname rtr1\nend\n");
+    }
+
+    #[tokio::test]
+    async fn the_output_budget_is_shared_waited_for_and_given_back() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let held = || metrics.jobs.output_held_bytes.load(Relaxed);
+        // 1 MiB in all: one target may hold all of it, not MAX_OUTPUT.
+        let budget = OutputBudget::new(1, metrics.clone());
+        assert_eq!(budget.per_target(), 1 << 20);
+        let soon = || Instant::now() + Duration::from_millis(50);
+        let mut a = budget.hold();
+        a.cover(700_000, soon()).await.expect("room");
+        assert_eq!(held(), 704 * 1024, "whole 64 KiB steps");
+        a.cover(10, soon()).await.expect("already covered");
+        let mut b = budget.hold();
+        // 700 KB more do not fit next to a: b waits until its deadline, then fails.
+        let e = b.cover(700_000, soon()).await.expect_err("no room");
+        assert_eq!(e.code, OUTPUT_BUDGET);
+        assert_eq!(metrics.jobs.output_waits.load(Relaxed), 1);
+        // b waits while a holds its share, and goes on once a gives it back.
+        let waiting = tokio::spawn(async move {
+            b.cover(700_000, Instant::now() + Duration::from_secs(10))
+                .await
+                .map(|()| b)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        let b = waiting.await.expect("join").expect("room after a");
+        assert_eq!(held(), 704 * 1024);
+        drop(b);
+        assert_eq!(held(), 0);
+        assert_eq!(budget.units.available_permits(), 16);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
-use super::device::{self, DriveError, Shell};
+use super::device::{self, DriveError, OutputHold, Shell};
 use super::model::{self, CommandOutput, Job, JobState, JobType, Target, TargetError, TargetState};
 use super::webhooks::{self, Webhooks};
 use super::{configs, JobError};
@@ -72,6 +72,8 @@ impl LiveJob {
 /// webhook sender.
 pub struct Jobs {
     global: Arc<Semaphore>,
+    /// Memory for running targets' output (`[jobs] output_budget_mib`).
+    output_budget: device::OutputBudget,
     pub(super) live: DashMap<String, LiveJob>,
     /// Job events for `[jobs.webhooks]` receivers.
     pub webhooks: Webhooks,
@@ -83,6 +85,7 @@ impl Jobs {
     pub fn new(cfg: &JobsConfig, audit: AuditSink, metrics: Arc<Metrics>) -> Jobs {
         Jobs {
             global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
+            output_budget: device::OutputBudget::new(cfg.output_budget_mib, metrics.clone()),
             live: DashMap::new(),
             webhooks: Webhooks::start(&cfg.webhooks, audit, metrics.clone()),
             metrics,
@@ -198,6 +201,8 @@ enum Update {
         output: Option<Vec<CommandOutput>>,
         config: Option<(String, bool)>,
         duration_ms: u64,
+        /// The output budget `output` takes until it is stored.
+        hold: Option<OutputHold>,
     },
 }
 
@@ -370,8 +375,12 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                     persist_header(&app, &job, &[]).await;
                 }
             }
-            Some(u) = upd_rx.recv() => {
+            Some(mut u) = upd_rx.recv() => {
                 count(&app.jobs.metrics, &u);
+                let hold = match &mut u {
+                    Update::Done { hold, .. } => hold.take(),
+                    _ => None,
+                };
                 let idx = apply(&mut job, u, &mut running);
                 persist_target(&app, &job, idx).await;
                 // The row holds the output now. The job kept here (and its live copy,
@@ -379,6 +388,7 @@ async fn run_job(app: Arc<App>, mut job: Job, live: LiveJob, mut cancel_rx: watc
                 // memory is its targets' states, whatever its devices print. Readers
                 // of a running job take outputs from the rows (`with_stored_outputs`).
                 job.targets[idx].output = None;
+                drop(hold); // the output is stored and gone from memory
                 publish_target(&live, &job, idx);
             }
             permit = app.jobs.global.clone().acquire_owned(), if !cancelled && running < concurrency && !pending.is_empty() => {
@@ -503,6 +513,7 @@ fn apply(job: &mut Job, u: Update, running: &mut usize) -> usize {
             output,
             config,
             duration_ms,
+            ..
         } => {
             *running = running.saturating_sub(1);
             let t = &mut job.targets[idx];
@@ -569,6 +580,8 @@ async fn cancelled(rx: &mut watch::Receiver<bool>) {
 struct Outcome {
     output: Option<Vec<CommandOutput>>,
     config: Option<(String, bool)>,
+    /// The output budget `output` takes.
+    hold: Option<OutputHold>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -588,7 +601,7 @@ async fn run_target(
     let done = loop {
         let r = tokio::select! {
             r = attempt_once(&app, &ctx, &session_id) => r,
-            _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0 },
+            _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0, hold: None },
         };
         match r {
             Ok(o) => {
@@ -599,6 +612,7 @@ async fn run_target(
                     output: o.output,
                     config: o.config,
                     duration_ms: 0,
+                    hold: o.hold,
                 }
             }
             Err(e) if retryable(e.code) && attempt < max_attempts => {
@@ -617,7 +631,7 @@ async fn run_target(
                     .await;
                 tokio::select! {
                     _ = tokio::time::sleep(retry_in) => {}
-                    _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0 },
+                    _ = cancelled(&mut cancel) => break Update::Done { idx, state: TargetState::Cancelled, error: None, output: None, config: None, duration_ms: 0, hold: None },
                 }
                 attempt += 1;
                 let _ = tx.send(Update::Running { idx, attempt }).await;
@@ -633,6 +647,7 @@ async fn run_target(
                     output: None,
                     config: None,
                     duration_ms: 0,
+                    hold: None,
                 }
             }
         }
@@ -644,6 +659,7 @@ async fn run_target(
             error,
             output,
             config,
+            hold,
             ..
         } => Update::Done {
             idx,
@@ -652,6 +668,7 @@ async fn run_target(
             output,
             config,
             duration_ms: started.elapsed().as_millis() as u64,
+            hold,
         },
         other => other,
     };
@@ -685,14 +702,16 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
             ctx.commands.clone()
         }
     };
-    let result = drive(&conn, profile, &commands, timeout).await;
+    let hold = app.jobs.output_budget.hold();
+    let result = drive(&conn, profile, &commands, timeout, hold).await;
     conn.disconnect().await;
-    let outputs = result?;
+    let (outputs, hold) = result?;
     match ctx.kind {
         JobType::Command | JobType::NetboxImport | JobType::AppStart | JobType::AppStop => {
             Ok(Outcome {
                 output: Some(outputs),
                 config: None,
+                hold: Some(hold),
             })
         }
         JobType::ConfigBackup => {
@@ -729,38 +748,45 @@ async fn attempt_once(app: &Arc<App>, ctx: &Ctx, session_id: &str) -> Result<Out
                     },
                 );
             }
+            drop(hold); // the config is stored
             Ok(Outcome {
                 output: None,
                 config: Some((rec.id, rec.changed)),
+                hold: None,
             })
         }
     }
 }
 
+/// Runs `commands` on the device: their outputs, and the share of the output budget that
+/// covers them (to be dropped once they are stored).
 async fn drive(
     conn: &DeviceConn,
     profile: &device::Profile,
     commands: &[String],
     timeout: Duration,
-) -> Result<Vec<CommandOutput>, OpenError> {
+    mut hold: OutputHold,
+) -> Result<(Vec<CommandOutput>, OutputHold), OpenError> {
     let channel_err = |e: russh::Error| OpenError::new(codes::CHANNEL_FAILED, e.to_string());
     let mut out = Vec::with_capacity(commands.len());
     if profile.exec {
-        let mut left = device::MAX_OUTPUT;
+        let max = hold.per_target();
+        let mut used = 0;
         for c in commands {
             let ch = conn.exec(c).await.map_err(channel_err)?;
-            let (text, _status) = device::exec_output(ch, timeout, left).await?;
-            left = left.saturating_sub(text.len());
+            let (text, _status) =
+                device::exec_output(ch, timeout, max - used, &mut hold, used).await?;
+            used = (used + text.len()).min(max);
             out.push(CommandOutput {
                 command: c.clone(),
                 output: text,
                 bytes: None,
             });
         }
-        return Ok(out);
+        return Ok((out, hold));
     }
     let ch = conn.shell().await.map_err(channel_err)?;
-    let mut sh = Shell::start(ch, timeout).await?;
+    let mut sh = Shell::start(ch, timeout, hold).await?;
     if let Some(enable) = profile.enable {
         sh.enable(enable, conn.enable_secret.as_deref()).await?;
     }
@@ -775,8 +801,8 @@ async fn drive(
             bytes: None,
         });
     }
-    sh.close().await;
-    Ok(out)
+    let hold = sh.close().await;
+    Ok((out, hold))
 }
 
 /// The one target of a job run outside the worker pool (its `session_id`).
