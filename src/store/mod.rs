@@ -23,7 +23,9 @@ use serde::Serialize;
 ///   a personal workspace's key is its user's name (usernames cannot contain `:`), a team
 ///   workspace's is `team:<id>`. A schema-1 store is already valid schema 2 (every row in
 ///   its owner's personal workspace); opening it checks that and bumps the version.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 3: [`CONFIG_INDEX`], config versions without their text.
+/// - 4: [`KNOWN_HOST_INDEX`], trusted host keys by address.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Key/value metadata (`schema_version`).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -40,6 +42,11 @@ pub const SAVED_SESSIONS: TableDefinition<(&str, &str), &[u8]> =
 pub const CREDENTIALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("credentials");
 /// (workspace key, id) → trusted host key.
 pub const KNOWN_HOSTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("known_hosts");
+/// (workspace key, "<port>/<host in lower case>") → the id of that address's
+/// [`KNOWN_HOSTS`] row (schema 4): an SSH open (every job target, every status poll)
+/// finds its host key with one lookup instead of decoding the workspace's every entry.
+pub const KNOWN_HOST_INDEX: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("known_host_index");
 /// team id → team record (schema 2).
 pub const TEAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("teams");
 /// (team id, username) → membership record with its role (schema 2).
@@ -82,11 +89,12 @@ pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 7] = [
 /// Every table whose rows belong to a workspace: what deleting a team or a user (their
 /// personal workspace) deletes, so nothing is left for a later team or user of the same
 /// name to find.
-pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 13] = [
+pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 14] = [
     FOLDERS,
     SAVED_SESSIONS,
     CREDENTIALS,
     KNOWN_HOSTS,
+    KNOWN_HOST_INDEX,
     NETBOX_SETTINGS,
     PROJECTS,
     APPS,
@@ -216,6 +224,7 @@ impl Store {
             tx.open_table(SAVED_SESSIONS)?;
             tx.open_table(CREDENTIALS)?;
             tx.open_table(KNOWN_HOSTS)?;
+            tx.open_table(KNOWN_HOST_INDEX)?;
             tx.open_table(AUDIT)?;
             tx.open_table(TEAMS)?;
             tx.open_table(MEMBERS)?;
@@ -297,9 +306,14 @@ fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     match from {
         1 => {
             check_owners_for_teams(tx, from)?;
-            index_config_versions(tx)
+            index_config_versions(tx)?;
+            index_known_hosts(tx)
         }
-        2 => index_config_versions(tx),
+        2 => {
+            index_config_versions(tx)?;
+            index_known_hosts(tx)
+        }
+        3 => index_known_hosts(tx),
         _ => Err(StoreError::Migration {
             from,
             reason: "no migration path from this version".into(),
@@ -330,6 +344,37 @@ fn index_config_versions(tx: &WriteTransaction) -> Result<(), StoreError> {
             (workspace, format!("{session}/{id}").as_str()),
             encode(&version)?.as_slice(),
         )?;
+    }
+    Ok(())
+}
+
+/// The [`KNOWN_HOST_INDEX`] key of `host:port`.
+pub fn known_host_address(host: &str, port: u16) -> String {
+    format!("{port}/{}", host.to_ascii_lowercase())
+}
+
+/// Schema 4: every trusted host key's address gets its row in [`KNOWN_HOST_INDEX`]. Of
+/// several entries for one address (two accepts that raced), the first in key order
+/// stands, as the scan that looked them up before found it first.
+fn index_known_hosts(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let hosts = tx.open_table(KNOWN_HOSTS)?;
+    let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
+    for row in hosts.iter()? {
+        let (k, v) = row?;
+        let (workspace, id) = k.value();
+        let entry: serde_json::Value = decode(v.value())?;
+        let host = entry.get("host").and_then(serde_json::Value::as_str);
+        let port = entry
+            .get("port")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok());
+        let (Some(host), Some(port)) = (host, port) else {
+            continue;
+        };
+        let address = known_host_address(host, port);
+        if index.get((workspace, address.as_str()))?.is_none() {
+            index.insert((workspace, address.as_str()), id.as_bytes())?;
+        }
     }
     Ok(())
 }

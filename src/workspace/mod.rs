@@ -354,10 +354,12 @@ pub fn delete_team(
             store::count_owned(&table, &key)?
         };
         // A job's target rows (and its summary row) are part of the job ("N jobs" says
-        // it), a config version's index row part of the version.
+        // it), a config version's index row part of the version, a host key's address
+        // row part of the key.
         let name = redb::TableHandle::name(&def);
         let counted_elsewhere = name == redb::TableHandle::name(&store::JOB_TARGETS)
-            || name == redb::TableHandle::name(&store::CONFIG_INDEX);
+            || name == redb::TableHandle::name(&store::CONFIG_INDEX)
+            || name == redb::TableHandle::name(&store::KNOWN_HOST_INDEX);
         if n > 0 && !counted_elsewhere {
             left.push(format!(
                 "{n} {}",
