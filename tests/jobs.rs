@@ -1381,9 +1381,10 @@ async fn a_targets_output_is_bounded_over_all_its_commands() {
     assert_eq!(t["error"]["code"], "output_too_large", "{}", t["error"]);
 }
 
-/// Running targets share `[jobs] output_budget_mib`: one that finds it spent waits
-/// (the device with it) until another's output is stored, and no target may print more
-/// than the whole budget.
+/// Running targets share `[jobs] output_budget_mib`: the first to find it spent goes on
+/// beyond it (one overdraft at a time, so they never all wait on each other), the next
+/// waits until another's output is stored, and no target may print more than the whole
+/// budget.
 #[tokio::test]
 async fn running_targets_share_the_output_budget() {
     let d = Devices::start();
@@ -1396,14 +1397,13 @@ async fn running_targets_share_the_output_budget() {
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
     let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
-    let metrics = || async { admin.get("/metrics").await.text() };
-    let wait_for = |what: &'static str, ok: Box<dyn Fn(&str) -> bool>| {
+    let wait_for = |what: &'static str, name: &'static str, at_least: u64| {
         let admin = &admin;
         async move {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let m = admin.get("/metrics").await.text();
-                if ok(&m) {
+                if metric(&m, name) >= at_least {
                     return;
                 }
                 assert!(Instant::now() < deadline, "{what}:\n{m}");
@@ -1411,58 +1411,58 @@ async fn running_targets_share_the_output_budget() {
             }
         }
     };
+    let job = |ch: char, then: &str| {
+        json!({"type":"command","targets":[box1],"commands":[
+            format!("head -c 700000 /dev/zero | tr '\\0' {ch}{then}")]})
+    };
 
     // A: 700 KB, then it keeps its command open for a while.
-    let a = run_job(
-        &admin,
-        json!({"type":"command","targets":[box1],"commands":[
-            "head -c 700000 /dev/zero | tr '\\0' a; sleep 3"]}),
-    )
-    .await;
+    let a = run_job(&admin, job('a', "; sleep 3")).await;
     wait_for(
         "A holds its output",
-        Box::new(|m| metric(m, "opsgate_job_output_held_bytes") >= 700_000),
+        "opsgate_job_output_held_bytes",
+        700_000,
     )
     .await;
-    // B: 700 KB more do not fit beside A's: B waits for A.
-    let b = run_job(
-        &admin,
-        json!({"type":"command","targets":[box1],"commands":[
-            "head -c 700000 /dev/zero | tr '\\0' b"]}),
-    )
-    .await;
+    // B: 700 KB more do not fit beside A's: B overdraws.
+    let b = run_job(&admin, job('b', "; sleep 3")).await;
     wait_for(
-        "B waits for the budget",
-        Box::new(|m| metric(m, "opsgate_job_output_waits_total") >= 1),
+        "B finds the budget spent",
+        "opsgate_job_output_waits_total",
+        1,
     )
     .await;
-    let jb = admin.get(&format!("/api/jobs/{b}")).await.json();
-    assert_eq!(jb["state"], "running", "{jb}");
-    for (id, ch) in [(&a, 'a'), (&b, 'b')] {
+    // C: no budget and no overdraft left: C waits for A or B.
+    let c = run_job(&admin, job('c', "")).await;
+    wait_for("C waits", "opsgate_job_output_waits_total", 2).await;
+    let jc = admin.get(&format!("/api/jobs/{c}")).await.json();
+    assert_eq!(jc["state"], "running", "{jc}");
+    let mut finished = Vec::new();
+    for (id, ch) in [(&a, 'a'), (&b, 'b'), (&c, 'c')] {
         let j = wait_job(&admin, id, Duration::from_secs(120)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
         let out = j["targets"][0]["output"][0]["output"]
             .as_str()
             .expect("output");
         assert_eq!(out.len(), 700_000, "{ch}");
-        assert!(out.chars().all(|c| c == ch), "{ch}");
+        assert!(out.chars().all(|x| x == ch), "{ch}");
+        finished.push(j["finished_at"].as_i64().expect("finished_at"));
     }
-    let ja = admin.get(&format!("/api/jobs/{a}")).await.json();
-    let jb = admin.get(&format!("/api/jobs/{b}")).await.json();
     assert!(
-        jb["finished_at"].as_i64() >= ja["finished_at"].as_i64(),
-        "B finished before A: {ja} {jb}"
+        finished[2] >= finished[0].min(finished[1]),
+        "C finished before A and B: {finished:?}"
     );
     // More than the whole budget from one target: refused, and every share given back.
     let big = run_job(
         &admin,
         json!({"type":"command","targets":[box1],"commands":[
-            "head -c 1100000 /dev/zero | tr '\\0' c"]}),
+            "head -c 1100000 /dev/zero | tr '\\0' x"]}),
     )
     .await;
     let j = wait_job(&admin, &big, Duration::from_secs(120)).await;
     assert_eq!(j["targets"][0]["error"]["code"], "output_too_large", "{j}");
-    assert_eq!(metric(&metrics().await, "opsgate_job_output_held_bytes"), 0);
+    let m = admin.get("/metrics").await.text();
+    assert_eq!(metric(&m, "opsgate_job_output_held_bytes"), 0);
 }
 
 #[tokio::test]

@@ -173,23 +173,34 @@ const BUDGET_UNIT: usize = 64 * 1024;
 /// output_budget_mib`). Without it, `max_concurrency` targets could each hold
 /// [`MAX_OUTPUT`] at once (64 × 32 MiB, before the copies cleaning makes), which one
 /// operator with a chatty server could bring about. A target takes budget as its
-/// output grows and gives it back once its output is stored; a target that finds the
-/// budget spent waits (its device waits with it, through SSH flow control) until its
-/// command's deadline, then fails with `output_budget`.
+/// output grows and gives it back once its output is stored.
+///
+/// A target that finds the budget spent must not simply wait while holding its share:
+/// if every running target did (64 devices printing 8 MiB each against 256 MiB), none
+/// could finish and all would fail at their deadlines. So one target at a time may
+/// overdraw: the first to find the budget spent goes on beyond it (up to its own
+/// [`MAX_OUTPUT`]), and the others wait, as their devices do through SSH flow control,
+/// for budget or for that overdraft to be given back; one still waiting at its command's
+/// deadline fails with `output_budget`. Memory stays within the budget plus one target's
+/// output, and some target always makes progress.
 #[derive(Clone)]
 pub struct OutputBudget {
     units: Arc<Semaphore>,
+    /// The one overdraft (a single permit).
+    overdraft: Arc<Semaphore>,
     /// The most one target may hold: [`MAX_OUTPUT`], or the whole budget if smaller.
     per_target: usize,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OutputBudget {
+    /// A budget of `mib` MiB (at least 1).
     pub fn new(mib: usize, metrics: Arc<crate::metrics::Metrics>) -> OutputBudget {
-        let bytes = mib.clamp(1, 1 << 20) * 1024 * 1024;
+        let mib = mib.clamp(1, 1 << 20);
         OutputBudget {
-            units: Arc::new(Semaphore::new(bytes / BUDGET_UNIT)),
-            per_target: bytes.min(MAX_OUTPUT),
+            units: Arc::new(Semaphore::new(mib.saturating_mul((1 << 20) / BUDGET_UNIT))),
+            overdraft: Arc::new(Semaphore::new(1)),
+            per_target: mib.saturating_mul(1 << 20).min(MAX_OUTPUT),
             metrics,
         }
     }
@@ -204,6 +215,7 @@ impl OutputBudget {
         OutputHold {
             budget: self.clone(),
             permit: None,
+            overdraft: None,
         }
     }
 }
@@ -212,6 +224,8 @@ impl OutputBudget {
 pub struct OutputHold {
     budget: OutputBudget,
     permit: Option<OwnedSemaphorePermit>,
+    /// Held by the one target going on beyond the spent budget.
+    overdraft: Option<OwnedSemaphorePermit>,
 }
 
 impl OutputHold {
@@ -224,31 +238,7 @@ impl OutputHold {
         self.permit.as_ref().map_or(0, |p| p.num_permits())
     }
 
-    /// Makes the share cover `bytes` of output in all, waiting for other targets to
-    /// give theirs back until `deadline`.
-    pub async fn cover(&mut self, bytes: usize, deadline: Instant) -> Result<(), DriveError> {
-        let want = bytes.div_ceil(BUDGET_UNIT);
-        let have = self.units();
-        if want <= have {
-            return Ok(());
-        }
-        let more = u32::try_from(want - have).unwrap_or(u32::MAX);
-        let sem = self.budget.units.clone();
-        let permit = match sem.clone().try_acquire_many_owned(more) {
-            Ok(p) => p,
-            Err(_) => {
-                self.budget.metrics.jobs.output_waits.fetch_add(1, Relaxed);
-                match tokio::time::timeout_at(deadline, sem.acquire_many_owned(more)).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) | Err(_) => {
-                        return Err(DriveError::new(
-                            OUTPUT_BUDGET,
-                            "the gateway's memory for job output stayed taken by other running targets until this command's deadline",
-                        ))
-                    }
-                }
-            }
-        };
+    fn add(&mut self, permit: OwnedSemaphorePermit) {
         let added = permit.num_permits() * BUDGET_UNIT;
         self.budget
             .metrics
@@ -258,6 +248,38 @@ impl OutputHold {
         match &mut self.permit {
             Some(p) => p.merge(permit),
             None => self.permit = Some(permit),
+        }
+    }
+
+    /// Makes the share cover `bytes` of output in all: from the budget, or through the
+    /// overdraft; waits for either until `deadline`.
+    pub async fn cover(&mut self, bytes: usize, deadline: Instant) -> Result<(), DriveError> {
+        let want = bytes.div_ceil(BUDGET_UNIT);
+        let have = self.units();
+        if want <= have || self.overdraft.is_some() {
+            return Ok(());
+        }
+        let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+        let (units, overdraft) = (self.budget.units.clone(), self.budget.overdraft.clone());
+        if let Ok(p) = units.clone().try_acquire_many_owned(more) {
+            self.add(p);
+            return Ok(());
+        }
+        self.budget.metrics.jobs.output_waits.fetch_add(1, Relaxed);
+        let spent = || {
+            DriveError::new(
+                OUTPUT_BUDGET,
+                "the gateway's memory for job output stayed taken by other running targets until this command's deadline",
+            )
+        };
+        tokio::select! {
+            p = units.acquire_many_owned(more) => {
+                self.add(p.map_err(|_| spent())?);
+            }
+            o = overdraft.acquire_owned() => {
+                self.overdraft = Some(o.map_err(|_| spent())?);
+            }
+            _ = tokio::time::sleep_until(deadline) => return Err(spent()),
         }
         Ok(())
     }
@@ -413,9 +435,18 @@ impl Pending {
             .unwrap_or_default()
     }
 
-    /// The last line, cleaned (only its end, [`PROMPT_TAIL`]).
-    fn last_line(&self) -> String {
-        clean(&String::from_utf8_lossy(self.last_line_raw()))
+    /// The last line, cleaned (only its end, [`PROMPT_TAIL`]), and whether that is all
+    /// of what cleaning the whole line keeps: true for a line that fits, or whose end
+    /// holds a redraw (`\r`: cleaning keeps what follows the last one). Only then can
+    /// it be a prompt; the end of a longer line could look like one when the line does
+    /// not, or start inside an escape sequence.
+    fn last_line(&self) -> (String, bool) {
+        let tail = self.last_line_raw();
+        let whole = self.raw.len() - self.line_start <= PROMPT_TAIL || {
+            let end = tail.iter().rposition(|b| *b != b'\r').map_or(0, |p| p + 1);
+            tail[..end].contains(&b'\r')
+        };
+        (clean(&String::from_utf8_lossy(tail)), whole)
     }
 
     /// Drops the last line (a pager prompt).
@@ -498,9 +529,9 @@ impl Shell {
             // Only the last line can be a prompt or a pager: cleaning just its end per
             // packet keeps a long output linear (the whole buffer is cleaned once, at the
             // prompt). Lines are cleaned independently, so this is the same last line.
-            let last = self.buf.last_line();
+            let (last, whole) = self.buf.last_line();
             let last = last.as_str();
-            if self.is_prompt(last) || (password && password_re().is_match(last)) {
+            if whole && (self.is_prompt(last) || (password && password_re().is_match(last))) {
                 let text = self.buf.take_text();
                 let body = text.rfind('\n').map_or("", |p| &text[..p]);
                 return Ok((body.to_string(), last.to_string()));
@@ -750,7 +781,7 @@ mod tests {
             p.push(&bytes[..cut]);
             p.push(&bytes[cut..]);
             p.push(b"rtr1#");
-            assert_eq!(p.last_line(), "rtr1#", "cut at {cut}");
+            assert_eq!(p.last_line(), ("rtr1#".into(), true), "cut at {cut}");
             assert_eq!(
                 p.take_text(),
                 "description Übergang – Zentrale ✓\nrtr1#",
@@ -765,53 +796,70 @@ mod tests {
             p.push(&[b'x'; 256]);
             assert!(p.last_line_raw().len() <= PROMPT_TAIL);
         }
+        assert!(!p.last_line().1, "a long line's end is not a prompt");
         p.push(b"\r\n\x1b[1mrtr1#\x1b[0m");
-        assert_eq!(p.last_line(), "rtr1#");
-        // A long line whose redraw (`\r`) leaves a prompt is one.
+        assert_eq!(p.last_line(), ("rtr1#".into(), true));
+        // A long line whose redraw (`\r`) leaves a prompt is one; one that only ends
+        // like a prompt is not.
         let mut p = Pending::default();
         p.push(&[b'y'; 5000]);
         p.push(b"\r          \rrtr1#");
-        assert_eq!(p.last_line(), "rtr1#");
+        assert_eq!(p.last_line(), ("rtr1#".into(), true));
+        let mut p = Pending::default();
+        p.push(&[b'y'; 5000]);
+        p.push(b"rtr1#\r");
+        assert!(!p.last_line().1);
         // A pager line goes; the lines before it stay.
         let mut p = Pending::default();
         p.push(b"hostname rtr1\r\n --More-- ");
-        assert!(pager_re().is_match(&p.last_line()));
+        assert!(pager_re().is_match(&p.last_line().0));
         p.drop_last_line();
         p.push(b"end\r\n");
         assert_eq!(p.take_text(), "hostname rtr1\nend\n");
     }
 
     #[tokio::test]
-    async fn the_output_budget_is_shared_waited_for_and_given_back() {
+    async fn the_output_budget_is_shared_overdrawn_by_one_and_given_back() {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let held = || metrics.jobs.output_held_bytes.load(Relaxed);
+        let waits = || metrics.jobs.output_waits.load(Relaxed);
         // 1 MiB in all: one target may hold all of it, not MAX_OUTPUT.
         let budget = OutputBudget::new(1, metrics.clone());
         assert_eq!(budget.per_target(), 1 << 20);
+        assert_eq!(OutputBudget::new(0, metrics.clone()).per_target(), 1 << 20);
         let soon = || Instant::now() + Duration::from_millis(50);
         let mut a = budget.hold();
         a.cover(700_000, soon()).await.expect("room");
         assert_eq!(held(), 704 * 1024, "whole 64 KiB steps");
         a.cover(10, soon()).await.expect("already covered");
+        assert_eq!(waits(), 0);
+        // 700 KB more do not fit beside a's: b overdraws at once (were it to wait, and a
+        // with it, neither could finish).
         let mut b = budget.hold();
-        // 700 KB more do not fit next to a: b waits until its deadline, then fails.
-        let e = b.cover(700_000, soon()).await.expect_err("no room");
+        b.cover(700_000, soon()).await.expect("the overdraft");
+        b.cover(1 << 20, soon()).await.expect("still the overdraft");
+        assert_eq!(waits(), 1);
+        // A third waits, the overdraft being taken, and fails at its deadline.
+        let mut c = budget.hold();
+        let e = c.cover(700_000, soon()).await.expect_err("no room");
         assert_eq!(e.code, OUTPUT_BUDGET);
-        assert_eq!(metrics.jobs.output_waits.load(Relaxed), 1);
-        // b waits while a holds its share, and goes on once a gives it back.
+        assert_eq!(waits(), 2);
+        // Waiting again, it goes on once b gives the overdraft back.
         let waiting = tokio::spawn(async move {
-            b.cover(700_000, Instant::now() + Duration::from_secs(10))
+            c.cover(700_000, Instant::now() + Duration::from_secs(10))
                 .await
-                .map(|()| b)
+                .map(|()| c)
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
-        drop(a);
-        let b = waiting.await.expect("join").expect("room after a");
-        assert_eq!(held(), 704 * 1024);
         drop(b);
+        let c = waiting.await.expect("join").expect("the overdraft after b");
+        assert!(c.overdraft.is_some());
+        drop(c);
+        drop(a);
         assert_eq!(held(), 0);
         assert_eq!(budget.units.available_permits(), 16);
+        assert_eq!(budget.overdraft.available_permits(), 1);
     }
 
     #[test]
