@@ -401,6 +401,12 @@ pub struct JobsConfig {
     pub keep_jobs: usize,
     /// Statistics call a device stale when its last successful backup is older.
     pub stale_after_hours: u64,
+    /// Jobs one workspace may have queued or running at once (a schedule whose last run
+    /// is still going skips its turn).
+    pub max_live_jobs: usize,
+    /// Targets those jobs may name together: what a workspace's live jobs cost in
+    /// memory, rows and connections waiting for the pool.
+    pub max_live_targets: usize,
     /// Memory for device output held by running targets over all jobs, in MiB. One
     /// target may hold up to 32 MiB (less if this is smaller); a target that finds it
     /// spent waits, until its command's deadline, for others to store theirs.
@@ -426,6 +432,8 @@ impl Default for JobsConfig {
             config_keep_days: 365,
             keep_jobs: 1000,
             stale_after_hours: 48,
+            max_live_jobs: 100,
+            max_live_targets: 50_000,
             output_budget_mib: 256,
             webhooks: Default::default(),
         }

@@ -1465,6 +1465,70 @@ async fn running_targets_share_the_output_budget() {
     assert_eq!(metric(&m, "opsgate_job_output_held_bytes"), 0);
 }
 
+/// A workspace's queued and running jobs are bounded in number and in targets named
+/// (`[jobs] max_live_jobs`, `max_live_targets`), also against a burst of submissions.
+#[tokio::test]
+async fn a_workspace_holds_at_most_max_live_jobs_and_targets() {
+    let d = Devices::start();
+    let s = Server::start(
+        ServerOptions::default()
+            .config("[jobs]\nretries = 0\nmax_live_jobs = 2\nmax_live_targets = 3\n"),
+    )
+    .await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let mut boxes = Vec::new();
+    for i in 0..6 {
+        boxes.push(
+            session(
+                &admin,
+                &format!("box{i}"),
+                d.sshd.port,
+                sshd::USER,
+                "linux",
+                &cred,
+            )
+            .await,
+        );
+    }
+    let sleeper =
+        |targets: &[String]| json!({"type":"command","targets":targets,"commands":["sleep 2"]});
+    // Six at once, one target each: two get in.
+    let bodies: Vec<Value> = boxes
+        .iter()
+        .map(|b| sleeper(std::slice::from_ref(b)))
+        .collect();
+    let burst =
+        futures_util::future::join_all(bodies.iter().map(|b| admin.post("/api/jobs", b))).await;
+    let mut started = Vec::new();
+    for r in &burst {
+        if r.status == 202u16 {
+            started.push(r.json()["id"].as_str().expect("id").to_string());
+        } else {
+            let msg = r.assert_error(409, Some("limit_reached"));
+            assert!(msg.contains("max_live_jobs"), "{msg}");
+        }
+    }
+    assert_eq!(started.len(), 2, "accepted of six at once");
+    for id in &started {
+        let j = wait_job(&admin, id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+    }
+    // Room again: two targets live, then two more would make four of three.
+    let two = run_job(&admin, sleeper(&boxes[0..2])).await;
+    let msg = admin
+        .post("/api/jobs", &sleeper(&boxes[2..4]))
+        .await
+        .assert_error(409, Some("limit_reached"));
+    assert!(msg.contains("max_live_targets"), "{msg}");
+    let one = run_job(&admin, sleeper(&boxes[2..3])).await;
+    for id in [two, one] {
+        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+        assert_eq!(j["state"], "succeeded", "{j}");
+    }
+}
+
 #[tokio::test]
 async fn a_workspace_holds_at_most_max_schedules() {
     let s = Server::start(ServerOptions::default().config("[jobs]\nmax_schedules = 2\n")).await;

@@ -246,7 +246,7 @@ impl OutputHold {
             .output_held_bytes
             .fetch_add(added as i64, Relaxed);
         match &mut self.permit {
-            Some(p) => p.merge(permit),
+            Some(p) => OwnedSemaphorePermit::merge(p, permit),
             None => self.permit = Some(permit),
         }
     }

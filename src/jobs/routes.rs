@@ -226,8 +226,31 @@ pub async fn build_job(
     })
 }
 
-/// Stores and starts a job.
+/// Stores and starts a job, if its workspace has room for it among its live jobs
+/// (`[jobs] max_live_jobs`, `max_live_targets`; 409 `limit_reached`).
 pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
+    let _gate = app.jobs.submit_gate.lock().await;
+    let (jobs, targets) = app.jobs.live_load(&job.workspace);
+    let cfg = &app.cfg.jobs;
+    if jobs + 1 > cfg.max_live_jobs {
+        return Err(ApiError::conflict(
+            "limit_reached",
+            format!(
+                "the workspace has {jobs} jobs queued or running; at most {} may be ([jobs] max_live_jobs): wait for one to finish or cancel one",
+                cfg.max_live_jobs
+            ),
+        ));
+    }
+    if targets + job.targets.len() > cfg.max_live_targets {
+        return Err(ApiError::conflict(
+            "limit_reached",
+            format!(
+                "the workspace's queued and running jobs name {targets} targets; with this job's {} that is more than {} ([jobs] max_live_targets)",
+                job.targets.len(),
+                cfg.max_live_targets
+            ),
+        ));
+    }
     let j = job.clone();
     let scope = workspace::Scope {
         key: job.workspace.clone(),
@@ -255,7 +278,8 @@ pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", params(WorkspaceQuery, WorkspaceHeader), request_body = JobInput,
     responses((status = 202, description = "Stored and started; follow it with a `job` channel or `GET /api/jobs/{id}`", body = JobStarted),
         (status = 400, description = "`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`: see the message.", body = ErrorBody),
-        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody)))]
+        (status = 404, description = "`not_found`: a target is not a saved session of the workspace.", body = ErrorBody),
+        (status = 409, description = "`limit_reached`: the workspace's queued and running jobs are at `[jobs] max_live_jobs` or would name more than `max_live_targets` targets.", body = ErrorBody)))]
 pub async fn create_job(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -299,7 +323,7 @@ pub fn retry_input(
 #[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "Job id", example = "5f2b9c0e1d3a4b6c8e7f9a0b1c2d3e4f"), WorkspaceQuery, WorkspaceHeader),
     responses((status = 202, description = "A new job over the failed and cancelled targets; it carries `retry_of`", body = JobStarted),
         (status = 404, description = "`not_found`: no such job in the workspace.", body = ErrorBody),
-        (status = 409, description = "`job_running`: the job has not finished; `nothing_to_retry`: no target failed or was cancelled, or their saved sessions are gone; `not_retryable`: only `config_backup` and `command` jobs retry.", body = ErrorBody)))]
+        (status = 409, description = "`job_running`: the job has not finished; `nothing_to_retry`: no target failed or was cancelled, or their saved sessions are gone; `not_retryable`: only `config_backup` and `command` jobs retry; `limit_reached`: the workspace's live jobs are at `[jobs] max_live_jobs` or `max_live_targets`.", body = ErrorBody)))]
 pub async fn retry_job(
     State(app): State<Arc<App>>,
     ws: Workspace,

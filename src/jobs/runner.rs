@@ -74,6 +74,9 @@ pub struct Jobs {
     global: Arc<Semaphore>,
     /// Memory for running targets' output (`[jobs] output_budget_mib`).
     output_budget: device::OutputBudget,
+    /// Held from a submission's room check until its job is registered as live, so two
+    /// submissions cannot both take the last room (`[jobs] max_live_jobs`).
+    pub(super) submit_gate: tokio::sync::Mutex<()>,
     pub(super) live: DashMap<String, LiveJob>,
     /// Job events for `[jobs.webhooks]` receivers.
     pub webhooks: Webhooks,
@@ -86,6 +89,7 @@ impl Jobs {
         Jobs {
             global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
             output_budget: device::OutputBudget::new(cfg.output_budget_mib, metrics.clone()),
+            submit_gate: tokio::sync::Mutex::new(()),
             live: DashMap::new(),
             webhooks: Webhooks::start(&cfg.webhooks, audit, metrics.clone()),
             metrics,
@@ -100,6 +104,24 @@ impl Jobs {
                 .map(|j| j.workspace == workspace)
                 .unwrap_or(true)
         })
+    }
+
+    /// How many jobs of `workspace` are live here, and how many targets they name.
+    pub fn live_load(&self, workspace: &str) -> (usize, usize) {
+        let mut load = (0, 0);
+        for l in self.live.iter() {
+            let j = l.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if j.workspace == workspace {
+                load.0 += 1;
+                load.1 += j.targets.len();
+            }
+        }
+        load
+    }
+
+    /// Whether job `id` is live here.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live.contains_key(id)
     }
 
     /// The current state of a running job (fresher than the database by a write).

@@ -320,7 +320,7 @@ pub async fn delete(
 
 /// `POST /api/schedules/{id}/run-now`: starts its job now → 202 `{"id"}` (the job's).
 #[utoipa::path(post, path = "/api/schedules/{id}/run-now", tag = "schedules", operation_id = "run_schedule_now", params(("id" = String, Path, description = "Schedule id"), WorkspaceQuery, WorkspaceHeader),
-    responses((status = 202, description = "Its job started", body = JobStarted), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody)))]
+    responses((status = 202, description = "Its job started", body = JobStarted), (status = 400, description = "`invalid_schedule`: bad name, cron or timezone; the job's own codes as for `POST /api/jobs` (`invalid_job_type`, `invalid_targets`, `invalid_commands`, `invalid_concurrency`).", body = ErrorBody), (status = 404, description = "`not_found`: no schedule with this id in the workspace (or a target is not a saved session of it).", body = ErrorBody), (status = 409, description = "`limit_reached`: the workspace's live jobs are at `[jobs] max_live_jobs` or `max_live_targets`.", body = ErrorBody)))]
 pub async fn run_now(
     State(app): State<Arc<App>>,
     ws: Workspace,
@@ -357,7 +357,18 @@ async fn start(app: &Arc<App>, s: Schedule, due: bool) -> ApiResult<String> {
         (Some(r), Some(global)) if r >= Role::Operator => Some(global),
         _ => None,
     };
-    let result = if let Some(global) = runs_as {
+    // A due run whose previous run is still going skips its turn: a schedule that fires
+    // faster than its job finishes would otherwise pile jobs up without end.
+    let still_running = s
+        .last_job_id
+        .as_deref()
+        .filter(|id| due && app.jobs.is_live(id));
+    let result = if let Some(previous) = still_running {
+        Err(ApiError::conflict(
+            "schedule_busy",
+            format!("skipped: the previous run (job {previous}) is still running"),
+        ))
+    } else if let Some(global) = runs_as {
         match build_job(app, &scope, global, s.job.clone()).await {
             Ok(mut job) => {
                 job.schedule_id = Some(s.id.clone());
