@@ -24,7 +24,8 @@ use serde::Serialize;
 ///   workspace's is `team:<id>`. A schema-1 store is already valid schema 2 (every row in
 ///   its owner's personal workspace); opening it checks that and bumps the version.
 /// - 3: [`CONFIG_INDEX`], config versions without their text.
-/// - 4: [`KNOWN_HOST_INDEX`], trusted host keys by address.
+/// - 4: [`KNOWN_HOST_INDEX`], trusted host keys by address; [`EXECUTION_INDEX`], tool
+///   executions without their output.
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// Key/value metadata (`schema_version`).
@@ -89,7 +90,7 @@ pub const OWNED_TABLES: [TableDefinition<(&str, &str), &[u8]>; 7] = [
 /// Every table whose rows belong to a workspace: what deleting a team or a user (their
 /// personal workspace) deletes, so nothing is left for a later team or user of the same
 /// name to find.
-pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 14] = [
+pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 15] = [
     FOLDERS,
     SAVED_SESSIONS,
     CREDENTIALS,
@@ -104,9 +105,14 @@ pub const WORKSPACE_TABLES: [TableDefinition<(&str, &str), &[u8]>; 14] = [
     CONFIG_INDEX,
     SCHEDULES,
     EXECUTIONS,
+    EXECUTION_INDEX,
 ];
 /// (workspace key, id) → tool execution: params, state, times, result, bounded output.
 pub const EXECUTIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("executions");
+/// (workspace key, id) → the same execution without its output (schema 4): listing and
+/// pruning a workspace's executions read no output (up to 1 MiB each, 1,000 kept).
+pub const EXECUTION_INDEX: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("execution_index");
 /// sequence number → audit event.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -234,6 +240,7 @@ impl Store {
             tx.open_table(CONFIG_INDEX)?;
             tx.open_table(SCHEDULES)?;
             tx.open_table(EXECUTIONS)?;
+            tx.open_table(EXECUTION_INDEX)?;
             tx.open_table(NETBOX_SETTINGS)?;
             tx.open_table(PROJECTS)?;
             tx.open_table(APPS)?;
@@ -307,13 +314,18 @@ fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
         1 => {
             check_owners_for_teams(tx, from)?;
             index_config_versions(tx)?;
-            index_known_hosts(tx)
+            index_known_hosts(tx)?;
+            index_executions(tx)
         }
         2 => {
             index_config_versions(tx)?;
-            index_known_hosts(tx)
+            index_known_hosts(tx)?;
+            index_executions(tx)
         }
-        3 => index_known_hosts(tx),
+        3 => {
+            index_known_hosts(tx)?;
+            index_executions(tx)
+        }
         _ => Err(StoreError::Migration {
             from,
             reason: "no migration path from this version".into(),
@@ -375,6 +387,23 @@ fn index_known_hosts(tx: &WriteTransaction) -> Result<(), StoreError> {
         if index.get((workspace, address.as_str()))?.is_none() {
             index.insert((workspace, address.as_str()), id.as_bytes())?;
         }
+    }
+    Ok(())
+}
+
+/// Schema 4: every tool execution gets its row in [`EXECUTION_INDEX`] (the record with
+/// an empty `output`).
+fn index_executions(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let runs = tx.open_table(EXECUTIONS)?;
+    let mut index = tx.open_table(EXECUTION_INDEX)?;
+    for row in runs.iter()? {
+        let (k, v) = row?;
+        let (workspace, id) = k.value();
+        let mut run: serde_json::Value = decode(v.value())?;
+        if let Some(fields) = run.as_object_mut() {
+            fields.insert("output".into(), serde_json::Value::String(String::new()));
+        }
+        index.insert((workspace, id), encode(&run)?.as_slice())?;
     }
     Ok(())
 }

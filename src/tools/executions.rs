@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::{Prepared, State};
 use crate::audit::{self, AuditSink};
 use crate::source::{Source, SourceEvent, Stopper, MAX_SOURCE_CHUNK};
-use crate::store::{self, Store, StoreError, EXECUTIONS};
+use crate::store::{self, Store, StoreError, EXECUTIONS, EXECUTION_INDEX};
 
 /// A stored execution.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -267,12 +267,16 @@ impl Executions {
         self.store
             .write(move |tx| {
                 let mut t = tx.open_table(EXECUTIONS)?;
-                t.insert(
-                    (key.as_str(), rec.id.as_str()),
-                    store::encode(&rec)?.as_slice(),
-                )?;
+                let mut index = tx.open_table(EXECUTION_INDEX)?;
+                let k = (key.as_str(), rec.id.as_str());
+                t.insert(k, store::encode(&rec)?.as_slice())?;
+                let summary = Execution {
+                    output: String::new(),
+                    ..rec.clone()
+                };
+                index.insert(k, store::encode(&summary)?.as_slice())?;
                 if rec.ended_at.is_some() {
-                    prune(&mut t, &key, &rec.id, &limits)?;
+                    prune(&mut t, &mut index, &key, &rec.id, &limits)?;
                 }
                 Ok::<_, StoreError>(())
             })
@@ -301,7 +305,7 @@ impl Executions {
         let mut all: Vec<Execution> = self
             .store
             .read(move |tx| {
-                let t = tx.open_table(EXECUTIONS)?;
+                let t = tx.open_table(EXECUTION_INDEX)?;
                 store::list_owned::<Execution, _>(&t, &k)
             })
             .await?
@@ -320,14 +324,15 @@ impl Executions {
 }
 
 /// Keeps the newest `keep_count` finished executions of a workspace, none older than
-/// `keep_days`.
+/// `keep_days`. Reads the index: deciding reads no output.
 fn prune(
     t: &mut store::OwnedTable<'_>,
+    index: &mut store::OwnedTable<'_>,
     key: &str,
     just_saved: &str,
     limits: &Limits,
 ) -> Result<(), StoreError> {
-    let rows: Vec<(String, Execution)> = store::list_owned(t, key)?;
+    let rows: Vec<(String, Execution)> = store::list_owned(index, key)?;
     let mut done: Vec<&(String, Execution)> =
         rows.iter().filter(|(_, e)| e.ended_at.is_some()).collect();
     // The run just saved is the newest whatever the clocks say.
@@ -336,6 +341,7 @@ fn prune(
     for (i, (id, e)) in done.iter().enumerate() {
         if i >= limits.keep_count || e.created_at < oldest {
             t.remove((key, id.as_str()))?;
+            index.remove((key, id.as_str()))?;
         }
     }
     Ok(())
@@ -470,4 +476,144 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema-3 store's executions are indexed when it opens; the listing then reads
+    /// the index only: with every full row made unreadable it still answers, without
+    /// output, while `get` (which reads the row) fails.
+    #[tokio::test]
+    async fn listing_reads_no_output_and_older_stores_are_indexed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let run = |id: &str, ms: i64| Execution {
+            id: id.into(),
+            tool: "ping".into(),
+            params: Value::Null,
+            user: "alice".into(),
+            team: None,
+            state: "succeeded".into(),
+            created_at: ms / 1000,
+            created_ms: ms,
+            ended_at: Some(ms / 1000),
+            exit_code: Some(0),
+            message: None,
+            result: None,
+            output_bytes: 4,
+            truncated: false,
+            output: "pong".into(),
+        };
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .write_blocking(|tx| -> Result<(), StoreError> {
+                    tx.open_table(store::META)?
+                        .insert("schema_version", 3u32.to_be_bytes().as_slice())?;
+                    let mut t = tx.open_table(EXECUTIONS)?;
+                    for r in [run("e1", 1_000), run("e2", 2_000)] {
+                        t.insert(("alice", r.id.as_str()), store::encode(&r)?.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .expect("write");
+        }
+        let store = Store::open(dir.path()).expect("migrates");
+        let full = |id: &str| {
+            store
+                .read_blocking(|tx| {
+                    store::get_owned::<Execution, _>(&tx.open_table(EXECUTIONS)?, "alice", id)
+                })
+                .expect("read")
+                .expect("row")
+        };
+        assert_eq!(full("e1").output, "pong", "the row keeps its output");
+        store
+            .write_blocking(|tx| -> Result<(), StoreError> {
+                let mut t = tx.open_table(EXECUTIONS)?;
+                for id in ["e1", "e2"] {
+                    t.insert(("alice", id), b"not json".as_slice())?;
+                }
+                Ok(())
+            })
+            .expect("spoil");
+        let runs = Executions::new(
+            store.clone(),
+            crate::audit::AuditSink::start(store.clone()),
+            Limits {
+                output_bytes: 1024,
+                keep_count: 10,
+                keep_days: 30,
+            },
+        );
+        let list = runs.list("alice").await.expect("list");
+        let ids: Vec<&str> = list.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e2", "e1"]);
+        assert!(list
+            .iter()
+            .all(|e| e.output.is_empty() && e.output_bytes == 4));
+        assert!(runs.get("alice", "e1").await.is_err());
+    }
+}
+
+/// `cargo test --release --lib execution_listing_cost -- --ignored --nocapture`: what
+/// listing (and so pruning) a workspace's kept executions costs (load-tests/RESULTS.md).
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn execution_listing_cost_with_1000_kept_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let output = "64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.042 ms\n".repeat(4500);
+        for chunk in 0..10 {
+            store
+                .write_blocking(|tx| -> Result<(), StoreError> {
+                    let mut t = tx.open_table(EXECUTIONS)?;
+                    let mut index = tx.open_table(EXECUTION_INDEX)?;
+                    for i in 0..100 {
+                        let mut rec = Execution {
+                            id: format!("run{chunk:02}{i:03}"),
+                            tool: "ping".into(),
+                            params: serde_json::json!({"host":"127.0.0.1","count":4500}),
+                            user: "alice".into(),
+                            team: None,
+                            state: "succeeded".into(),
+                            created_at: 1,
+                            created_ms: 1000,
+                            ended_at: Some(2),
+                            exit_code: Some(0),
+                            message: None,
+                            result: Some(serde_json::json!({"sent":4500,"received":4500})),
+                            output_bytes: output.len() as u64,
+                            truncated: false,
+                            output: output.clone(),
+                        };
+                        let k = ("alice", rec.id.as_str());
+                        t.insert(k, store::encode(&rec)?.as_slice())?;
+                        rec.output.clear();
+                        index.insert(k, store::encode(&rec)?.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .expect("fill");
+        }
+        for (name, table) in [("rows with output", EXECUTIONS), ("index", EXECUTION_INDEX)] {
+            let t = std::time::Instant::now();
+            let n = store
+                .read_blocking(|tx| {
+                    store::list_owned::<Execution, _>(&tx.open_table(table)?, "alice")
+                })
+                .expect("list")
+                .len();
+            println!(
+                "{n} runs of {} KiB output: listing the {name}: {:?}",
+                output.len() / 1024,
+                t.elapsed()
+            );
+        }
+    }
 }

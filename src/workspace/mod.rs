@@ -355,11 +355,12 @@ pub fn delete_team(
         };
         // A job's target rows (and its summary row) are part of the job ("N jobs" says
         // it), a config version's index row part of the version, a host key's address
-        // row part of the key.
+        // row part of the key, an execution's index row part of the execution.
         let name = redb::TableHandle::name(&def);
         let counted_elsewhere = name == redb::TableHandle::name(&store::JOB_TARGETS)
             || name == redb::TableHandle::name(&store::CONFIG_INDEX)
-            || name == redb::TableHandle::name(&store::KNOWN_HOST_INDEX);
+            || name == redb::TableHandle::name(&store::KNOWN_HOST_INDEX)
+            || name == redb::TableHandle::name(&store::EXECUTION_INDEX);
         if n > 0 && !counted_elsewhere {
             left.push(format!(
                 "{n} {}",
