@@ -276,7 +276,7 @@ pub fn put_target(
 
 /// The bounds of a job's target rows in `JOB_TARGETS`: every `<job id>:<index>` lies in
 /// `from..to` (`;` is the character after `:`).
-fn target_bounds(job_id: &str) -> (String, String) {
+pub(super) fn target_bounds(job_id: &str) -> (String, String) {
     (format!("{job_id}:"), format!("{job_id};"))
 }
 

@@ -1,5 +1,9 @@
 //! `GET /api/statistics`: dashboard figures for the selected workspace, computed from
 //! the inventory, the jobs and the config versions in one read transaction.
+//!
+//! Backup outcomes come from the backup jobs of the last 7 days (or of
+//! `stale_after_hours`, if longer): a device is "failed" when its newest backup in that
+//! window failed; its last successful backup also comes from its newest config version.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,8 +44,14 @@ pub fn compute(
         *by_type.entry(t).or_default() += 1;
         *by_folder.entry(s.folder.clone()).or_default() += 1;
     }
-    // Only backups' targets are read (they hold no output); other jobs count by state.
-    let jobs = model::list(tx, key, |j| j.kind == JobType::ConfigBackup)?;
+    // Only the targets of backups that ran in the window are read (they hold no output;
+    // a target starts before its job finishes, so a job finished before the window has
+    // none in it): what a dashboard costs follows the last days' backups, not the up to
+    // `keep_jobs` × `max_targets` rows every kept job holds. Other jobs count by state.
+    let window = (7 * DAY).max((stale_after_hours as i64).saturating_mul(3600));
+    let jobs = model::list(tx, key, |j| {
+        j.kind == JobType::ConfigBackup && j.finished_at.is_none_or(|f| now - f <= window)
+    })?;
     let mut jobs_by_state: BTreeMap<String, usize> = BTreeMap::new();
     let (mut ok24, mut fail24, mut ok7, mut fail7) = (0, 0, 0, 0);
     // Per device: (time, succeeded) of its newest finished backup, and its newest success.
@@ -53,7 +63,7 @@ pub fn compute(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         *jobs_by_state.entry(state).or_default() += 1;
-        if j.kind != JobType::ConfigBackup {
+        if j.kind != JobType::ConfigBackup || j.targets.is_empty() {
             continue;
         }
         for t in &j.targets {
@@ -145,4 +155,81 @@ pub async fn statistics(
         .read(move |tx| compute(tx, &key, store::now(), hours))
         .await?;
     Ok(Json(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::jobs::model::{Job, JobState, Target};
+    use crate::store::{Store, JOB_TARGETS};
+    use redb::ReadableTable;
+
+    fn backup(id: &str, finished_at: i64, failed: &str) -> Job {
+        let mut targets = Vec::new();
+        for s in ["s1", "s2"] {
+            let mut t = Target::queued(s.into());
+            t.started_at = Some(finished_at - 60);
+            t.state = if s == failed {
+                TargetState::Failed
+            } else {
+                TargetState::Succeeded
+            };
+            targets.push(t);
+        }
+        Job {
+            id: id.into(),
+            kind: JobType::ConfigBackup,
+            state: JobState::Failed,
+            workspace: "alice".into(),
+            owner: "alice".into(),
+            owner_role: Role::Operator,
+            commands: Vec::new(),
+            concurrency: 2,
+            created_at: finished_at - 120,
+            finished_at: Some(finished_at),
+            cancel_requested: false,
+            schedule_id: None,
+            retry_of: None,
+            targets,
+        }
+    }
+
+    /// A backup job that finished before the window is counted by its summary row; its
+    /// target rows are not read (here they are unreadable), the recent one's are.
+    #[test]
+    fn only_recent_backups_targets_are_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("open");
+        let now = 100 * DAY;
+        store
+            .write_blocking(|tx| -> Result<(), JobError> {
+                model::put(tx, &backup("old", now - 8 * DAY, "s1"))?;
+                model::put(tx, &backup("new", now - 3600, "s2"))?;
+                let (from, to) = model::target_bounds("old");
+                let mut t = tx.open_table(JOB_TARGETS)?;
+                let keys: Vec<String> = t
+                    .range(("alice", from.as_str())..("alice", to.as_str()))?
+                    .map(|r| r.map(|(k, _)| k.value().1.to_string()))
+                    .collect::<Result<_, _>>()?;
+                assert_eq!(keys.len(), 2);
+                for k in keys {
+                    t.insert(("alice", k.as_str()), b"unreadable".as_slice())?;
+                }
+                Ok(())
+            })
+            .expect("write");
+        let v = store
+            .read_blocking(|tx| compute(tx, "alice", now, 48))
+            .expect("the old job's target rows are not read");
+        assert_eq!(
+            v["backups"]["last_7d"],
+            json!({"succeeded": 1, "failed": 1})
+        );
+        assert_eq!(
+            v["backups"]["last_24h"],
+            json!({"succeeded": 1, "failed": 1})
+        );
+        assert_eq!(v["jobs_by_state"]["failed"], 2);
+    }
 }
