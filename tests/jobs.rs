@@ -401,6 +401,7 @@ async fn backup_twice_is_one_version_and_a_change_diffs_exactly() {
     let found = admin.get("/api/configs/search?q=vlan%20321").await.json();
     let results = found["results"].as_array().expect("results");
     assert_eq!(results.len(), 1, "{found}");
+    assert_eq!(found["truncated"], false, "{found}");
     assert_eq!(results[0]["session_id"], junos.as_str(), "{found}");
     assert!(
         results[0]["matches"][0]["line"].as_u64().is_some(),

@@ -112,7 +112,45 @@ pub struct LineMatch {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct SearchResults {
     pub results: Vec<SearchHit>,
+    /// More lines matched than one answer carries ([`MAX_SEARCH_LINES`] lines,
+    /// [`MAX_SEARCH_BYTES`] of text): the devices and lines after the cut are left out.
+    pub truncated: bool,
 }
+
+/// The lines of `text` that `re` matches (at most 1,000), as far as the answer has room:
+/// `used` (lines, bytes of text) grows by what is taken, up to `max`. True if lines were
+/// left out for room.
+fn matching_lines(
+    text: &str,
+    re: &regex::Regex,
+    used: &mut (usize, usize),
+    max: (usize, usize),
+) -> (Vec<LineMatch>, bool) {
+    let mut matches = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if !re.is_match(l) {
+            continue;
+        }
+        if matches.len() >= 1000 {
+            break;
+        }
+        if used.0 >= max.0 || used.1 + l.len() > max.1 {
+            return (matches, true);
+        }
+        used.0 += 1;
+        used.1 += l.len();
+        matches.push(LineMatch {
+            line: i + 1,
+            text: l.to_string(),
+        });
+    }
+    (matches, false)
+}
+
+/// Matched lines one search answer carries at most (1,000 per device).
+pub const MAX_SEARCH_LINES: usize = 10_000;
+/// Text of matched lines one search answer carries at most.
+pub const MAX_SEARCH_BYTES: usize = 4 * 1024 * 1024;
 
 fn bad(code: &'static str, m: impl Into<String>) -> ApiError {
     ApiError::bad_request(code, m)
@@ -635,6 +673,9 @@ pub async fn diff_configs(
 ) -> ApiResult<impl IntoResponse> {
     let key = ws.scope.key.clone();
     let (from, to) = (q.from.clone(), q.to.clone());
+    // Two texts of up to 16 MiB and seconds of CPU: a burst of diffs waits here instead
+    // of taking every core and gigabytes at once.
+    let _permit = app.jobs.heavy_read().await;
     let (a, b) = app
         .store
         .read(move |tx| -> Result<_, JobError> {
@@ -657,7 +698,7 @@ pub async fn diff_configs(
             ),
         ));
     }
-    // Seconds of CPU at worst: off the async workers.
+    // Seconds of CPU at worst: off the async workers, and few at a time.
     let d = tokio::task::spawn_blocking(move || configs::diff(&a, &b))
         .await
         .map_err(ApiError::internal)?;
@@ -707,13 +748,21 @@ pub async fn search_configs(
         .build()
         .map_err(|e| bad("invalid_query", format!("invalid regex: {e}")))?;
     let key = ws.scope.key.clone();
-    let results = app
+    // Reads every device's latest config: a burst of searches waits here.
+    let _permit = app.jobs.heavy_read().await;
+    let (results, truncated) = app
         .store
         .read(move |tx| -> Result<_, JobError> {
             let all = configs::list(tx, &key, None)?;
             let mut seen = HashSet::new();
             let mut out = Vec::new();
+            let mut used = (0, 0);
+            let mut truncated = false;
             for meta in all {
+                if used.0 >= MAX_SEARCH_LINES || used.1 >= MAX_SEARCH_BYTES {
+                    truncated = true;
+                    break;
+                }
                 // Newest first: the first version of a device is its latest; only that
                 // one's text is read.
                 if !seen.insert(meta.session_id.clone()) {
@@ -723,17 +772,13 @@ pub async fn search_configs(
                 let Ok(v) = configs::get(tx, &key, &meta.id) else {
                     continue;
                 };
-                let matches: Vec<_> = v
-                    .text
-                    .lines()
-                    .enumerate()
-                    .filter(|(_, l)| re.is_match(l))
-                    .take(1000)
-                    .map(|(i, l)| LineMatch {
-                        line: i + 1,
-                        text: l.to_string(),
-                    })
-                    .collect();
+                let (matches, full) = matching_lines(
+                    &v.text,
+                    &re,
+                    &mut used,
+                    (MAX_SEARCH_LINES, MAX_SEARCH_BYTES),
+                );
+                truncated |= full;
                 if !matches.is_empty() {
                     out.push(SearchHit {
                         session_id: v.session_id,
@@ -743,8 +788,35 @@ pub async fn search_configs(
                     });
                 }
             }
-            Ok(out)
+            Ok((out, truncated))
         })
         .await?;
-    Ok(Json(SearchResults { results }))
+    Ok(Json(SearchResults { results, truncated }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_answer_stops_at_its_room_and_says_so() {
+        let re = regex::Regex::new("vlan").expect("re");
+        let text: String = (0..3000).map(|i| format!("vlan {i}\n")).collect();
+        // 1,000 a device, whatever room is left.
+        let mut used = (0, 0);
+        let (m, full) = matching_lines(&text, &re, &mut used, (10_000, 1 << 20));
+        assert_eq!((m.len(), full), (1000, false));
+        assert_eq!(m[999].line, 1000);
+        // Room for 1,500 lines in all: the second device gets 500, and the answer is cut.
+        let (m, full) = matching_lines(&text, &re, &mut used, (1500, 1 << 20));
+        assert_eq!((m.len(), full, used.0), (500, true, 1500));
+        // Room in bytes: "vlan 0" … "vlan 9" are 6 bytes each.
+        let mut used = (0, 0);
+        let (m, full) = matching_lines(&text, &re, &mut used, (10_000, 60));
+        assert_eq!((m.len(), full, used.1), (10, true, 60));
+        // Lines that do not match take no room.
+        let mut used = (0, 0);
+        let (m, full) = matching_lines("a\nb\nvlan 7\n", &re, &mut used, (1, 6));
+        assert_eq!((m.len(), full, m[0].line), (1, false, 3));
+    }
 }

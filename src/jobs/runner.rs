@@ -77,6 +77,9 @@ pub struct Jobs {
     /// Held from a submission's room check until its job is registered as live, so two
     /// submissions cannot both take the last room (`[jobs] max_live_jobs`).
     pub(super) submit_gate: tokio::sync::Mutex<()>,
+    /// Config diffs and searches at once (each reads up to all config text of a
+    /// workspace, or seconds of CPU); others wait their turn.
+    heavy_reads: Arc<Semaphore>,
     pub(super) live: DashMap<String, LiveJob>,
     /// Job events for `[jobs.webhooks]` receivers.
     pub webhooks: Webhooks,
@@ -90,6 +93,7 @@ impl Jobs {
             global: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
             output_budget: device::OutputBudget::new(cfg.output_budget_mib, metrics.clone()),
             submit_gate: tokio::sync::Mutex::new(()),
+            heavy_reads: Arc::new(Semaphore::new(2)),
             live: DashMap::new(),
             webhooks: Webhooks::start(&cfg.webhooks, audit, metrics.clone()),
             metrics,
@@ -117,6 +121,11 @@ impl Jobs {
             }
         }
         load
+    }
+
+    /// A turn for a config diff or search (see `heavy_reads`).
+    pub(super) async fn heavy_read(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.heavy_reads.acquire().await.ok()
     }
 
     /// Whether job `id` is live here.

@@ -308,7 +308,7 @@ export class ConfigsPage {
     const params = new URLSearchParams({ q });
     if (this.regex.checked) params.set('regex', 'true');
     if (this.icase.checked) params.set('ignore_case', 'true');
-    let r: { results: SearchResult[] };
+    let r: { results: SearchResult[]; truncated?: boolean };
     try {
       r = await api.get(`api/configs/search?${params}`);
     } catch (e) {
@@ -318,7 +318,12 @@ export class ConfigsPage {
     const n = r.results.reduce((a, x) => a + x.matches.length, 0);
     clear(
       this.searchBox,
-      h('p', { class: 'muted', role: 'status' }, `${n} matching line${n === 1 ? '' : 's'} in ${r.results.length} device${r.results.length === 1 ? '' : 's'}`),
+      h(
+        'p',
+        { class: 'muted', role: 'status' },
+        `${n} matching line${n === 1 ? '' : 's'} in ${r.results.length} device${r.results.length === 1 ? '' : 's'}` +
+          (r.truncated ? ' (more matched than one answer shows: narrow the search)' : ''),
+      ),
       ...r.results.map((res) => {
         const name = deviceName(this.folders(), res.session_id);
         return h(
