@@ -179,6 +179,9 @@ pub struct SessionConfig {
     pub absolute_timeout_secs: u64,
     /// Name of the session cookie.
     pub cookie_name: String,
+    /// Logins one user may hold at once (browsers, scripts); a new one ends the one
+    /// that would expire first.
+    pub max_logins_per_user: usize,
 }
 
 impl Default for SessionConfig {
@@ -187,6 +190,7 @@ impl Default for SessionConfig {
             idle_timeout_secs: 8 * 3600,
             absolute_timeout_secs: 7 * 24 * 3600,
             cookie_name: "opsgate_session".into(),
+            max_logins_per_user: 50,
         }
     }
 }

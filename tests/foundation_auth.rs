@@ -148,6 +148,31 @@ async fn logout_makes_the_old_cookie_useless() {
         .assert_error(401, None);
 }
 
+/// A user holds at most `[session] max_logins_per_user` logins: a new one ends the one
+/// that would expire first; other users' logins are untouched.
+#[tokio::test]
+async fn a_user_holds_at_most_max_logins_per_user() {
+    let server =
+        Server::start(ServerOptions::default().config("[session]\nmax_logins_per_user = 3\n"))
+            .await;
+    let first = server.admin().await;
+    first.create_user("op1", "op1-password-1", "operator").await;
+    let other = server.login("op1", "op1-password-1").await;
+    let mut logins = vec![first];
+    for _ in 0..4 {
+        logins.push(server.admin().await);
+    }
+    for (i, c) in logins.iter().enumerate() {
+        let r = c.get("/api/auth/status").await;
+        if i < 2 {
+            r.assert_error(401, Some("unauthenticated"));
+        } else {
+            r.assert_status(200);
+        }
+    }
+    other.get("/api/auth/status").await.assert_status(200);
+}
+
 #[tokio::test]
 async fn a_restart_keeps_a_logged_in_user_logged_in() {
     let mut server = Server::start_default().await;

@@ -154,6 +154,14 @@ pub async fn login(
             ));
         }
     };
+    let (u, keep) = (user.username.clone(), app.cfg.session.max_logins_per_user);
+    let ended = app
+        .store
+        .write(move |tx| super::session_store::make_room_for_login(tx, &u, keep))
+        .await?;
+    if ended > 0 {
+        tracing::info!(user = %user.username, ended, "oldest logins ended for a new one ([session] max_logins_per_user)");
+    }
     // A fresh id at login defeats session fixation.
     session.cycle_id().await.map_err(ApiError::internal)?;
     let now = store::now();

@@ -62,6 +62,44 @@ pub(super) fn record_username(bytes: &[u8]) -> Option<String> {
     login.get("username")?.as_str().map(str::to_string)
 }
 
+/// Makes room for one more login of `username`: of its stored logins, the ones that
+/// expire first are removed until fewer than `keep` remain. Without it, a script that
+/// logs in again and again (its password being right) left a row per login for hours,
+/// and every expiry sweep, run in the write transaction all writers wait for, read them
+/// all. Returns how many were removed.
+pub(super) fn make_room_for_login(
+    tx: &redb::WriteTransaction,
+    username: &str,
+    keep: usize,
+) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(HTTP_SESSIONS)?;
+    let mut mine = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let Ok(record) = serde_json::from_slice::<Stored>(v.value()) else {
+            continue;
+        };
+        let owner = record
+            .data
+            .get(super::LOGIN_KEY)
+            .and_then(|l| l.get("username"))
+            .and_then(serde_json::Value::as_str);
+        if owner == Some(username) {
+            mine.push((record.expiry_date, k.value().to_string()));
+        }
+    }
+    let keep = keep.max(1);
+    if mine.len() < keep {
+        return Ok(0);
+    }
+    mine.sort();
+    let doomed = mine.len() + 1 - keep;
+    for (_, key) in mine.iter().take(doomed) {
+        table.remove(key.as_str())?;
+    }
+    Ok(doomed)
+}
+
 #[async_trait]
 impl SessionStore for RedbSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
