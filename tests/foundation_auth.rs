@@ -171,6 +171,13 @@ async fn a_user_holds_at_most_max_logins_per_user() {
         }
     }
     other.get("/api/auth/status").await.assert_status(200);
+    // A browser logging in again replaces its own login, not another one.
+    let mut again = logins.pop().expect("last");
+    again.login(ADMIN, ADMIN_PASSWORD).await;
+    again.get("/api/auth/status").await.assert_status(200);
+    for c in &logins[2..] {
+        c.get("/api/auth/status").await.assert_status(200);
+    }
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ fn seed_known_host(server: &Server, owner: &str, host: &str) -> String {
             )
         })
         .expect("add known host");
-    k.id
+    k.0.id
 }
 
 /// Everything user `c` can see of their own inventory.

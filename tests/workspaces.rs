@@ -165,6 +165,7 @@ async fn isolation_matrix_extended_to_team_workspaces() {
                 )
             })
             .expect("seed known host")
+            .0
             .id
     };
     server.start_again().await;

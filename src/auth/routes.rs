@@ -154,10 +154,14 @@ pub async fn login(
             ));
         }
     };
-    let (u, keep) = (user.username.clone(), app.cfg.session.max_logins_per_user);
+    let (u, keep, current) = (
+        user.username.clone(),
+        app.cfg.session.max_logins_per_user,
+        session.id(),
+    );
     let ended = app
         .store
-        .write(move |tx| super::session_store::make_room_for_login(tx, &u, keep))
+        .write(move |tx| super::session_store::make_room_for_login(tx, &u, keep, current.as_ref()))
         .await?;
     if ended > 0 {
         tracing::info!(user = %user.username, ended, "oldest logins ended for a new one ([session] max_logins_per_user)");

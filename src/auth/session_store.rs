@@ -71,7 +71,10 @@ pub(super) fn make_room_for_login(
     tx: &redb::WriteTransaction,
     username: &str,
     keep: usize,
+    replaced: Option<&Id>,
 ) -> Result<usize, StoreError> {
+    // The login being replaced (the same browser logging in again) goes anyway.
+    let replaced = replaced.map(key_of);
     let mut table = tx.open_table(HTTP_SESSIONS)?;
     let mut mine = Vec::new();
     for row in table.iter()? {
@@ -84,7 +87,7 @@ pub(super) fn make_room_for_login(
             .get(super::LOGIN_KEY)
             .and_then(|l| l.get("username"))
             .and_then(serde_json::Value::as_str);
-        if owner == Some(username) {
+        if owner == Some(username) && replaced.as_deref() != Some(k.value()) {
             mine.push((record.expiry_date, k.value().to_string()));
         }
     }
@@ -127,9 +130,16 @@ impl SessionStore for RedbSessionStore {
         let record = record.clone();
         self.store
             .write(move |tx| -> Result<(), StoreError> {
+                let key = key_of(&record.id);
+                let mut table = tx.open_table(HTTP_SESSIONS)?;
+                // Only a stored login is updated: one ended meanwhile (logout, its user
+                // deleted, the oldest beyond `max_logins_per_user`) by another request
+                // stays ended, whatever a request still in flight on it saves.
+                if table.get(key.as_str())?.is_none() {
+                    return Ok(());
+                }
                 let bytes = store::encode(&Stored::of(&record))?;
-                tx.open_table(HTTP_SESSIONS)?
-                    .insert(key_of(&record.id).as_str(), bytes.as_slice())?;
+                table.insert(key.as_str(), bytes.as_slice())?;
                 Ok(())
             })
             .await

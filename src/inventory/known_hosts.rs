@@ -46,7 +46,8 @@ pub fn find_known_host(
 
 /// Trusts a key for `host:port`. Nothing is replaced (a changed key must be deleted
 /// first): if the address already has an entry (another accept got there first), that
-/// entry stays and is returned.
+/// entry stays and is returned, with `false` (not added); the caller compares its
+/// fingerprint.
 pub fn add_known_host(
     tx: &WriteTransaction,
     ws: &Scope,
@@ -54,7 +55,7 @@ pub fn add_known_host(
     port: u16,
     algorithm: &str,
     fingerprint: &str,
-) -> Result<KnownHost, InventoryError> {
+) -> Result<(KnownHost, bool), InventoryError> {
     let owner = ws.key.as_str();
     let address = store::known_host_address(host, port);
     let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
@@ -63,7 +64,7 @@ pub fn add_known_host(
         .map(|v| String::from_utf8_lossy(v.value()).into_owned());
     if let Some(id) = existing {
         if let Some(k) = store::get_owned(&tx.open_table(KNOWN_HOSTS)?, owner, &id)? {
-            return Ok(k);
+            return Ok((k, false));
         }
     }
     let k = KnownHost {
@@ -83,19 +84,23 @@ pub fn add_known_host(
             .target(format!("{host}:{port}"))
             .detail(fingerprint),
     )?;
-    Ok(k)
+    Ok((k, true))
 }
 
 pub(crate) fn delete(tx: &WriteTransaction, ws: &Scope, id: &str) -> Result<(), InventoryError> {
     let owner = ws.key.as_str();
     let mut hosts = tx.open_table(KNOWN_HOSTS)?;
-    let Some(gone) = hosts
-        .remove((owner, id))?
-        .map(|v| store::decode::<KnownHost>(v.value()))
-        .transpose()?
-    else {
+    let Some(removed) = hosts.remove((owner, id))? else {
         return Err(InventoryError::NotFound("known host"));
     };
+    // An unreadable entry is removed all the same; its address row, if any, then
+    // points at nothing, which a lookup reads as "unknown" and the next accept replaces.
+    let Ok(gone) = store::decode::<KnownHost>(removed.value()) else {
+        drop(removed);
+        audit::record(tx, ws.audit("known_host.delete").target(id))?;
+        return Ok(());
+    };
+    drop(removed);
     let address = store::known_host_address(&gone.host, gone.port);
     let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
     let indexed = index
@@ -197,7 +202,12 @@ mod tests {
                 add_known_host(tx, &ws, "RTR1.EXAMPLE", 22, "ssh-ed25519", "SHA256:raced")
             })
             .expect("add");
-        assert_eq!(again.id, added.id);
+        assert!(added.1, "the first accept adds");
+        // The second returns the entry there, whose fingerprint the caller compares.
+        assert_eq!(
+            (again.0.id, again.0.fingerprint.as_str(), again.1),
+            (added.0.id, "SHA256:new", false)
+        );
         assert_eq!(
             find(&store, "rtr1.example", 22).as_deref(),
             Some("SHA256:new")

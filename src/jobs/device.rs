@@ -435,17 +435,24 @@ impl Pending {
             .unwrap_or_default()
     }
 
-    /// The last line, cleaned (only its end, [`PROMPT_TAIL`]), and whether that is all
-    /// of what cleaning the whole line keeps: true for a line that fits, or whose end
-    /// holds a redraw (`\r`: cleaning keeps what follows the last one). Only then can
-    /// it be a prompt; the end of a longer line could look like one when the line does
-    /// not, or start inside an escape sequence.
+    /// The last line, cleaned (only its end, [`PROMPT_TAIL`]), and whether it can be a
+    /// prompt. A line that fits can. A longer one can only through what its end holds:
+    /// a redraw (`\r`: cleaning keeps what follows the last one), or escape sequences
+    /// (cursor moves before a prompt, as ProCurve and Comware draw it), in which case the
+    /// end is cleaned from its first escape, so it never starts inside one. Without
+    /// either, the end of a long line could look like a prompt when the line does not.
     fn last_line(&self) -> (String, bool) {
-        let tail = self.last_line_raw();
-        let whole = self.raw.len() - self.line_start <= PROMPT_TAIL || {
+        let mut tail = self.last_line_raw();
+        let mut whole = self.raw.len() - self.line_start <= PROMPT_TAIL;
+        if !whole {
             let end = tail.iter().rposition(|b| *b != b'\r').map_or(0, |p| p + 1);
-            tail[..end].contains(&b'\r')
-        };
+            if tail[..end].contains(&b'\r') {
+                whole = true;
+            } else if let Some(esc) = memchr::memchr(0x1b, tail) {
+                tail = &tail[esc..];
+                whole = true;
+            }
+        }
         (clean(&String::from_utf8_lossy(tail)), whole)
     }
 
@@ -809,6 +816,15 @@ mod tests {
         p.push(&[b'y'; 5000]);
         p.push(b"rtr1#\r");
         assert!(!p.last_line().1);
+        // A long run of cursor moves before a prompt (no newline between): the end is
+        // cleaned from an escape, so it starts on one.
+        let mut p = Pending::default();
+        for row in 0..400 {
+            p.push(format!("\x1b[{row};1H\x1b[2K").as_bytes());
+        }
+        p.push(b"\x1b[24;1Hsw1# ");
+        assert!(p.raw.len() > PROMPT_TAIL);
+        assert_eq!(p.last_line(), ("sw1#".into(), true));
         // A pager line goes; the lines before it stay.
         let mut p = Pending::default();
         p.push(b"hostname rtr1\r\n --More-- ");

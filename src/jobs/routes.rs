@@ -264,11 +264,17 @@ pub async fn build_job(
     })
 }
 
-/// Stores and starts a job, if its workspace has room for it among its live jobs
-/// (`[jobs] max_live_jobs`, `max_live_targets`; 409 `limit_reached`).
-pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
-    let _gate = app.jobs.submit_gate.lock().await;
-    let (jobs, targets) = app.jobs.live_load(&job.workspace);
+/// Checks that `workspace` has room among its live jobs for one more naming `targets`
+/// targets (`[jobs] max_live_jobs`, `max_live_targets`; 409 `limit_reached`). The guard
+/// must be held until the job is registered as live, so two submissions cannot both take
+/// the last room.
+pub async fn admit<'a>(
+    app: &'a App,
+    workspace: &str,
+    targets: usize,
+) -> ApiResult<tokio::sync::MutexGuard<'a, ()>> {
+    let gate = app.jobs.submit_gate.lock().await;
+    let (jobs, live_targets) = app.jobs.live_load(workspace);
     let cfg = &app.cfg.jobs;
     if jobs + 1 > cfg.max_live_jobs {
         return Err(ApiError::conflict(
@@ -279,16 +285,21 @@ pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
             ),
         ));
     }
-    if targets + job.targets.len() > cfg.max_live_targets {
+    if live_targets + targets > cfg.max_live_targets {
         return Err(ApiError::conflict(
             "limit_reached",
             format!(
-                "the workspace's queued and running jobs name {targets} targets; with this job's {} that is more than {} ([jobs] max_live_targets)",
-                job.targets.len(),
+                "the workspace's queued and running jobs name {live_targets} targets; with this job's {targets} that is more than {} ([jobs] max_live_targets)",
                 cfg.max_live_targets
             ),
         ));
     }
+    Ok(gate)
+}
+
+/// Stores and starts a job, if its workspace has room for it ([`admit`]).
+pub async fn submit(app: &Arc<App>, job: Job) -> ApiResult<String> {
+    let _gate = admit(app, &job.workspace, job.targets.len()).await?;
     let j = job.clone();
     let scope = workspace::Scope {
         key: job.workspace.clone(),
@@ -675,7 +686,7 @@ pub async fn diff_configs(
     let (from, to) = (q.from.clone(), q.to.clone());
     // Two texts of up to 16 MiB and seconds of CPU: a burst of diffs waits here instead
     // of taking every core and gigabytes at once.
-    let _permit = app.jobs.heavy_read().await;
+    let permit = app.jobs.heavy_read().await;
     let (a, b) = app
         .store
         .read(move |tx| -> Result<_, JobError> {
@@ -699,9 +710,12 @@ pub async fn diff_configs(
         ));
     }
     // Seconds of CPU at worst: off the async workers, and few at a time.
-    let d = tokio::task::spawn_blocking(move || configs::diff(&a, &b))
-        .await
-        .map_err(ApiError::internal)?;
+    let d = tokio::task::spawn_blocking(move || {
+        let _turn = permit;
+        configs::diff(&a, &b)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(d))
 }
 
@@ -749,10 +763,11 @@ pub async fn search_configs(
         .map_err(|e| bad("invalid_query", format!("invalid regex: {e}")))?;
     let key = ws.scope.key.clone();
     // Reads every device's latest config: a burst of searches waits here.
-    let _permit = app.jobs.heavy_read().await;
+    let permit = app.jobs.heavy_read().await;
     let (results, truncated) = app
         .store
         .read(move |tx| -> Result<_, JobError> {
+            let _turn = permit;
             let all = configs::list(tx, &key, None)?;
             let mut seen = HashSet::new();
             let mut out = Vec::new();
@@ -779,6 +794,7 @@ pub async fn search_configs(
                     (MAX_SEARCH_LINES, MAX_SEARCH_BYTES),
                 );
                 truncated |= full;
+                let stop = full;
                 if !matches.is_empty() {
                     out.push(SearchHit {
                         session_id: v.session_id,
@@ -786,6 +802,11 @@ pub async fn search_configs(
                         created_at: v.created_at,
                         matches,
                     });
+                }
+                if stop {
+                    // Nothing after the cut: later devices' shorter lines would fit,
+                    // but the answer says everything after it is left out.
+                    break;
                 }
             }
             Ok((out, truncated))

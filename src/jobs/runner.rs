@@ -76,7 +76,7 @@ pub struct Jobs {
     output_budget: device::OutputBudget,
     /// Held from a submission's room check until its job is registered as live, so two
     /// submissions cannot both take the last room (`[jobs] max_live_jobs`).
-    pub(super) submit_gate: tokio::sync::Mutex<()>,
+    pub(crate) submit_gate: tokio::sync::Mutex<()>,
     /// Config diffs and searches at once (each reads up to all config text of a
     /// workspace, or seconds of CPU); others wait their turn.
     heavy_reads: Arc<Semaphore>,
@@ -123,9 +123,11 @@ impl Jobs {
         load
     }
 
-    /// A turn for a config diff or search (see `heavy_reads`).
-    pub(super) async fn heavy_read(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.heavy_reads.acquire().await.ok()
+    /// A turn for a config diff or search (see `heavy_reads`), to be moved into the
+    /// blocking work itself: a client that goes away drops its request, not the work
+    /// already running, which must keep holding the turn.
+    pub(super) async fn heavy_read(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.heavy_reads.clone().acquire_owned().await.ok()
     }
 
     /// Whether job `id` is live here.

@@ -353,6 +353,8 @@ pub async fn import_devices(
             Ok(()) => Err(ApiError::internal("dry run committed nothing")),
         };
     }
+    // Imports wait their turn (two at a time) as live jobs: bounded like every job.
+    let _gate = crate::jobs::routes::admit(&app, &ws.scope.key, 1).await?;
     let job = Job {
         id: store::new_id(),
         kind: JobType::NetboxImport,

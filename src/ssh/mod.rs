@@ -226,11 +226,12 @@ impl client::Handler for Handler {
             Ok(Ok(true)) => {
                 let (scope, host, port) = (self.scope.clone(), self.host.clone(), self.port);
                 let limits = self.app.cfg.inventory;
+                let ours = fingerprint.clone();
                 let stored = self
                     .app
                     .store
                     .write(move |tx| {
-                        inventory::add_known_host(
+                        let (entry, added) = inventory::add_known_host(
                             tx,
                             &scope,
                             &host,
@@ -238,9 +239,23 @@ impl client::Handler for Handler {
                             &algorithm,
                             &fingerprint,
                         )?;
-                        inventory::check_known_host_room(tx, &scope.key, &limits)
+                        if added {
+                            inventory::check_known_host_room(tx, &scope.key, &limits)?;
+                        }
+                        Ok::<_, inventory::InventoryError>(entry.fingerprint)
                     })
                     .await;
+                // Another accept for the address got there first, with another key: this
+                // connection's key is not the one trusted now.
+                if let Ok(known) = &stored {
+                    if *known != ours {
+                        *self.outcome.lock().await = Some(HostkeyOutcome::Changed {
+                            fingerprint: ours,
+                            known: known.clone(),
+                        });
+                        return Ok(false);
+                    }
+                }
                 if let Err(e) = stored {
                     let (code, why) = match &e {
                         inventory::InventoryError::Conflict { code, message } => {
