@@ -842,6 +842,41 @@ async fn the_background_poller_marks_servers_online() {
     }
 }
 
+/// An app's auto-stop is housekeeping: it still stops the app when the user who started
+/// it has since lost the right to start or stop apps (demoted to viewer).
+#[tokio::test]
+async fn auto_stop_fires_after_its_starter_is_demoted() {
+    // One auto-stop "minute" lasts 2 s here.
+    let env = env("auto_stop_minute_secs = 2\n").await;
+    let dir = env.host.dir("demoted");
+    let id = env.app("demoted", &dir, json!({"auto_stop_minutes": 1})).await;
+    env.admin
+        .post(&format!("/api/apps/{id}/start"), &json!({}))
+        .await
+        .assert_status(202);
+    env.wait_status(&id, "running", WAIT).await;
+    env.admin
+        .create_user("boss2", "boss2-password-1", "admin")
+        .await;
+    let boss2 = env.server.login("boss2", "boss2-password-1").await;
+    boss2
+        .put(&format!("/api/users/{ADMIN}"), &json!({"role": "viewer"}))
+        .await
+        .assert_status(200);
+    // The demoted starter may no longer stop it by hand…
+    env.admin
+        .post(&format!("/api/apps/{id}/stop"), &json!({}))
+        .await
+        .assert_error(403, None);
+    // …but its deadline still does.
+    let a = env.wait_status(&id, "stopped", WAIT).await;
+    assert!(a["auto_stop_at"].is_null(), "{a}");
+    assert_eq!(
+        env.host.dirs_of(&["docker", "compose", "down"]),
+        vec![dir.clone()]
+    );
+}
+
 #[tokio::test]
 async fn auto_stop_fires_and_survives_a_restart() {
     // One auto-stop "minute" lasts 2 s here.
