@@ -97,6 +97,7 @@ max_sockets_per_login = 100000
 max_channels_per_login = 100000
 max_channels_per_user = 100000
 max_channels_total = 4000
+opens_per_minute = 0
 # Channels a failed step leaves behind end after a minute, not five: each holds a PTY,
 # and the kernel has 4,096 (kernel.pty.max). The reconnect storm needs seconds.
 grace_secs = 60

@@ -254,6 +254,9 @@ pub struct MuxConfig {
     pub input_window_bytes: usize,
     /// Channels (attached or detached) one user may hold over all their logins.
     pub max_channels_per_user: usize,
+    /// Channel opens one user may make a minute, in bursts of up to half of it (each
+    /// forks a program or starts an SSH handshake); 0 = unlimited.
+    pub opens_per_minute: u32,
 }
 
 impl Default for MuxConfig {
@@ -270,6 +273,7 @@ impl Default for MuxConfig {
             hostkey_answer_secs: 120,
             input_window_bytes: 128 * 1024,
             max_channels_per_user: 512,
+            opens_per_minute: 600,
         }
     }
 }

@@ -38,6 +38,7 @@ e.g. OPSGATE_MUX__WINDOW_BYTES=65536 or OPSGATE_BASE_PATH=/opsgate):
   [mux] window_bytes = 262144, ring_bytes = 262144, grace_secs = 300, max_frame_bytes = 1048576,
         max_sockets_per_login = 16, max_channels_per_login = 256, max_channels_total = 2048,
         max_channels_per_user = 512, input_window_bytes = 131072,
+        opens_per_minute = 600 (per user, bursts of half; 0 = unlimited),
         heartbeat_secs = 30,
         hostkey_answer_secs = 120
   [pty] user = \"nobody\"             account PTY programs run as when the gateway is root

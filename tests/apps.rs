@@ -849,7 +849,9 @@ async fn auto_stop_fires_after_its_starter_is_demoted() {
     // One auto-stop "minute" lasts 2 s here.
     let env = env("auto_stop_minute_secs = 2\n").await;
     let dir = env.host.dir("demoted");
-    let id = env.app("demoted", &dir, json!({"auto_stop_minutes": 1})).await;
+    let id = env
+        .app("demoted", &dir, json!({"auto_stop_minutes": 1}))
+        .await;
     env.admin
         .post(&format!("/api/apps/{id}/start"), &json!({}))
         .await

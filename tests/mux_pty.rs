@@ -375,6 +375,36 @@ async fn per_login_limits_and_audit_of_channels() {
     assert!(metrics.contains("opsgate_sockets 1"), "{metrics}");
 }
 
+/// Channel opens are rate-limited per user (`[mux] opens_per_minute`, in bursts of half
+/// a minute's worth): a script that opens and closes in a loop is refused once the burst
+/// is spent, and gets opens back as the minute goes on.
+#[tokio::test]
+async fn channel_opens_are_rate_limited_per_user() {
+    // A burst of 6, then one every 5 s: far slower than the burst takes, however busy
+    // the machine.
+    let s = server_with("[mux]\nopens_per_minute = 12\n").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    // The burst, as fast as the socket goes.
+    for ch in 1..=6 {
+        open_and_close(&mut w, ch).await;
+    }
+    w.open_pty(100, "cat").await;
+    let msg = w.expect_error(Some(100), "limit_reached").await;
+    assert!(msg.contains("opens_per_minute"), "{msg}");
+    // One comes back after 5 s.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    open_and_close(&mut w, 7).await;
+}
+
+async fn open_and_close(w: &mut ws::Ws, ch: u32) {
+    w.open_pty(ch, "cat").await;
+    w.expect_opened(ch).await;
+    w.send_json(json!({"type":"close","ch":ch})).await;
+    w.expect_control(|f| matches!(f, ServerFrame::Closed { ch: c, .. } if *c == ch))
+        .await;
+}
+
 async fn expect_socket_end(w: &mut ws::Ws, code: &str) {
     let mut saw_code = false;
     for _ in 0..20 {

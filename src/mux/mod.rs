@@ -94,6 +94,12 @@ struct LoginEntry {
     known_seen: i64,
 }
 
+/// A user's channel opens: a token bucket holding half a minute's worth.
+struct OpenBucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
 /// Shared registry state.
 pub struct MuxInner {
     pub(crate) cfg: MuxConfig,
@@ -103,6 +109,9 @@ pub struct MuxInner {
     logins: DashMap<Arc<str>, LoginEntry>,
     /// Channels per user over all their logins.
     user_channels: DashMap<Arc<str>, usize>,
+    /// Channel opens per user (`[mux] opens_per_minute`): one entry per user who opened
+    /// a channel, so bounded by the user table.
+    open_rate: DashMap<Arc<str>, OpenBucket>,
     /// Channels that ended because their program exited, for late `attach`es.
     ended: ended::EndedChannels,
     next_socket: AtomicU64,
@@ -123,6 +132,7 @@ impl Mux {
             channels: DashMap::new(),
             logins: DashMap::new(),
             user_channels: DashMap::new(),
+            open_rate: DashMap::new(),
             ended: ended::EndedChannels::default(),
             next_socket: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -464,6 +474,7 @@ impl MuxInner {
                 ),
             ));
         }
+        self.take_open(&login.username)?;
         {
             let mut per_user = self
                 .user_channels
@@ -481,6 +492,36 @@ impl MuxInner {
             *per_user += 1;
         }
         entry.channels += 1;
+        Ok(())
+    }
+
+    /// Takes one of `user`'s channel opens. Every open forks a program or starts an SSH
+    /// handshake and writes audit events; the channel limits bound how many are open,
+    /// not how fast a script opens and closes them.
+    fn take_open(&self, user: &Arc<str>) -> Result<(), OpenError> {
+        let per_minute = self.cfg.opens_per_minute;
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = (per_minute as f64 / 2.0).max(1.0);
+        let rate = per_minute as f64 / 60.0;
+        let now = std::time::Instant::now();
+        let mut b = self.open_rate.entry(user.clone()).or_insert(OpenBucket {
+            tokens: capacity,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(capacity);
+        b.at = now;
+        if b.tokens < 1.0 {
+            let wait = ((1.0 - b.tokens) / rate).ceil().max(1.0);
+            return Err(OpenError::new(
+                codes::LIMIT_REACHED,
+                format!(
+                    "too many channel opens: at most {per_minute} a minute per user ([mux] opens_per_minute); try again in {wait} s"
+                ),
+            ));
+        }
+        b.tokens -= 1.0;
         Ok(())
     }
 
