@@ -301,6 +301,16 @@ impl Executions {
 
     /// The executions of workspace `key`, newest first, without output.
     pub async fn list(&self, key: &str) -> Result<Vec<Execution>, StoreError> {
+        // Live runs first, then the store: a run that ends in between has its final
+        // record stored by then (it is written before the run leaves the live map).
+        // The other order could read a run's "running" row and then miss it in the
+        // live map, listing a finished run as running.
+        let mut live: std::collections::HashMap<String, Execution> = self
+            .live
+            .iter()
+            .filter(|l| l.value().key == key)
+            .map(|l| (l.key().clone(), l.value().snapshot()))
+            .collect();
         let k = key.to_string();
         let mut all: Vec<Execution> = self
             .store
@@ -313,9 +323,13 @@ impl Executions {
             .map(|(_, e)| e)
             .collect();
         for e in all.iter_mut() {
-            if let Some(l) = self.live(&e.id) {
-                *e = l.snapshot();
+            if let Some(now) = live.remove(&e.id) {
+                *e = now;
             }
+        }
+        // Runs whose first record is not stored yet.
+        all.extend(live.into_values());
+        for e in all.iter_mut() {
             e.output.clear();
         }
         all.sort_by_key(|e| std::cmp::Reverse((e.created_ms, e.id.clone())));
