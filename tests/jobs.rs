@@ -183,6 +183,16 @@ async fn setup() -> (Server, Client) {
     (s, admin)
 }
 
+/// A gateway with `config`, its admin logged in, the devices' host key trusted and a
+/// credential set for them (its id).
+async fn ready(d: &Devices, config: &str) -> (Server, Client, String) {
+    let s = Server::start(ServerOptions::default().config(config)).await;
+    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    (s, admin, cred)
+}
+
 async fn credential(c: &Client) -> String {
     let r = c
         .post(
@@ -869,26 +879,22 @@ async fn schedules_and_statistics() {
         .assert_error(404, Some("not_found"));
 }
 
-#[tokio::test]
-async fn arista_eos_config_is_cleaned() {
-    let d = Devices::start();
-    let (s, admin) = setup().await;
-    trust(&s, &admin, d.sshd.port).await;
-    let cred = credential(&admin).await;
-    let eos = session(&admin, "leaf1", d.sshd.port, EOS_USER, "arista_eos", &cred).await;
-    let body = json!({"type":"config_backup","targets":[eos]});
+/// Backs up `session` twice: the first backup stores a version, the second finds the
+/// config unchanged. Returns the one stored text.
+async fn backup_twice(admin: &Client, session: &str) -> String {
+    let body = json!({"type":"config_backup","targets":[session]});
     for round in 0..2 {
-        let id = run_job(&admin, body.clone()).await;
-        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
+        let id = run_job(admin, body.clone()).await;
+        let j = wait_job(admin, &id, Duration::from_secs(60)).await;
         assert_eq!(j["state"], "succeeded", "{j}");
-        assert_eq!(j["targets"][0]["changed"], round == 0, "{j}");
+        assert_eq!(j["targets"][0]["changed"], round == 0, "round {round}: {j}");
     }
     let versions = admin
-        .get(&format!("/api/configs?session_id={eos}"))
+        .get(&format!("/api/configs?session_id={session}"))
         .await
         .json();
     assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
-    let text = admin
+    admin
         .get(&format!(
             "/api/configs/{}",
             versions[0]["id"].as_str().expect("id")
@@ -897,7 +903,17 @@ async fn arista_eos_config_is_cleaned() {
         .json()["text"]
         .as_str()
         .expect("text")
-        .to_string();
+        .to_string()
+}
+
+#[tokio::test]
+async fn arista_eos_config_is_cleaned() {
+    let d = Devices::start();
+    let (s, admin) = setup().await;
+    trust(&s, &admin, d.sshd.port).await;
+    let cred = credential(&admin).await;
+    let eos = session(&admin, "leaf1", d.sshd.port, EOS_USER, "arista_eos", &cred).await;
+    let text = backup_twice(&admin, &eos).await;
     assert!(
         text.starts_with("!\n! boot system flash:/vEOS-lab.swi\n"),
         "{text}"
@@ -935,28 +951,7 @@ async fn a_config_in_utf8_is_stored_whole_and_unchanged_the_second_time() {
     trust(&s, &admin, d.sshd.port).await;
     let cred = credential(&admin).await;
     let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
-    let body = json!({"type":"config_backup","targets":[ios]});
-    for round in 0..2 {
-        let id = run_job(&admin, body.clone()).await;
-        let j = wait_job(&admin, &id, Duration::from_secs(60)).await;
-        assert_eq!(j["state"], "succeeded", "{j}");
-        assert_eq!(j["targets"][0]["changed"], round == 0, "round {round}: {j}");
-    }
-    let versions = admin
-        .get(&format!("/api/configs?session_id={ios}"))
-        .await
-        .json();
-    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
-    let text = admin
-        .get(&format!(
-            "/api/configs/{}",
-            versions[0]["id"].as_str().expect("id")
-        ))
-        .await
-        .json()["text"]
-        .as_str()
-        .expect("text")
-        .to_string();
+    let text = backup_twice(&admin, &ios).await;
     assert!(!text.contains('\u{fffd}'), "a character was split: {text}");
     assert!(
         text.contains(&format!("!\n{config}\nend")),
@@ -1030,10 +1025,7 @@ async fn webhooks_retry_and_job_metrics() {
     let cfg = format!(
         "{JOBS_CONFIG}\n[jobs.webhooks]\nurls = [\"http://127.0.0.1:{port}/ok\", \"http://127.0.0.1:{port}/fail\", \"http://127.0.0.1:{port}/stall\"]\nsecret = \"{SECRET}\"\ntimeout_ms = 400\nretries = 2\nretry_base_ms = 100\n"
     );
-    let s = Server::start(ServerOptions::default().config(&cfg)).await;
-    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    trust(&s, &admin, d.sshd.port).await;
-    let cred = credential(&admin).await;
+    let (s, admin, cred) = ready(&d, &cfg).await;
     let ios = session(&admin, "rtr1", d.sshd.port, IOS_USER, "cisco_ios", &cred).await;
     let closed = session(
         &admin,
@@ -1360,13 +1352,7 @@ async fn a_targets_output_is_bounded_over_all_its_commands() {
     let d = Devices::start();
     // A debug build on a busy machine reads 34 MB through russh slowly: a generous
     // command timeout, so only the output bound can fail the target.
-    let s = Server::start(
-        ServerOptions::default().config("[jobs]\nretries = 0\ncommand_timeout_secs = 300\n"),
-    )
-    .await;
-    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    trust(&s, &admin, d.sshd.port).await;
-    let cred = credential(&admin).await;
+    let (_s, admin, cred) = ready(&d, "[jobs]\nretries = 0\ncommand_timeout_secs = 300\n").await;
     let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
     // 17 MB each: each command is under the 32 MiB bound, the two together are not.
     let id = run_job(
@@ -1389,14 +1375,11 @@ async fn a_targets_output_is_bounded_over_all_its_commands() {
 #[tokio::test]
 async fn running_targets_share_the_output_budget() {
     let d = Devices::start();
-    let s = Server::start(
-        ServerOptions::default()
-            .config("[jobs]\nretries = 0\ncommand_timeout_secs = 60\noutput_budget_mib = 1\n"),
+    let (_s, admin, cred) = ready(
+        &d,
+        "[jobs]\nretries = 0\ncommand_timeout_secs = 60\noutput_budget_mib = 1\n",
     )
     .await;
-    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    trust(&s, &admin, d.sshd.port).await;
-    let cred = credential(&admin).await;
     let box1 = session(&admin, "box1", d.sshd.port, sshd::USER, "linux", &cred).await;
     let wait_for = |what: &'static str, name: &'static str, at_least: u64| {
         let admin = &admin;
@@ -1471,14 +1454,11 @@ async fn running_targets_share_the_output_budget() {
 #[tokio::test]
 async fn a_workspace_holds_at_most_max_live_jobs_and_targets() {
     let d = Devices::start();
-    let s = Server::start(
-        ServerOptions::default()
-            .config("[jobs]\nretries = 0\nmax_live_jobs = 2\nmax_live_targets = 3\n"),
+    let (_s, admin, cred) = ready(
+        &d,
+        "[jobs]\nretries = 0\nmax_live_jobs = 2\nmax_live_targets = 3\n",
     )
     .await;
-    let admin = s.login(ADMIN, ADMIN_PASSWORD).await;
-    trust(&s, &admin, d.sshd.port).await;
-    let cred = credential(&admin).await;
     let mut boxes = Vec::new();
     for i in 0..6 {
         boxes.push(

@@ -48,6 +48,11 @@ impl Stored {
             expiry_date: record.expiry_date,
         }
     }
+
+    /// The user this session is logged in as, if any.
+    fn username(&self) -> Option<&str> {
+        self.data.get(super::LOGIN_KEY)?.get("username")?.as_str()
+    }
 }
 
 /// The table key of a session id: hex SHA-256 of its cookie form.
@@ -58,8 +63,7 @@ fn key_of(id: &Id) -> String {
 /// The username a stored session record belongs to, if it is logged in.
 pub(super) fn record_username(bytes: &[u8]) -> Option<String> {
     let record: Stored = serde_json::from_slice(bytes).ok()?;
-    let login = record.data.get(super::LOGIN_KEY)?;
-    login.get("username")?.as_str().map(str::to_string)
+    record.username().map(str::to_string)
 }
 
 /// Makes room for one more login of `username`: of its stored logins, the ones that
@@ -82,12 +86,7 @@ pub(super) fn make_room_for_login(
         let Ok(record) = serde_json::from_slice::<Stored>(v.value()) else {
             continue;
         };
-        let owner = record
-            .data
-            .get(super::LOGIN_KEY)
-            .and_then(|l| l.get("username"))
-            .and_then(serde_json::Value::as_str);
-        if owner == Some(username) && replaced.as_deref() != Some(k.value()) {
+        if record.username() == Some(username) && replaced.as_deref() != Some(k.value()) {
             mine.push((record.expiry_date, k.value().to_string()));
         }
     }

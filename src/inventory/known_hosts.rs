@@ -20,6 +20,24 @@ pub struct KnownHost {
     pub added_at: i64,
 }
 
+impl KnownHost {
+    /// Whether this is the entry of `host:port` (host names compare without case).
+    fn is_for(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.eq_ignore_ascii_case(host)
+    }
+}
+
+/// The id [`KNOWN_HOST_INDEX`] holds for `address` in workspace `owner`.
+fn indexed_id(
+    index: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    owner: &str,
+    address: &str,
+) -> Result<Option<String>, InventoryError> {
+    Ok(index
+        .get((owner, address))?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+}
+
 pub(crate) fn list(tx: &ReadTransaction, owner: &str) -> Result<Vec<KnownHost>, InventoryError> {
     let all: Vec<(String, KnownHost)> = store::list_owned(&tx.open_table(KNOWN_HOSTS)?, owner)?;
     Ok(all.into_iter().map(|(_, k)| k).collect())
@@ -33,15 +51,11 @@ pub fn find_known_host(
     port: u16,
 ) -> Result<Option<KnownHost>, InventoryError> {
     let address = store::known_host_address(host, port);
-    let Some(id) = tx
-        .open_table(KNOWN_HOST_INDEX)?
-        .get((owner, address.as_str()))?
-        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
-    else {
+    let Some(id) = indexed_id(&tx.open_table(KNOWN_HOST_INDEX)?, owner, &address)? else {
         return Ok(None);
     };
     let found: Option<KnownHost> = store::get_owned(&tx.open_table(KNOWN_HOSTS)?, owner, &id)?;
-    Ok(found.filter(|k| k.port == port && k.host.eq_ignore_ascii_case(host)))
+    Ok(found.filter(|k| k.is_for(host, port)))
 }
 
 /// Trusts a key for `host:port`. Nothing is replaced (a changed key must be deleted
@@ -59,10 +73,7 @@ pub fn add_known_host(
     let owner = ws.key.as_str();
     let address = store::known_host_address(host, port);
     let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
-    let existing = index
-        .get((owner, address.as_str()))?
-        .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-    if let Some(id) = existing {
+    if let Some(id) = indexed_id(&index, owner, &address)? {
         if let Some(k) = store::get_owned(&tx.open_table(KNOWN_HOSTS)?, owner, &id)? {
             return Ok((k, false));
         }
@@ -95,27 +106,19 @@ pub(crate) fn delete(tx: &WriteTransaction, ws: &Scope, id: &str) -> Result<(), 
     };
     // An unreadable entry is removed all the same; its address row, if any, then
     // points at nothing, which a lookup reads as "unknown" and the next accept replaces.
-    let Ok(gone) = store::decode::<KnownHost>(removed.value()) else {
-        drop(removed);
-        audit::record(tx, ws.audit("known_host.delete").target(id))?;
-        return Ok(());
-    };
+    let gone = store::decode::<KnownHost>(removed.value()).ok();
     drop(removed);
-    let address = store::known_host_address(&gone.host, gone.port);
-    let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
-    let indexed = index
-        .get((owner, address.as_str()))?
-        .is_some_and(|v| v.value() == id.as_bytes());
-    if indexed {
-        index.remove((owner, address.as_str()))?;
-        // An older store may hold another entry for the address (accepts that raced
-        // before the index existed): it is the address's entry now.
-        let all: Vec<(String, KnownHost)> = store::list_owned(&hosts, owner)?;
-        if let Some((other, _)) = all
-            .iter()
-            .find(|(_, k)| k.port == gone.port && k.host.eq_ignore_ascii_case(&gone.host))
-        {
-            index.insert((owner, address.as_str()), other.as_bytes())?;
+    if let Some(gone) = gone {
+        let address = store::known_host_address(&gone.host, gone.port);
+        let mut index = tx.open_table(KNOWN_HOST_INDEX)?;
+        if indexed_id(&index, owner, &address)?.as_deref() == Some(id) {
+            index.remove((owner, address.as_str()))?;
+            // An older store may hold another entry for the address (accepts that raced
+            // before the index existed): it is the address's entry now.
+            let all: Vec<(String, KnownHost)> = store::list_owned(&hosts, owner)?;
+            if let Some((other, _)) = all.iter().find(|(_, k)| k.is_for(&gone.host, gone.port)) {
+                index.insert((owner, address.as_str()), other.as_bytes())?;
+            }
         }
     }
     audit::record(tx, ws.audit("known_host.delete").target(id))?;

@@ -238,13 +238,15 @@ impl OutputHold {
         self.permit.as_ref().map_or(0, |p| p.num_permits())
     }
 
+    /// `/metrics`' `opsgate_job_output_held_bytes`, which every share adds to and takes
+    /// back from.
+    fn held_gauge(&self) -> &std::sync::atomic::AtomicI64 {
+        &self.budget.metrics.jobs.output_held_bytes
+    }
+
     fn add(&mut self, permit: OwnedSemaphorePermit) {
         let added = permit.num_permits() * BUDGET_UNIT;
-        self.budget
-            .metrics
-            .jobs
-            .output_held_bytes
-            .fetch_add(added as i64, Relaxed);
+        self.held_gauge().fetch_add(added as i64, Relaxed);
         match &mut self.permit {
             Some(p) => OwnedSemaphorePermit::merge(p, permit),
             None => self.permit = Some(permit),
@@ -288,11 +290,7 @@ impl OutputHold {
 impl Drop for OutputHold {
     fn drop(&mut self) {
         let held = self.units() * BUDGET_UNIT;
-        self.budget
-            .metrics
-            .jobs
-            .output_held_bytes
-            .fetch_sub(held as i64, Relaxed);
+        self.held_gauge().fetch_sub(held as i64, Relaxed);
     }
 }
 

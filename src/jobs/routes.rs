@@ -794,7 +794,6 @@ pub async fn search_configs(
                     (MAX_SEARCH_LINES, MAX_SEARCH_BYTES),
                 );
                 truncated |= full;
-                let stop = full;
                 if !matches.is_empty() {
                     out.push(SearchHit {
                         session_id: v.session_id,
@@ -803,7 +802,7 @@ pub async fn search_configs(
                         matches,
                     });
                 }
-                if stop {
+                if full {
                     // Nothing after the cut: later devices' shorter lines would fit,
                     // but the answer says everything after it is left out.
                     break;

@@ -102,12 +102,7 @@ impl Jobs {
 
     /// Whether a job of `workspace` is being worked on now.
     pub fn running_in(&self, workspace: &str) -> bool {
-        self.live.iter().any(|l| {
-            l.snapshot
-                .lock()
-                .map(|j| j.workspace == workspace)
-                .unwrap_or(true)
-        })
+        self.live_load(workspace).0 > 0
     }
 
     /// How many jobs of `workspace` are live here, and how many targets they name.

@@ -90,6 +90,11 @@ impl Live {
         rec
     }
 
+    /// The record as it stands, without its output (for lists).
+    fn record(&self) -> Execution {
+        self.lock().rec.clone()
+    }
+
     /// Cancels the run (kills its process group); false if it already ended.
     pub fn cancel(&self) -> bool {
         match self.lock().stopper.take() {
@@ -266,15 +271,15 @@ impl Executions {
         let (key, rec, limits) = (key.to_string(), rec.clone(), self.limits.clone());
         self.store
             .write(move |tx| {
+                let mut rec = rec;
                 let mut t = tx.open_table(EXECUTIONS)?;
                 let mut index = tx.open_table(EXECUTION_INDEX)?;
                 let k = (key.as_str(), rec.id.as_str());
                 t.insert(k, store::encode(&rec)?.as_slice())?;
-                let summary = Execution {
-                    output: String::new(),
-                    ..rec.clone()
-                };
-                index.insert(k, store::encode(&summary)?.as_slice())?;
+                // The index row is the same record without its output (up to 1 MiB):
+                // emptied in place, not copied.
+                rec.output = String::new();
+                index.insert(k, store::encode(&rec)?.as_slice())?;
                 if rec.ended_at.is_some() {
                     prune(&mut t, &mut index, &key, &rec.id, &limits)?;
                 }
@@ -309,7 +314,7 @@ impl Executions {
             .live
             .iter()
             .filter(|l| l.value().key == key)
-            .map(|l| (l.key().clone(), l.value().snapshot()))
+            .map(|l| (l.key().clone(), l.value().record()))
             .collect();
         let k = key.to_string();
         let mut all: Vec<Execution> = self
