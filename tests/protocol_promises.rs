@@ -461,6 +461,55 @@ async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
     );
 }
 
+/// Input waiting for a program that does not read costs the gateway nothing while it
+/// waits: the PTY writer sleeps until the terminal takes input again, and is woken
+/// when it does (a writer that polled, or missed its wake-up, shows here). A writer that
+/// kept answering a stale "writable" once the program read again spun its worker thread
+/// and starved the program's echo: `a_client_that_ignores_the_input_window_…` caught that.
+#[tokio::test]
+async fn input_waiting_for_a_program_that_does_not_read_costs_no_cpu() {
+    let s = server_with("").await;
+    let cookie = admin_cookie(&s).await;
+    let mut w = connect(&s, &cookie).await;
+    w.open_pty(1, "slow_cat").await;
+    w.expect_opened(1).await;
+    w.expect_output(1, "READY\r\n").await;
+    // A whole window: more than the kernel's buffers for the terminal take.
+    let paste = paste_lines();
+    let part = &paste[..INPUT_WINDOW as usize];
+    assert!(part.len() as u64 > KERNEL_TTY_BUFFERS);
+    for line in part.chunks(512) {
+        w.input(1, line).await;
+    }
+    // The program sleeps 3 s after READY; measure while it does.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = process_cpu_secs();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let used = process_cpu_secs() - before;
+    assert!(
+        used < 0.3,
+        "the gateway used {used:.2} CPU-s in 1.5 s while input waited for the program"
+    );
+    // Then the program reads it all, in order.
+    let out = w.expect_output(1, "line 00255 ").await;
+    let out = out.replace('\r', "");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("line ")).collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("line {i:05} ")), "line {i}: {l:?}");
+    }
+}
+
+/// CPU time this process (the gateway and the test client) has used, from
+/// `/proc/self/stat` (utime + stime, in clock ticks of 1/100 s).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
 /// What Linux buffers for a PTY's input before a write to the master would block.
 const KERNEL_TTY_BUFFERS: u64 = 65_536 + 4_096;
 
