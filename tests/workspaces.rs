@@ -581,6 +581,72 @@ async fn a_credential_copied_to_another_team_does_not_open() {
     assert!(!server.logs().contains("panicked"));
 }
 
+/// A member removed while a tab of theirs is not reading (its socket's outbox full, the
+/// team terminal waiting to hand that socket a frame) loses the team terminal at once,
+/// not when the frozen socket is dropped two heartbeats later.
+#[tokio::test]
+async fn removing_a_member_ends_a_team_channel_waiting_on_a_tab_that_does_not_read() {
+    let d = Sshd::start(SshdOptions::default());
+    // A window larger than the socket's outbox and TCP buffers, so the channel waits on
+    // the socket (not on the window) once the client stops reading.
+    let server = Server::start(
+        ServerOptions::default().config("[mux]\nwindow_bytes = 67108864\nheartbeat_secs = 60"),
+    )
+    .await;
+    let admin = server.admin().await;
+    let team = create_team(&admin, "NOC").await;
+    let op = user(&server, &admin, "op", "operator").await;
+    set_member(&admin, &team, "op", "operator")
+        .await
+        .assert_status(200);
+    let cred = credential(&op, Some(&team), sshd::PASSWORD).await;
+    let sid = saved_session(&op, Some(&team), "lab", d.port, Some(&cred)).await;
+    let mut w = ws_of(&server, &op).await;
+    assert!(open_trusting(&mut w, 1, open_saved(1, &sid)).await);
+    // Output floods in; the client reads no more of it.
+    w.input(1, b"yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789\n")
+        .await;
+    // Until the socket's buffers are full and the channel waits on them.
+    let t0 = std::time::Instant::now();
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let v = op.get("/api/channels").await.json();
+        let out = v[0]["bytes_out"].as_u64().unwrap_or(0);
+        if out > 0 && out == last {
+            break;
+        }
+        last = out;
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "output never stalled"
+        );
+    }
+    assert_eq!(channel_count(&op).await, 1);
+    set_member(&admin, &team, "op", "viewer")
+        .await
+        .assert_status(200);
+    let t0 = std::time::Instant::now();
+    while channel_count(&op).await > 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "the team terminal still runs after the member lost access"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(w);
+    assert!(!server.logs().contains("panicked"));
+}
+
+/// How many channels `c`'s user has running (`GET /api/channels`).
+async fn channel_count(c: &Client) -> usize {
+    c.get("/api/channels")
+        .await
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
 #[tokio::test]
 async fn removing_a_member_ends_their_team_channels_only() {
     let d = Sshd::start(SshdOptions::default());

@@ -242,11 +242,23 @@ impl ChannelTask {
             Err(mpsc::error::TrySendError::Full(out)) => out,
         };
         let shared = self.handle.shared.clone();
+        if shared.stop.get().is_some() {
+            return false;
+        }
         let outbox = s.outbox.clone();
         let send = outbox.send(out);
         tokio::pin!(send);
         loop {
             tokio::select! {
+                // A channel told to stop (access revoked, say) while its socket takes
+                // nothing stops now, not when that socket is dropped two heartbeats
+                // later: the frame is moot. Other wake-ups (acks, consumed input) are
+                // looked at by the main loop after every event, so taking one is harmless.
+                _ = shared.wake.notified() => {
+                    if shared.stop.get().is_some() {
+                        return false;
+                    }
+                }
                 r = &mut send => {
                     if r.is_ok() {
                         return true;
