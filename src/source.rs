@@ -153,8 +153,8 @@ struct InputState {
     taken: bool,
     /// A PTY program's terminal (a duplicate of its descriptor, non-blocking): input that
     /// finds nothing queued or being written goes straight to it from the socket task
-    /// (see [`InputQueue::offer`]). Dropped when the queue closes.
-    direct: Option<std::os::fd::OwnedFd>,
+    /// (see [`InputQueue::offer`]). Shared with the PTY writer; let go when the queue closes.
+    direct: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A channel's input on its way to the program: one ordered byte buffer, bounded by the
@@ -253,7 +253,7 @@ impl InputQueue {
     }
 
     /// Lets [`InputQueue::offer`] write to this PTY directly (see `direct`).
-    pub fn write_directly_to(&self, fd: std::os::fd::OwnedFd) {
+    pub fn write_directly_to(&self, fd: Arc<std::os::fd::OwnedFd>) {
         let mut s = self.lock();
         if !s.closed {
             s.direct = Some(fd);

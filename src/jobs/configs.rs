@@ -195,16 +195,6 @@ pub fn record(
     })
 }
 
-/// Total bytes of stored config text (statistics).
-pub fn storage_bytes(tx: &ReadTransaction) -> Result<u64, JobError> {
-    let mut n = 0u64;
-    for row in tx.open_table(CONFIG_VERSIONS)?.iter()? {
-        let (_, v) = row?;
-        n += v.value().len() as u64;
-    }
-    Ok(n)
-}
-
 /// A line of a structured diff hunk.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DiffLine {

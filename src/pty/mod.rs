@@ -133,25 +133,19 @@ pub fn spawn(
         return Err(fail(&"no unprivileged [pty] user to run it as"));
     }
     let (pty, pts) = pty_process::open().map_err(|e| fail(&e))?;
-    // Keystrokes go straight to the terminal from the socket task when nothing is queued
-    // (`InputQueue::offer`); the duplicate descriptor shares the master's non-blocking
-    // mode and lives until the queue closes.
-    if let Ok(fd) = nix::unistd::dup(&pty) {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let nonblocking = fcntl(&fd, FcntlArg::F_GETFL)
-            .map(OFlag::from_bits_truncate)
-            .is_ok_and(|f| f.contains(OFlag::O_NONBLOCK));
-        // Never a descriptor that could block the socket task.
-        if nonblocking {
-            input.write_directly_to(fd);
-        }
-    }
     pty.resize(pty_process::Size::new(rows, cols))
         .map_err(|e| fail(&e))?;
     // The terminal is registered with the runtime for reading only (see `TerminalInput`),
     // before the program starts, so a failure here leaves no process behind.
     let master = std::os::fd::OwnedFd::from(pty);
-    let writer = TerminalInput::new(&master).map_err(|e| fail(&e))?;
+    let input_fd = Arc::new(nonblocking_duplicate(&master).map_err(|e| fail(&e))?);
+    // Keystrokes go straight to the terminal from the socket task when nothing is queued
+    // (`InputQueue::offer`), through the same descriptor as the writer's.
+    input.write_directly_to(input_fd.clone());
+    let writer = TerminalInput {
+        fd: input_fd,
+        waiting: None,
+    };
     let reader =
         tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(master).map_err(|e| fail(&e))?;
     let mut cmd = pty_process::Command::new(program)
@@ -293,19 +287,23 @@ async fn tend(
 /// wake-up preempting `cat` on its CPU for about 20 µs (plus two context switches) on the
 /// way to the echo. The reading side (`PtyOutput`) is registered for readability only.
 struct TerminalInput {
-    fd: std::os::fd::OwnedFd,
+    /// Non-blocking, shared with the input queue's direct writes.
+    fd: Arc<std::os::fd::OwnedFd>,
     /// A duplicate of `fd` registered for writability, while writes would block.
     waiting: Option<tokio::net::unix::pipe::Sender>,
 }
 
-impl TerminalInput {
-    fn new(master: &std::os::fd::OwnedFd) -> std::io::Result<Self> {
-        Ok(Self {
-            fd: master.try_clone()?,
-            waiting: None,
-        })
-    }
+/// A duplicate of the terminal's master in non-blocking mode (set, not assumed: a write
+/// that could block would stall the socket task that writes keystrokes through it).
+fn nonblocking_duplicate(master: &std::os::fd::OwnedFd) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fd = nix::unistd::dup(master)?;
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(fd)
+}
 
+impl TerminalInput {
     /// Writes some of `buf`, waiting while the terminal takes nothing. Cancel-safe: a
     /// write either happened within one poll and is returned, or did not happen.
     async fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -314,7 +312,7 @@ impl TerminalInput {
             // clear its readiness, or `writable` answers at once and this loop spins.
             let wrote = match &self.waiting {
                 Some(w) => w.try_write(buf),
-                None => nix::unistd::write(&self.fd, buf).map_err(std::io::Error::from),
+                None => nix::unistd::write(&*self.fd, buf).map_err(std::io::Error::from),
             };
             match wrote {
                 Ok(n) => return Ok(n),
@@ -345,7 +343,7 @@ impl TerminalInput {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let _ = rustix::termios::tcsetwinsize(&self.fd, size);
+        let _ = rustix::termios::tcsetwinsize(&*self.fd, size);
     }
 }
 
