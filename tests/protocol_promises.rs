@@ -403,15 +403,22 @@ async fn a_paste_into_a_remote_shell_that_does_not_read_yet_arrives_whole() {
         .await;
 }
 
-#[tokio::test]
-async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
+/// Channel 1 running `slow_cat`, which sleeps 3 s after its READY before it reads: the
+/// server and the socket, READY read (the terminal's own echo is off before anything is
+/// typed).
+async fn slow_cat_ready() -> (Server, Ws) {
     let s = server_with("").await;
     let cookie = admin_cookie(&s).await;
     let mut w = connect(&s, &cookie).await;
     w.open_pty(1, "slow_cat").await;
     w.expect_opened(1).await;
-    // The terminal's own echo is off before anything is typed.
     w.expect_output(1, "READY\r\n").await;
+    (s, w)
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
+    let (_s, mut w) = slow_cat_ready().await;
     // Everything at once, while the program sleeps; then more typing before the client
     // has read the error.
     let paste = paste_lines();
@@ -468,12 +475,7 @@ async fn a_client_that_ignores_the_input_window_loses_nothing_silently() {
 /// and starved the program's echo: `a_client_that_ignores_the_input_window_…` caught that.
 #[tokio::test]
 async fn input_waiting_for_a_program_that_does_not_read_costs_no_cpu() {
-    let s = server_with("").await;
-    let cookie = admin_cookie(&s).await;
-    let mut w = connect(&s, &cookie).await;
-    w.open_pty(1, "slow_cat").await;
-    w.expect_opened(1).await;
-    w.expect_output(1, "READY\r\n").await;
+    let (_s, mut w) = slow_cat_ready().await;
     // A whole window: more than the kernel's buffers for the terminal take.
     let paste = paste_lines();
     let part = &paste[..INPUT_WINDOW as usize];

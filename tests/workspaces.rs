@@ -593,14 +593,7 @@ async fn removing_a_member_ends_a_team_channel_waiting_on_a_tab_that_does_not_re
         ServerOptions::default().config("[mux]\nwindow_bytes = 67108864\nheartbeat_secs = 60"),
     )
     .await;
-    let admin = server.admin().await;
-    let team = create_team(&admin, "NOC").await;
-    let op = user(&server, &admin, "op", "operator").await;
-    set_member(&admin, &team, "op", "operator")
-        .await
-        .assert_status(200);
-    let cred = credential(&op, Some(&team), sshd::PASSWORD).await;
-    let sid = saved_session(&op, Some(&team), "lab", d.port, Some(&cred)).await;
+    let (admin, team, op, sid) = operator_with_team_session(&server, d.port).await;
     let mut w = ws_of(&server, &op).await;
     assert!(open_trusting(&mut w, 1, open_saved(1, &sid)).await);
     // Output floods in; the client reads no more of it.
@@ -638,6 +631,23 @@ async fn removing_a_member_ends_a_team_channel_waiting_on_a_tab_that_does_not_re
     assert!(!server.logs().contains("panicked"));
 }
 
+/// Team "NOC" with the operator `op` in it, and the team's saved session "lab" to the
+/// sshd on `port` with a team credential: (admin, team id, op, session id).
+async fn operator_with_team_session(
+    server: &Server,
+    port: u16,
+) -> (Client, String, Client, String) {
+    let admin = server.admin().await;
+    let team = create_team(&admin, "NOC").await;
+    let op = user(server, &admin, "op", "operator").await;
+    set_member(&admin, &team, "op", "operator")
+        .await
+        .assert_status(200);
+    let cred = credential(&op, Some(&team), sshd::PASSWORD).await;
+    let sid = saved_session(&op, Some(&team), "lab", port, Some(&cred)).await;
+    (admin, team, op, sid)
+}
+
 /// How many channels `c`'s user has running (`GET /api/channels`).
 async fn channel_count(c: &Client) -> usize {
     c.get("/api/channels")
@@ -652,14 +662,7 @@ async fn removing_a_member_ends_their_team_channels_only() {
     let d = Sshd::start(SshdOptions::default());
     let server =
         Server::start(ServerOptions::default().config("[pty.programs]\ncat = [\"cat\"]")).await;
-    let admin = server.admin().await;
-    let team = create_team(&admin, "NOC").await;
-    let op = user(&server, &admin, "op", "operator").await;
-    set_member(&admin, &team, "op", "operator")
-        .await
-        .assert_status(200);
-    let team_cred = credential(&op, Some(&team), sshd::PASSWORD).await;
-    let sid = saved_session(&op, Some(&team), "lab", d.port, Some(&team_cred)).await;
+    let (admin, team, op, sid) = operator_with_team_session(&server, d.port).await;
     let own_cred = credential(&op, None, sshd::PASSWORD).await;
 
     let mut w = ws_of(&server, &op).await;

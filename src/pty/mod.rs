@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use nix::sys::signal::Signal;
 use opsgate_protocol::{codes, DATA_HEADER_LEN};
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PtyConfig;

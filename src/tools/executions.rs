@@ -271,15 +271,9 @@ impl Executions {
         let (key, rec, limits) = (key.to_string(), rec.clone(), self.limits.clone());
         self.store
             .write(move |tx| {
-                let mut rec = rec;
                 let mut t = tx.open_table(EXECUTIONS)?;
                 let mut index = tx.open_table(EXECUTION_INDEX)?;
-                let k = (key.as_str(), rec.id.as_str());
-                t.insert(k, store::encode(&rec)?.as_slice())?;
-                // The index row is the same record without its output (up to 1 MiB):
-                // emptied in place, not copied.
-                rec.output = String::new();
-                index.insert(k, store::encode(&rec)?.as_slice())?;
+                let rec = put(&mut t, &mut index, &key, rec)?;
                 if rec.ended_at.is_some() {
                     prune(&mut t, &mut index, &key, &rec.id, &limits)?;
                 }
@@ -340,6 +334,21 @@ impl Executions {
         all.sort_by_key(|e| std::cmp::Reverse((e.created_ms, e.id.clone())));
         Ok(all)
     }
+}
+
+/// Stores run `rec` of workspace `key`: its row, and its index row, the same record
+/// without its output (up to 1 MiB: emptied in place, not copied). Returns that record.
+fn put(
+    t: &mut store::OwnedTable<'_>,
+    index: &mut store::OwnedTable<'_>,
+    key: &str,
+    mut rec: Execution,
+) -> Result<Execution, StoreError> {
+    let k = (key, rec.id.as_str());
+    t.insert(k, store::encode(&rec)?.as_slice())?;
+    rec.output = String::new();
+    index.insert(k, store::encode(&rec)?.as_slice())?;
+    Ok(rec)
 }
 
 /// Keeps the newest `keep_count` finished executions of a workspace, none older than
@@ -594,7 +603,7 @@ mod bench {
                     let mut t = tx.open_table(EXECUTIONS)?;
                     let mut index = tx.open_table(EXECUTION_INDEX)?;
                     for i in 0..100 {
-                        let mut rec = Execution {
+                        let rec = Execution {
                             id: format!("run{chunk:02}{i:03}"),
                             tool: "ping".into(),
                             params: serde_json::json!({"host":"127.0.0.1","count":4500}),
@@ -611,10 +620,7 @@ mod bench {
                             truncated: false,
                             output: output.clone(),
                         };
-                        let k = ("alice", rec.id.as_str());
-                        t.insert(k, store::encode(&rec)?.as_slice())?;
-                        rec.output.clear();
-                        index.insert(k, store::encode(&rec)?.as_slice())?;
+                        put(&mut t, &mut index, "alice", rec)?;
                     }
                     Ok(())
                 })
